@@ -1,0 +1,27 @@
+# Two entry points: `make demo` (the main job) and `make test`. Each creates .venv if missing.
+PYTHON ?= python3
+VENV ?= .venv
+# The CPU build of torch 2.13.0; override (e.g. TORCH_SPEC="torch") to get a CUDA build elsewhere.
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: demo test bench clean
+
+$(BIN)/pfdist: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(BIN)/pfdist
+
+demo: $(BIN)/pfdist
+	$(BIN)/pfdist distance examples/teacher.json examples/other.json --num-samples 2000 --out runs/demo.json
+
+test: $(BIN)/pfdist
+	$(BIN)/python -m pytest tests
+
+bench: $(BIN)/pfdist
+	for f in benchmarks/bench_*.py; do $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,15 @@
+"""Errors raised at pfdist's boundaries: each says what was wrong and what to do."""
+
+from __future__ import annotations
+
+
+class PFDistError(ValueError):
+    """Bad input or state detected by pfdist; the message names the fix."""
+
+
+class NonFiniteError(PFDistError):
+    """A model produced NaN or Inf."""
+
+
+class CheckpointError(PFDistError):
+    """A checkpoint is missing, corrupt, or does not match the requested config."""

@@ -1,0 +1,135 @@
+"""Distributions and models described in files (the CLI's ``A`` and ``B``).
+
+A spec is one of
+
+* a JSON file ``{"type": ..., ...}`` with
+  - ``"gaussian"``: ``mean`` (nested list, any shape), ``cov`` (d x d);
+  - ``"gaussian_mixture"``: ``weights`` (K), ``means`` (K, *shape), and ``covs`` (K, d, d) or
+    ``factors`` (K, d, r) with optional ``noise_std``;
+  - ``"low_rank_mixture"``: ``shape``, ``num_components``, ``rank`` and optional ``scale``,
+    ``mean_scale``, ``noise_std``, ``seed`` (a random mixture of low-rank Gaussians);
+  - ``"empirical"``: ``data``, a safetensors file (relative to the JSON) holding ``data``
+    (N, *shape);
+  Tensor fields may instead live in a safetensors file named by ``"tensors"``.
+* a ``.safetensors`` file whose metadata has ``pfdist_type`` (one of the types above) and whose
+  tensors are the fields (see :func:`save_distribution`);
+* a trained network: a directory or ``.json`` written by ``pfdist.training`` (loaded by
+  :func:`pfdist.training.load_denoiser`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pfdist.atomic import atomic_save_tensors
+from pfdist.denoisers import EmpiricalDenoiser, Gaussian, GaussianMixture, random_low_rank_mixture
+from pfdist.errors import PFDistError
+
+TYPES = ("gaussian", "gaussian_mixture", "low_rank_mixture", "empirical")
+
+
+def _read_tensors(path: Path) -> tuple[dict, dict]:
+    from safetensors import SafetensorError
+    from safetensors.torch import safe_open
+
+    if not path.is_file():
+        raise PFDistError(f"tensor file {path} does not exist.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as e:
+        raise PFDistError(f"{path} is not a readable safetensors file ({e}).") from None
+
+
+def build_distribution(spec: dict, base_dir: Path = Path(".")) -> Any:
+    """An exact distribution from a spec dict (see the module docstring)."""
+    spec = dict(spec)
+    kind = spec.pop("type", None)
+    if kind not in TYPES:
+        raise PFDistError(f"spec type must be one of {TYPES}; got {kind!r}.")
+    if "tensors" in spec:
+        tensors, _ = _read_tensors(base_dir / spec.pop("tensors"))
+        spec.update(tensors)
+    t = lambda v: torch.as_tensor(v, dtype=torch.float64)  # noqa: E731
+    try:
+        if kind == "gaussian":
+            return Gaussian(t(spec["mean"]), t(spec["cov"]))
+        if kind == "gaussian_mixture":
+            covs = t(spec["covs"]) if "covs" in spec else None
+            factors = t(spec["factors"]) if "factors" in spec else None
+            return GaussianMixture(t(spec["weights"]), t(spec["means"]), covs, factors=factors,
+                                   noise_std=float(spec.get("noise_std", 0.0)))
+        if kind == "low_rank_mixture":
+            return random_low_rank_mixture(
+                spec["shape"], int(spec["num_components"]), int(spec["rank"]),
+                scale=float(spec.get("scale", 1.0)), mean_scale=float(spec.get("mean_scale", 0.0)),
+                noise_std=float(spec.get("noise_std", 0.0)), seed=int(spec.get("seed", 0)),
+            )
+        data = spec["data"]
+        if isinstance(data, str):
+            data = _read_tensors(base_dir / data)[0]["data"]
+        return EmpiricalDenoiser(torch.as_tensor(data, dtype=torch.float32))
+    except KeyError as e:
+        raise PFDistError(f"a {kind!r} spec needs the field {e.args[0]!r}.") from None
+
+
+def save_distribution(dist: Any, path: str | os.PathLike) -> Path:
+    """Write an exact distribution as a self-describing safetensors file (atomic)."""
+    if isinstance(dist, Gaussian):
+        kind, tensors = "gaussian", {"mean": dist.mean.reshape(dist.shape), "cov": dist.cov}
+    elif isinstance(dist, GaussianMixture):
+        factors = dist.eigvecs * (dist.eigvals - dist.iso[:, None]).clamp_min(0).sqrt()[:, None, :]
+        kind = "gaussian_mixture"
+        tensors = {"weights": dist.log_weights.exp(), "means": dist.means.reshape(-1, *dist.shape),
+                   "factors": factors, "noise_std": dist.iso.sqrt()}
+    elif isinstance(dist, EmpiricalDenoiser):
+        kind, tensors = "empirical", {"data": dist.data.reshape(-1, *dist.shape)}
+    else:
+        raise PFDistError(f"cannot save a {type(dist).__name__}; save networks with pfdist.training.")
+    return atomic_save_tensors(path, tensors, metadata={"pfdist_type": kind})
+
+
+def load_spec(path: str | os.PathLike) -> Any:
+    """A denoiser from a spec file or a trained-network directory (see the module docstring)."""
+    path = Path(path)
+    if not path.exists():
+        raise PFDistError(f"{path} does not exist; give a distribution file (.json, .safetensors) or a checkpoint.")
+    if path.is_dir() or _is_network_json(path):
+        from pfdist.training import load_denoiser
+
+        return load_denoiser(path)
+    if path.suffix == ".safetensors":
+        tensors, meta = _read_tensors(path)
+        kind = meta.get("pfdist_type")
+        if kind is None:
+            raise PFDistError(f"{path} has no 'pfdist_type' metadata; write it with pfdist.specs.save_distribution.")
+        return _from_tensors(kind, tensors)
+    try:
+        spec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PFDistError(f"{path} is not valid JSON ({e}).") from None
+    if not isinstance(spec, dict):
+        raise PFDistError(f"{path} must hold a JSON object with a 'type' field.")
+    return build_distribution(spec, path.parent)
+
+
+def _from_tensors(kind: str, tensors: dict) -> Any:
+    if kind == "gaussian_mixture":
+        return GaussianMixture(tensors["weights"], tensors["means"], factors=tensors["factors"],
+                               noise_std=tensors.get("noise_std", torch.tensor(0.0)))
+    return build_distribution({"type": kind, **tensors})
+
+
+def _is_network_json(path: Path) -> bool:
+    if path.suffix != ".json":
+        return False
+    try:
+        spec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(spec, dict) and "net_config" in spec
