@@ -53,11 +53,13 @@ def distance(
     """PFD between two models on shared seeds; prints value ± CI and writes a JSON result."""
     from pfdist.atomic import atomic_write_json
     from pfdist.metric import pfd
-    from pfdist.specs import load_spec
+    from pfdist.specs import data_shape, load_spec
 
     try:
         da, db = load_spec(a), load_spec(b)
-        shape = getattr(da, "shape", None) or getattr(db, "shape", None)
+        shape = data_shape(da) or data_shape(db)
+        if data_shape(da) and data_shape(db) and data_shape(da) != data_shape(db):
+            fail(f"a and b have different data shapes ({data_shape(da)} vs {data_shape(db)}); PFD compares maps on the same space.")
         with progress_bar(num_samples, "PFD") as bar:
             result = pfd(
                 da, db, shape=shape, num_samples=num_samples, seed=seed, steps=steps, solver=solver,
@@ -72,6 +74,126 @@ def distance(
     if out is not None:
         atomic_write_json(out, record)
         typer.echo(f"wrote {out}")
+
+
+def _json_option(value: Optional[str], what: str) -> dict:
+    """A JSON object given inline or as a path to a .json file."""
+    if not value:
+        return {}
+    text = Path(value).read_text() if value.endswith(".json") and Path(value).is_file() else value
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        fail(f"--{what} must be a JSON object or a .json file ({e}).")
+    if not isinstance(obj, dict):
+        fail(f"--{what} must be a JSON object, e.g. '{{\"epochs\": 20}}'.")
+    return obj
+
+
+NET_HELP = ('Student network, JSON or .json file: {"arch": "mlp", "width": 256, "depth": 3, "sigma_data": 1.0} or '
+            '{"arch": "unet", "base_channels": 16, "channel_mult": [1, 2], "num_blocks": 1}. shape comes from the teacher.')
+TRAIN_HELP = 'TrainConfig fields as JSON, e.g. {"epochs": 20, "epoch_images": 12800, "batch_size": 256, "lr": 2e-3, "lr_schedule": "onecycle"}.'
+EVAL_HELP = 'EvalConfig fields as JSON, e.g. {"num_samples": 2000, "steps": 18, "solver": "heun"}.'
+
+
+def _protocol_inputs(teacher: Path, net: Optional[str], train_cfg: Optional[str], eval_cfg: Optional[str]):
+    from pfdist.protocol import EvalConfig
+    from pfdist.specs import data_shape, load_spec
+    from pfdist.training import TrainConfig
+
+    model = load_spec(teacher)
+    shape = data_shape(model)
+    if shape is None:
+        fail(f"{teacher} does not say its data shape.")
+    net_config = {"arch": "mlp", "width": 256, "depth": 3, "sigma_data": 1.0, **_json_option(net, "net")}
+    net_config.setdefault("shape", list(shape))
+    try:
+        train_config = TrainConfig.from_dict(_json_option(train_cfg, "train"))
+        eval_config = EvalConfig(**_json_option(eval_cfg, "eval"))
+    except TypeError as e:
+        fail(f"unknown field in --train/--eval: {e}.")
+    return model, shape, net_config, train_config, eval_config
+
+
+def _train_bar():
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=0, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def update(step: int, total: int, loss: float) -> None:
+        bar.total = total
+        bar.n = step
+        if step % 20 == 0 or step == total:
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            bar.refresh()
+
+    return bar, update
+
+
+@app.command()
+def student(
+    teacher: Path = typer.Argument(..., help="Teacher: a distribution file or a trained network."),
+    n: int = typer.Option(..., "--n", "-N", help="Training set size N (teacher seeds 0..N-1)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Student directory (checkpoint, student, results.json)."),
+    net: Optional[str] = typer.Option(None, help=NET_HELP),
+    train_config: Optional[str] = typer.Option(None, "--train", help=TRAIN_HELP),
+    eval_config: Optional[str] = typer.Option(None, "--eval", help=EVAL_HELP),
+    eval_epochs: str = typer.Option("", help="Comma-separated epochs at which to evaluate too, e.g. 0,10,20."),
+    dataset_index: int = typer.Option(0, help="Training set index: 0 = seeds 0..N-1; i = independent set i."),
+    descriptor: Optional[Path] = typer.Option(None, help="TorchScript descriptor file; default: pixels."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Cache teacher maps here (keyed by content)."),
+) -> None:
+    """Train one student on N teacher samples; report E_gen, E_mem, losses and copy share."""
+    from pfdist.protocol import teacher_student
+
+    try:
+        model, shape, net_cfg, train_cfg, eval_cfg = _protocol_inputs(teacher, net, train_config, eval_config)
+        epochs = [int(e) for e in eval_epochs.split(",") if e.strip()]
+        bar, update = _train_bar()
+        with bar:
+            rec = teacher_student(model, n, net_cfg, train_cfg, out, shape=shape, eval_config=eval_cfg,
+                                  dataset_index=dataset_index, descriptor=descriptor, eval_epochs=epochs,
+                                  device=device, cache_dir=cache_dir, progress=update)
+    except (PFDistError, ValueError) as e:
+        fail(str(e))
+    typer.echo(f"|θ| = {rec['params']:,}  N = {n}")
+    for name in ("e_gen", "e_mem"):
+        r = rec[name]
+        typer.echo(f"{name.upper():6s} = {r['pfd']:.4f}  (95% CI [{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}])")
+    mr = rec["mem_ratio"]
+    typer.echo(f"copies = {mr['value']:.3f}  (95% CI [{mr['ci95'][0]:.3f}, {mr['ci95'][1]:.3f}])")
+    typer.echo(f"train loss {rec['train_loss']:.4f}, test loss {rec['test_loss']:.4f}; wrote {out / 'results.json'}")
+
+
+@app.command("bias-variance")
+def bias_variance_cmd(
+    teacher: Path = typer.Argument(..., help="Teacher: a distribution file or a trained network."),
+    n: int = typer.Option(..., "--n", "-N", help="Training set size N of each student."),
+    k: int = typer.Option(4, "--k", "-K", help="Number of students on independent datasets."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for the K students and bias_variance.json."),
+    net: Optional[str] = typer.Option(None, help=NET_HELP),
+    train_config: Optional[str] = typer.Option(None, "--train", help=TRAIN_HELP),
+    eval_config: Optional[str] = typer.Option(None, "--eval", help=EVAL_HELP),
+    descriptor: Optional[Path] = typer.Option(None, help="TorchScript descriptor file; default: pixels."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Cache teacher maps here (keyed by content)."),
+) -> None:
+    """K students on independent datasets: E_bias, E_var, and the identity mean E_gen^2 = bias^2 + var."""
+    from pfdist.protocol import bias_variance
+
+    try:
+        model, shape, net_cfg, train_cfg, eval_cfg = _protocol_inputs(teacher, net, train_config, eval_config)
+        bar, update = _train_bar()
+        with bar:
+            rep = bias_variance(model, n, net_cfg, train_cfg, out, k=k, shape=shape, eval_config=eval_cfg,
+                                descriptor=descriptor, device=device, cache_dir=cache_dir, progress=update)
+    except (PFDistError, ValueError) as e:
+        fail(str(e))
+    typer.echo(f"K = {k}, N = {n}, |θ| = {rep['params']:,}")
+    typer.echo(f"E_bias = {rep['e_bias']:.4f}, E_var = {rep['e_var']:.4f}, mean E_gen^2 = {rep['mean_e_gen_sq']:.6f} "
+               f"= E_bias^2 + E_var + ({rep['identity_gap']:.2e})")
+    typer.echo(f"wrote {out / 'bias_variance.json'}")
 
 
 def main() -> None:

@@ -95,27 +95,57 @@ def save_distribution(dist: Any, path: str | os.PathLike) -> Path:
 
 
 def load_spec(path: str | os.PathLike) -> Any:
-    """A denoiser from a spec file or a trained-network directory (see the module docstring)."""
+    """A denoiser from a spec file or a trained network (see the module docstring)."""
     path = Path(path)
     if not path.exists():
         raise PFDistError(f"{path} does not exist; give a distribution file (.json, .safetensors) or a checkpoint.")
-    if path.is_dir() or _is_network_json(path):
-        from pfdist.training import load_denoiser
-
-        return load_denoiser(path)
+    if path.is_dir():
+        return _load_network_dir(path)
     if path.suffix == ".safetensors":
         tensors, meta = _read_tensors(path)
         kind = meta.get("pfdist_type")
-        if kind is None:
-            raise PFDistError(f"{path} has no 'pfdist_type' metadata; write it with pfdist.specs.save_distribution.")
-        return _from_tensors(kind, tensors)
+        if kind is not None:
+            return _from_tensors(kind, tensors)
+        if path.with_suffix(".json").is_file():
+            from pfdist.training import load_denoiser
+
+            return load_denoiser(path)
+        raise PFDistError(f"{path} has no 'pfdist_type' metadata and no .json config beside it; "
+                          "write distributions with pfdist.specs.save_distribution.")
     try:
         spec = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PFDistError(f"{path} is not valid JSON ({e}).") from None
     if not isinstance(spec, dict):
         raise PFDistError(f"{path} must hold a JSON object with a 'type' field.")
+    if spec.get("kind") == "pfdist.denoiser":
+        from pfdist.training import load_denoiser
+
+        return load_denoiser(path.with_name(spec.get("tensors_file", path.stem + ".safetensors")))
     return build_distribution(spec, path.parent)
+
+
+def _load_network_dir(path: Path) -> Any:
+    """A student directory: its final student.safetensors, else the EMA weights of its checkpoint."""
+    from pfdist.nets import build_network
+    from pfdist.training import has_checkpoint, load_checkpoint, load_denoiser
+
+    if (path / "student.safetensors").is_file():
+        return load_denoiser(path / "student.safetensors")
+    if has_checkpoint(path):
+        ckpt = load_checkpoint(path)
+        net = build_network(ckpt.info["net_config"])
+        net.load_state_dict(ckpt.ema)
+        return net.eval().requires_grad_(False)
+    raise PFDistError(f"{path} holds neither student.safetensors nor a training checkpoint.")
+
+
+def data_shape(model: Any) -> tuple[int, ...] | None:
+    """The data shape a model or distribution works on, when it says."""
+    shape = getattr(model, "shape", None)
+    if shape is None and isinstance(getattr(model, "config", None), dict):
+        shape = model.config.get("shape")
+    return tuple(shape) if shape is not None else None
 
 
 def _from_tensors(kind: str, tensors: dict) -> Any:
@@ -123,13 +153,3 @@ def _from_tensors(kind: str, tensors: dict) -> Any:
         return GaussianMixture(tensors["weights"], tensors["means"], factors=tensors["factors"],
                                noise_std=tensors.get("noise_std", torch.tensor(0.0)))
     return build_distribution({"type": kind, **tensors})
-
-
-def _is_network_json(path: Path) -> bool:
-    if path.suffix != ".json":
-        return False
-    try:
-        spec = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
-    return isinstance(spec, dict) and "net_config" in spec

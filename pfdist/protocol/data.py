@@ -1,0 +1,65 @@
+"""Teachers and their training sets: seed streams disjoint from the evaluation seeds.
+
+Training set ``index`` of size N is the teacher's flow map on seeds
+``index * DATASET_STRIDE + (0 .. N-1)``: set 0 starts at seed 0 (as EDM's training seeds), and
+the first N of one stream form nested sets for scaling sweeps; other indices are independent
+sets for bias-variance. Evaluation seeds start at 100 000, test-loss samples at 200 000.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+from torch import Tensor
+
+from pfdist.denoisers import EmpiricalDenoiser
+from pfdist.errors import PFDistError
+from pfdist.flows import FlowSettings, flow_outputs
+
+EVAL_SEED = 100_000
+TEST_SEED = 200_000
+DATASET_STRIDE = 1 << 20
+MAX_N = 1 << 20
+
+
+def dataset_seeds(n: int, index: int = 0, *, eval_seeds: range = range(EVAL_SEED, EVAL_SEED + 10_000)) -> range:
+    """Seeds of training set ``index`` of size ``n``; checked disjoint from ``eval_seeds`` and the test seeds."""
+    if not isinstance(n, int) or n < 1:
+        raise PFDistError(f"N must be a positive integer (got {n!r}).")
+    if index < 0:
+        raise PFDistError(f"dataset index must be >= 0 (got {index}).")
+    if n > MAX_N:
+        raise PFDistError(f"N = {n} exceeds the largest supported training set ({MAX_N}).")
+    seeds = range(index * DATASET_STRIDE, index * DATASET_STRIDE + n)
+    for other, name in ((eval_seeds, "evaluation"), (range(TEST_SEED, TEST_SEED + 100_000), "test")):
+        if seeds.start < other.stop and other.start < seeds.stop:
+            raise PFDistError(
+                f"training seeds {seeds.start}..{seeds.stop - 1} overlap the {name} seeds "
+                f"{other.start}..{other.stop - 1}; use a smaller N or another dataset index."
+            )
+    return seeds
+
+
+def teacher_samples(
+    teacher: Callable,
+    seeds: range,
+    *,
+    shape: Sequence[int],
+    settings: FlowSettings | None = None,
+    batch_size: int = 512,
+    device: Any = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Tensor:
+    """The teacher's samples Phi_teacher(x_T) on ``seeds``, ``(len(seeds), *shape)`` on the CPU."""
+    if isinstance(teacher, EmpiricalDenoiser) and len(seeds) > len(teacher):
+        raise PFDistError(
+            f"the teacher is a finite set of {len(teacher)} points and cannot supply N = {len(seeds)} "
+            "distinct samples; use N <= that or a continuous teacher."
+        )
+    if tuple(getattr(teacher, "shape", shape)) != tuple(shape):
+        raise PFDistError(f"the teacher's data shape is {tuple(teacher.shape)}, not {tuple(shape)}.")
+    out = flow_outputs(teacher, shape=shape, num_samples=len(seeds), seed=seeds.start, settings=settings,
+                       batch_size=batch_size, device=device, cache_dir=cache_dir, progress=progress)
+    return out.values

@@ -1,0 +1,145 @@
+"""The teacher-student protocol for one student: data -> training -> E_gen / E_mem -> results.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import Tensor
+
+from pfdist.atomic import atomic_write_json
+from pfdist.descriptors import Descriptor, resolve_descriptor
+from pfdist.errors import PFDistError
+from pfdist.flows import FlowOutputs, flow_outputs
+from pfdist.hashing import content_hash, fingerprint
+from pfdist.nets import build_network, count_parameters, normalize_config
+from pfdist.protocol.data import TEST_SEED, dataset_seeds, teacher_samples
+from pfdist.protocol.evaluate import EvalConfig, evaluate_student
+from pfdist.training import TrainConfig, save_denoiser, train
+
+RESULTS = "results.json"
+STUDENT = "student.safetensors"
+
+
+def teacher_map(teacher: Callable, shape: Sequence[int], config: EvalConfig, *, device: Any = None,
+                cache_dir: str | os.PathLike | None = None, progress: Callable[[int], None] | None = None) -> FlowOutputs:
+    """The teacher's pixel outputs on the evaluation seeds: computed once, reused by every student."""
+    return flow_outputs(teacher, shape=shape, num_samples=config.num_samples, seed=config.seed,
+                        settings=config.settings(), batch_size=config.batch_size, device=device,
+                        cache_dir=cache_dir, progress=progress)
+
+
+def student_key(teacher: Callable, n: int, net_config: dict, train_config: TrainConfig, eval_config: EvalConfig,
+                dataset_index: int, descriptor: Descriptor, eval_epochs: Sequence[int]) -> str:
+    """Content hash naming one unit of work: rerunning the same unit finds its results."""
+    from pfdist.descriptors import descriptor_fingerprint
+
+    return content_hash("student/v1", fingerprint(teacher), n, normalize_config(net_config), train_config.to_dict(),
+                        eval_config.to_dict(), dataset_index, descriptor_fingerprint(descriptor), sorted(eval_epochs))
+
+
+def read_results(out_dir: str | os.PathLike, key: str | None = None) -> dict | None:
+    """The finished results in ``out_dir`` (None if absent or for another key)."""
+    path = Path(out_dir) / RESULTS
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return record if key is None or record.get("key") == key else None
+
+
+def teacher_student(
+    teacher: Callable,
+    n: int,
+    net_config: dict,
+    train_config: TrainConfig,
+    out_dir: str | os.PathLike,
+    *,
+    shape: Sequence[int] | None = None,
+    eval_config: EvalConfig = EvalConfig(),
+    dataset_index: int = 0,
+    descriptor: Descriptor | str | None = None,
+    teacher_outputs: FlowOutputs | None = None,
+    train_data: Tensor | None = None,
+    eval_epochs: Iterable[int] = (),
+    device: Any = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> dict[str, Any]:
+    """Train a student on N teacher samples and report E_gen, E_mem, losses and copy share.
+
+    Writes ``out_dir/results.json`` (atomically, last) next to the training checkpoint and the
+    final EMA student ``out_dir/student.safetensors``; if results for the same content key are
+    already there, returns them without recomputing. ``eval_epochs`` adds the same report at
+    those epochs (``history``). ``teacher_outputs`` / ``train_data`` may be passed in to share
+    them across students (they must be the teacher's maps on the evaluation / dataset seeds).
+    """
+    device = torch.device(device or "cpu")
+    shape = tuple(shape or getattr(teacher, "shape", None) or ())
+    if not shape:
+        raise PFDistError("pass shape=...: the teacher does not say its data shape.")
+    net_config = normalize_config(net_config)
+    if tuple(net_config["shape"]) != shape:
+        raise PFDistError(
+            f"the student's data shape {tuple(net_config['shape'])} differs from the teacher's {shape}; "
+            "set net_config['shape'] to the teacher's shape."
+        )
+    desc = resolve_descriptor(descriptor)
+    eval_epochs = sorted({int(e) for e in eval_epochs})
+    key = student_key(teacher, n, net_config, train_config, eval_config, dataset_index, desc, eval_epochs)
+    done = read_results(out_dir, key)
+    if done is not None:
+        return done
+    t0 = time.perf_counter()
+    seeds = dataset_seeds(n, dataset_index, eval_seeds=range(eval_config.seed, eval_config.seed + eval_config.num_samples))
+    if train_data is None:
+        train_data = teacher_samples(teacher, seeds, shape=shape, settings=eval_config.settings(), device=device,
+                                     cache_dir=cache_dir)
+    elif train_data.shape != (n, *shape):
+        raise PFDistError(f"train_data must be (N, *shape) = {(n, *shape)}; got {tuple(train_data.shape)}.")
+    test_data = teacher_samples(teacher, range(TEST_SEED, TEST_SEED + eval_config.test_samples), shape=shape,
+                                settings=eval_config.settings(), device=device, cache_dir=cache_dir)
+    if teacher_outputs is None:
+        teacher_outputs = teacher_map(teacher, shape, eval_config, device=device, cache_dir=cache_dir)
+    evaluate = lambda student: evaluate_student(  # noqa: E731
+        student, teacher_outputs=teacher_outputs, train_data=train_data, test_data=test_data,
+        config=eval_config, descriptor=desc, device=device)
+    history: list[dict] = []
+
+    def callback(epoch: int, ema: torch.nn.Module, stats: dict) -> None:
+        ema.eval()
+        history.append({"epoch": epoch, "images": stats["images"], "epoch_train_loss": stats["loss"], **evaluate(ema)})
+        ema.train()
+
+    out_dir = Path(out_dir)
+    t_train = time.perf_counter()
+    result = train(net_config, train_data.to(device), train_config, out_dir, callback=callback,
+                   epochs_to_eval=eval_epochs, progress=progress)
+    train_s = time.perf_counter() - t_train
+    student = result.denoiser.eval()
+    save_denoiser(out_dir / STUDENT, student, info={"n": n, "dataset_index": dataset_index, "key": key})
+    report = evaluate(student)
+    record = {
+        "key": key,
+        "n": n,
+        "params": count_parameters(student),
+        "dataset_index": dataset_index,
+        "shape": list(shape),
+        "net_config": net_config,
+        "train_config": train_config.to_dict(),
+        "eval_config": eval_config.to_dict(),
+        "teacher": fingerprint(teacher),
+        "epochs": train_config.epochs,
+        "final_epoch_train_loss": result.history[-1] if result.history else None,
+        **report,
+        "history": history,
+        "wall_s": {"total": time.perf_counter() - t0, "train": train_s},
+    }
+    atomic_write_json(out_dir / RESULTS, record)
+    return record

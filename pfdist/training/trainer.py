@@ -1,0 +1,357 @@
+"""Training a denoiser with the EDM loss, Adam and an EMA of the weights, resumable bit-exactly.
+
+Randomness of step ``s`` is a pure function of ``(seed, s)``: the noise levels and noise come
+from a generator seeded by ``hash(seed, "noise", s)``, the batch is items ``[s B, (s + 1) B)``
+of the data stream below, the learning rate and EMA decay are functions of ``s``. So a run
+resumed from a checkpoint continues exactly as if it had never stopped.
+
+Data stream. An endless concatenation of random permutations of ``range(N)``; each pass sees
+every training item once. Passes are drawn in blocks of ``K = ceil(4096 / N)`` permutations,
+block ``b`` being the row-wise argsort of a ``(K, N)`` uniform matrix from a generator seeded
+by ``hash(seed, "order", b)`` (blocks keep tiny N cheap). A batch larger than N simply spans
+several passes, so every item appears about equally often.
+
+Epoch. An epoch is ``epoch_images`` training images rounded up to whole batches,
+``ceil(epoch_images / batch_size)`` steps, whatever N is; the paper does not define an epoch
+for small N, and a fixed count makes "epoch 100" the same amount of optimisation for every N.
+With ``epoch_images=None`` it is N rounded up to whole batches (the usual epoch); epochs then
+need not align with passes of the stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, NamedTuple
+
+import torch
+from torch import Tensor
+
+from pfdist.errors import CheckpointError, NonFiniteError, PFDistError
+from pfdist.hashing import content_hash
+from pfdist.nets import EDMPrecond, build_network, normalize_config
+from pfdist.training.checkpoint import has_checkpoint, load_checkpoint, restore_optimizer, save_checkpoint
+from pfdist.training.loss import edm_loss
+
+SCHEDULES = ("constant", "onecycle", "cosine")
+_INIT, _ORDER, _NOISE, _DROPOUT = "init", "order", "noise", "dropout"
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A 63-bit seed that is a pure function of ``parts`` (blake2b, independent of PYTHONHASHSEED)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; JSON round-trippable with :meth:`to_dict` / :meth:`from_dict`.
+
+    Learning rate: linear warmup over ``warmup_images`` then ``constant``, ``cosine`` (to 0 at
+    the last step) or ``onecycle`` (linear to 0). EMA as in EDM: half-life
+    ``min(ema_halflife_images, images_seen * ema_rampup_ratio)`` images, so
+    ``beta = 0.5 ** (batch_size / halflife)``; ``ema_halflife_images=None`` disables it.
+    """
+
+    seed: int = 0
+    batch_size: int = 128
+    lr: float = 1e-3
+    lr_schedule: str = "constant"
+    warmup_images: int = 0
+    epochs: int = 100
+    epoch_images: int | None = None
+    ema_halflife_images: float | None = 500_000
+    ema_rampup_ratio: float | None = 0.05
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    grad_clip: float | None = None
+    checkpoint_every: int = 10
+    P_mean: float = -1.2
+    P_std: float = 1.2
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise PFDistError(f"TrainConfig: {what}.")
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def positive(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf
+
+        need(is_int(self.seed) and self.seed >= 0, f"seed must be an int >= 0, got {self.seed!r}")
+        need(is_int(self.batch_size) and self.batch_size >= 1,
+             f"batch_size must be an int >= 1, got {self.batch_size!r}")
+        need(positive(self.lr), f"lr must be positive, got {self.lr!r}")
+        need(self.lr_schedule in SCHEDULES,
+             f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
+        need(is_int(self.warmup_images) and self.warmup_images >= 0, "warmup_images must be an int >= 0")
+        need(is_int(self.epochs) and self.epochs >= 0, f"epochs must be an int >= 0, got {self.epochs!r}")
+        need(self.epoch_images is None or (is_int(self.epoch_images) and self.epoch_images >= 1),
+             f"epoch_images must be None or an int >= 1, got {self.epoch_images!r}")
+        need(self.ema_halflife_images is None or positive(self.ema_halflife_images),
+             "ema_halflife_images must be None or positive")
+        need(self.ema_rampup_ratio is None or positive(self.ema_rampup_ratio),
+             "ema_rampup_ratio must be None or positive")
+        betas = self.adam_betas
+        need(isinstance(betas, (list, tuple)) and len(betas) == 2 and all(
+            isinstance(b, (int, float)) and 0 <= b < 1 for b in betas),
+            f"adam_betas must be two numbers in [0, 1), got {betas!r}")
+        object.__setattr__(self, "adam_betas", tuple(float(b) for b in betas))
+        need(positive(self.adam_eps), "adam_eps must be positive")
+        need(self.grad_clip is None or positive(self.grad_clip), "grad_clip must be None or positive")
+        need(is_int(self.checkpoint_every) and self.checkpoint_every >= 1,
+             "checkpoint_every must be an int >= 1")
+        need(isinstance(self.P_mean, (int, float)) and positive(self.P_std),
+             "P_mean must be a number and P_std positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["adam_betas"] = list(self.adam_betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        valid = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(valid))
+        if unknown:
+            raise PFDistError(f"unknown TrainConfig keys {unknown}; valid: {valid}.")
+        return cls(**d)
+
+    def steps_per_epoch(self, n: int) -> int:
+        """ceil(epoch_images / batch_size), with epoch_images = N when it is None."""
+        return -(-(self.epoch_images or n) // self.batch_size)
+
+
+def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    """Learning rate of step ``step`` (0-based) of ``total_steps``."""
+    images = (step + 1) * config.batch_size
+    warm = min(1.0, images / config.warmup_images) if config.warmup_images else 1.0
+    if config.lr_schedule == "constant":
+        return config.lr * warm
+    decay_images = max(total_steps * config.batch_size - config.warmup_images, 1)
+    p = min(max((step * config.batch_size - config.warmup_images) / decay_images, 0.0), 1.0)
+    factor = 0.5 * (1 + math.cos(math.pi * p)) if config.lr_schedule == "cosine" else 1 - p
+    return config.lr * warm * factor
+
+
+def ema_beta(config: TrainConfig, step: int) -> float:
+    """EMA decay after step ``step`` (EDM training_loop.py: half-life in images, with ramp-up)."""
+    if config.ema_halflife_images is None:
+        return 0.0
+    halflife = config.ema_halflife_images
+    if config.ema_rampup_ratio is not None:
+        halflife = min(halflife, step * config.batch_size * config.ema_rampup_ratio)
+    return 0.5 ** (config.batch_size / max(halflife, 1e-8))
+
+
+class DataOrder:
+    """Batch indices of step ``s``: items ``[s B, (s + 1) B)`` of the data stream (module doc)."""
+
+    def __init__(self, seed: int, n: int, device: torch.device | str | None = None):
+        self.seed, self.n, self.device = seed, n, device
+        self.passes_per_block = -(-4096 // n)
+        self.block_len = self.passes_per_block * n
+        self._blocks: dict[int, Tensor] = {}
+
+    def block(self, b: int) -> Tensor:
+        if b not in self._blocks:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, _ORDER, b))
+            keys = torch.rand(self.passes_per_block, self.n, generator=g, dtype=torch.float64)
+            self._blocks = {k: v for k, v in self._blocks.items() if k >= b - 1}
+            self._blocks[b] = keys.argsort(dim=1, stable=True).reshape(-1).to(self.device)
+        return self._blocks[b]
+
+    def indices(self, step: int, batch_size: int) -> Tensor:
+        """(batch_size,) int64 indices into the data."""
+        start, end, L = step * batch_size, (step + 1) * batch_size, self.block_len
+        parts = [self.block(b)[max(start - b * L, 0): min(end - b * L, L)]
+                 for b in range(start // L, (end - 1) // L + 1)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+@dataclass
+class TrainState:
+    """What changes during training: the network, its EMA, Adam and the step counter."""
+
+    net: EDMPrecond
+    ema: EDMPrecond
+    optimizer: torch.optim.Optimizer
+    order: DataOrder
+    step: int = 0
+
+    def __post_init__(self) -> None:
+        # Cached once: walking the module tree every step costs more than a tiny network.
+        self.params = list(self.net.parameters())
+        self.ema_params = list(self.ema.parameters())
+        self.dropout = bool(self.net.config and self.net.config.get("dropout", 0) > 0)
+
+
+def make_optimizer(net: torch.nn.Module, config: TrainConfig) -> torch.optim.Adam:
+    return torch.optim.Adam(net.parameters(), lr=config.lr, betas=config.adam_betas,
+                            eps=config.adam_eps, foreach=True)
+
+
+def make_state(net_config: dict, config: TrainConfig, n: int, device: torch.device | str) -> TrainState:
+    """Fresh state: weights from ``hash(seed, "init")``, EMA = copy of the weights, step 0."""
+    net = build_network(net_config, seed=derive_seed(config.seed, _INIT)).to(device).train()
+    ema = copy.deepcopy(net).eval().requires_grad_(False)
+    return TrainState(net, ema, make_optimizer(net, config), DataOrder(config.seed, n, device))
+
+
+def train_step(state: TrainState, data: Tensor, config: TrainConfig, total_steps: int) -> Tensor:
+    """One step: EDM loss on batch ``state.step``, backward, (clip), Adam, EMA.
+
+    data: (N, *shape). Returns the batch's mean loss, a 0-d tensor (no device sync).
+    """
+    s, net = state.step, state.net
+    y = data[state.order.indices(s, config.batch_size)]
+    generator = torch.Generator(device=data.device)
+    generator.manual_seed(derive_seed(config.seed, _NOISE, s))
+    for group in state.optimizer.param_groups:
+        group["lr"] = learning_rate(config, s, total_steps)
+
+    # Loss and gradient (dropout, if any, draws from the global RNG pinned to (seed, s)).
+    devices = [data.device] if data.device.type == "cuda" else []
+    with torch.random.fork_rng(devices) if state.dropout else contextlib.nullcontext():
+        if state.dropout:
+            torch.manual_seed(derive_seed(config.seed, _DROPOUT, s))
+        loss = edm_loss(net, y, generator=generator, sigma_data=net.sigma_data,
+                        P_mean=config.P_mean, P_std=config.P_std).mean()
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+
+    # Update.
+    if config.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(state.params, config.grad_clip, foreach=True)
+    state.optimizer.step()
+    with torch.no_grad():
+        torch._foreach_lerp_(state.ema_params, state.params, 1.0 - ema_beta(config, s))
+    state.step = s + 1
+    return loss.detach()
+
+
+class TrainResult(NamedTuple):
+    """``denoiser``: the EMA network in eval mode; ``history[e - 1]``: mean train loss of epoch e."""
+
+    denoiser: EDMPrecond
+    history: list[float]
+
+
+Callback = Callable[[int, EDMPrecond, dict[str, Any]], None]
+
+
+def _check_data(data: Any, net_config: dict) -> Tensor:
+    if not isinstance(data, Tensor) or not data.is_floating_point():
+        raise PFDistError(f"data must be a floating-point tensor (N, *shape); got {type(data).__name__}"
+                          f"{'' if not isinstance(data, Tensor) else ' of ' + str(data.dtype)}.")
+    shape = list(net_config["shape"])
+    if data.ndim != len(shape) + 1 or list(data.shape[1:]) != shape or data.shape[0] < 1:
+        raise PFDistError(f"data has shape {list(data.shape)} but the network expects (N, *{shape}) "
+                          f"with N >= 1; reshape the data or fix net_config['shape'].")
+    if not torch.isfinite(data).all():
+        raise PFDistError("data contains NaN or Inf; clean the training set.")
+    return data.to(torch.float32).contiguous()
+
+
+def _check_resumable(saved: dict, wanted: dict, config: TrainConfig, out_dir: Path) -> None:
+    fix = f"delete {out_dir} or pass the same config"
+    if saved["net_config"] != wanted["net_config"]:
+        raise CheckpointError(f"checkpoint in {out_dir} has net_config {saved['net_config']}, "
+                              f"requested {wanted['net_config']}; {fix}.")
+    a, b = saved["train_config"], wanted["train_config"]
+    free = ("epochs", "checkpoint_every")
+    differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in free)
+    if differ:
+        raise CheckpointError(
+            f"checkpoint in {out_dir} differs in train_config {differ} (saved "
+            f"{[a.get(k) for k in differ]}, requested {[b.get(k) for k in differ]}); {fix}.")
+    if a.get("epochs") != b["epochs"] and config.lr_schedule != "constant":
+        raise CheckpointError(f"checkpoint in {out_dir} was made for {a.get('epochs')} epochs and the "
+                              f"{config.lr_schedule!r} schedule depends on it; {fix}.")
+    if saved["data_hash"] != wanted["data_hash"]:
+        raise CheckpointError(f"checkpoint in {out_dir} was trained on other data (hash mismatch); {fix}.")
+    if saved["epoch"] > config.epochs:
+        raise CheckpointError(f"checkpoint in {out_dir} is at epoch {saved['epoch']}, beyond the "
+                              f"requested {config.epochs} epochs; {fix} with epochs >= {saved['epoch']}.")
+
+
+def train(
+    net_config: dict,
+    data: Tensor,
+    config: TrainConfig,
+    out_dir: str | os.PathLike,
+    *,
+    callback: Callback | None = None,
+    epochs_to_eval: Iterable[int] = (),
+    progress: Callable[[int, int, float], None] | None = None,
+    resume: bool = True,
+) -> TrainResult:
+    """Train ``build_network(net_config)`` on ``data: (N, *shape)`` (on data's device).
+
+    Checkpoints go to ``out_dir`` every ``checkpoint_every`` epochs and at the end; with
+    ``resume`` an existing checkpoint of the same configs and data is continued (bit-identical
+    to an uninterrupted run), with ``resume=False`` it is overwritten. ``callback(epoch,
+    ema_denoiser, stats)`` runs after each epoch in ``epochs_to_eval`` (0 = before training;
+    epochs already done by a resumed checkpoint are skipped); it must not modify the denoiser.
+    ``progress(step, total_steps, loss)`` runs after every step. A non-finite loss or weight
+    stops training with NonFiniteError; the last good checkpoint stays in ``out_dir``.
+    """
+    if not isinstance(config, TrainConfig):
+        raise PFDistError(f"config must be a TrainConfig, got {type(config).__name__}.")
+    net_config = normalize_config(net_config)
+    data = _check_data(data, net_config)
+    out_dir = Path(out_dir)
+    evals = {int(e) for e in epochs_to_eval}
+    if any(not 0 <= e <= config.epochs for e in evals):
+        raise PFDistError(f"epochs_to_eval must lie in [0, {config.epochs}]; got {sorted(evals)}.")
+    n, steps_per_epoch = data.shape[0], config.steps_per_epoch(data.shape[0])
+    total_steps = config.epochs * steps_per_epoch
+    info = {"net_config": net_config, "train_config": config.to_dict(), "data_hash": content_hash(data),
+            "data_shape": list(data.shape), "steps_per_epoch": steps_per_epoch}
+    state = make_state(net_config, config, n, data.device)
+    start, history = 0, []
+    if resume and has_checkpoint(out_dir):
+        ckpt = load_checkpoint(out_dir)
+        _check_resumable(ckpt.info, info, config, out_dir)
+        state.net.load_state_dict(ckpt.net)
+        state.ema.load_state_dict(ckpt.ema)
+        restore_optimizer(state.optimizer, ckpt.optimizer_state)
+        state.step, start, history = ckpt.info["step"], ckpt.info["epoch"], list(ckpt.info["history"])
+
+    def stats(epoch: int) -> dict[str, Any]:
+        loss = history[epoch - 1] if epoch else math.nan
+        return {"epoch": epoch, "step": state.step, "images": state.step * config.batch_size, "loss": loss}
+
+    if callback is not None and start == 0 and 0 in evals:
+        callback(0, state.ema, stats(0))
+    for epoch in range(start + 1, config.epochs + 1):
+        first = state.step
+        losses = torch.empty(steps_per_epoch, device=data.device)
+        for i in range(steps_per_epoch):
+            losses[i] = train_step(state, data, config, total_steps)
+            if progress is not None:
+                progress(state.step, total_steps, float(losses[i]))
+        finite = torch.isfinite(losses)
+        weights_ok = all(bool(torch.isfinite(p).all()) for p in state.params)
+        if not (finite.all() and weights_ok):
+            bad = first + int((~finite).nonzero()[0, 0]) if not finite.all() else state.step - 1
+            what = "loss" if not finite.all() else "weights"
+            raise NonFiniteError(
+                f"non-finite {what} at step {bad} (0-based, epoch {epoch}); training stopped "
+                f"and the last good checkpoint in {out_dir} was kept. "
+                f"Lower lr, add warmup_images or set grad_clip.")
+        history.append(float(losses.mean()))
+        if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
+            save_checkpoint(out_dir, net=state.net, ema=state.ema, optimizer=state.optimizer,
+                            info={**info, "epoch": epoch, "step": state.step, "history": history})
+        if callback is not None and epoch in evals:
+            callback(epoch, state.ema, stats(epoch))
+    return TrainResult(state.ema, history)

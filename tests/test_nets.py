@@ -1,0 +1,171 @@
+"""Networks: EDM preconditioning against Table 1, backbone contracts, configs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pfdist.errors import PFDistError
+from pfdist.nets import (
+    EDMPrecond,
+    MLP,
+    UNet,
+    build_network,
+    count_parameters,
+    normalize_config,
+    precond_coefficients,
+)
+from pfdist.nets.unet import num_groups
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny networks run faster (and less noisily on a shared machine) on one thread.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class Recorder(torch.nn.Module):
+    """Backbone F(x, c_noise) = 2 x + c_noise that records its inputs."""
+
+    def forward(self, x, c_noise):
+        self.x, self.c_noise = x, c_noise
+        return 2 * x + c_noise.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+@pytest.mark.parametrize("sigma_data", [0.5, 1.0])
+@pytest.mark.parametrize("sigma", [0.002, 0.1, 1.0, 80.0])
+def test_precond_matches_edm_table_1(sigma, sigma_data):
+    sd = sigma_data
+    c_skip = sd**2 / (sigma**2 + sd**2)
+    c_out = sigma * sd / math.sqrt(sigma**2 + sd**2)
+    c_in = 1 / math.sqrt(sigma**2 + sd**2)
+    c_noise = math.log(sigma) / 4
+    got = precond_coefficients(torch.tensor(sigma, dtype=torch.float64), sd)
+    for g, want in zip(got, (c_skip, c_out, c_in, c_noise)):
+        assert float(g) == pytest.approx(want, rel=1e-12, abs=1e-15)
+
+    backbone = Recorder()
+    net = EDMPrecond(backbone, sigma_data=sd)
+    x = torch.randn(3, 2, 5, dtype=torch.float64)
+    out = net(x, sigma)
+    torch.testing.assert_close(backbone.x, c_in * x)
+    torch.testing.assert_close(backbone.c_noise, torch.full((3,), c_noise, dtype=torch.float64))
+    torch.testing.assert_close(out, c_skip * x + c_out * (2 * c_in * x + c_noise))
+
+
+def test_precond_per_sample_sigma():
+    net = EDMPrecond(Recorder(), sigma_data=0.5)
+    x = torch.randn(3, 4)
+    sigma = torch.tensor([0.01, 1.0, 50.0])
+    out = net(x, sigma)
+    for i in range(3):
+        torch.testing.assert_close(out[i : i + 1], net(x[i : i + 1], float(sigma[i])))
+
+
+def test_precond_rejects_bad_sigma_shape():
+    net = EDMPrecond(Recorder())
+    with pytest.raises(PFDistError, match="batch=3"):
+        net(torch.randn(3, 4), torch.ones(2))
+    with pytest.raises(PFDistError, match="sigma_data"):
+        EDMPrecond(Recorder(), sigma_data=0.0)
+
+
+CONFIGS = [
+    {"arch": "mlp", "shape": [16], "width": 32, "depth": 2},
+    {"arch": "mlp", "shape": [3, 4], "width": 16, "depth": 1},
+    {"arch": "unet", "shape": [1, 8, 8], "base_channels": 8, "channel_mult": [1, 2],
+     "num_blocks": 1, "attn_resolutions": [4]},
+    {"arch": "unet", "shape": [3, 8, 8], "base_channels": 16, "channel_mult": [1, 2, 3],
+     "num_blocks": 1, "attn_resolutions": [], "attn_bottleneck": True},
+    {"arch": "unet", "shape": [3, 32, 32], "base_channels": 8, "channel_mult": [1, 2, 2],
+     "num_blocks": 1, "attn_resolutions": [16]},
+    {"arch": "unet", "shape": [4, 32, 32], "base_channels": 16, "channel_mult": [1, 2],
+     "num_blocks": 2, "attn_resolutions": [], "dropout": 0.1},
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: f"{c['arch']}{c['shape']}")
+def test_network_contract(config):
+    net = build_network(config, seed=0).eval()
+    x = torch.randn(3, *config["shape"])
+    out = net(x, 0.7)
+    assert out.shape == x.shape and out.dtype == torch.float32
+    for sigma in (torch.tensor(0.7), torch.tensor([0.7]), torch.full((3,), 0.7)):
+        torch.testing.assert_close(net(x, sigma), out)
+    # Per-sample: no statistic is shared across the batch.
+    torch.testing.assert_close(net(x[1:2], 0.7), out[1:2], rtol=1e-4, atol=1e-5)
+    # Trainable end to end.
+    net.train()
+    net(x, torch.tensor([0.1, 1.0, 10.0])).square().mean().backward()
+    grads = [p.grad for p in net.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_zero_initialised_mlp_is_c_skip_times_x():
+    net = build_network({"arch": "mlp", "shape": [5], "sigma_data": 1.0}, seed=0)
+    x = torch.randn(4, 5)
+    torch.testing.assert_close(net(x, 2.0), x / 5)  # c_skip = 1 / (4 + 1)
+
+
+def test_build_is_seeded_and_leaves_global_rng_alone():
+    config = CONFIGS[2]
+    state = torch.get_rng_state()
+    a, b = build_network(config, seed=3), build_network(config, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(v, w), k
+    c = build_network(config, seed=4)
+    assert not torch.equal(a.backbone.conv_in.weight, c.backbone.conv_in.weight)
+    assert isinstance(a.backbone, UNet) and isinstance(build_network(CONFIGS[0]).backbone, MLP)
+
+
+def test_config_is_normalised_and_json_shaped():
+    config = normalize_config({"arch": "unet", "shape": (3, 8, 8), "channel_mult": (1, 2)})
+    assert config["shape"] == [3, 8, 8] and config["channel_mult"] == [1, 2]
+    assert config["num_blocks"] == 2 and config["sigma_data"] == 0.5
+    assert build_network(config).config == config
+
+
+def test_count_parameters_and_edm_ddpmpp_size():
+    net = build_network(CONFIGS[0])
+    assert count_parameters(net) == sum(p.numel() for p in net.parameters())
+    # EDM's DDPM++ CIFAR-10 network has 55.73 M parameters (EDM paper, Table 7 / model card).
+    ddpmpp = {"arch": "unet", "shape": [3, 32, 32], "base_channels": 128, "channel_mult": [2, 2, 2],
+              "num_blocks": 4, "attn_resolutions": [16], "attn_bottleneck": True}
+    with torch.device("meta"):
+        n = count_parameters(build_network(ddpmpp))
+    assert round(n / 1e6, 2) == 55.73
+
+
+@pytest.mark.parametrize("channels", range(1, 300))
+def test_group_count_divides(channels):
+    g = num_groups(channels)
+    assert channels % g == 0 and 1 <= g <= 32 and (channels < 4 or channels // g >= 4)
+
+
+@pytest.mark.parametrize(
+    "config, match",
+    [
+        ({"arch": "resnet", "shape": [2]}, r"valid: \['mlp', 'unet'\]"),
+        ({"shape": [2]}, "unknown network arch None"),
+        ({"arch": "mlp", "shape": [2], "widht": 3}, r"unknown keys \['widht'\].*valid"),
+        ({"arch": "mlp"}, "needs 'shape'"),
+        ({"arch": "mlp", "shape": [0]}, "'shape' must be"),
+        ({"arch": "mlp", "shape": [2], "width": 7}, "'width' must be even"),
+        ({"arch": "mlp", "shape": [2], "sigma_data": -1}, "'sigma_data' must be positive"),
+        ({"arch": "unet", "shape": [8, 8]}, r"\[C, H, W\]"),
+        ({"arch": "unet", "shape": [3, 8, 8], "channel_mult": [1, 2, 2, 2, 2]}, "divisible by 16"),
+        ({"arch": "unet", "shape": [3, 8, 8], "dropout": 1.5}, "'dropout'"),
+        ({"arch": "unet", "shape": [3, 8, 8], "num_blocks": True}, "'num_blocks'"),
+    ],
+)
+def test_bad_config_is_one_clear_error(config, match):
+    with pytest.raises(PFDistError, match=match):
+        build_network(config)
+    with pytest.raises(PFDistError, match="must be a dict"):
+        build_network([("arch", "mlp")])

@@ -1,0 +1,109 @@
+"""Teacher-student protocol at tiny sizes: memorization, generalization, bias-variance, bad input."""
+
+import json
+
+import pytest
+import torch
+
+import pfdist
+from pfdist.protocol import EvalConfig, bias_variance, dataset_seeds, decompose, teacher_samples, teacher_student
+from pfdist.training import TrainConfig
+
+EVAL = EvalConfig(num_samples=128, test_samples=128, loss_repeats=1, batch_size=128)
+
+
+def mlp(shape, width=64, depth=2):
+    return {"arch": "mlp", "shape": list(shape), "width": width, "depth": depth, "sigma_data": 1.0}
+
+
+def short(epochs=10, epoch_images=128 * 25, lr=3e-3):
+    return TrainConfig(batch_size=128, lr=lr, lr_schedule="onecycle", epochs=epochs, epoch_images=epoch_images,
+                       ema_halflife_images=20_000, checkpoint_every=5)
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return pfdist.random_low_rank_mixture(4, 2, 2, scale=1.5, mean_scale=2.0, noise_std=0.1, seed=0)
+
+
+def test_student_on_few_points_memorizes(teacher, tmp_path):
+    rec = teacher_student(teacher, 2, mlp([4]), short(), tmp_path, eval_config=EVAL)
+    assert rec["mem_ratio"]["value"] > 0.9  # its samples copy training points
+    assert rec["e_mem"]["pfd"] < 0.5 * rec["e_gen"]["pfd"]
+    data = teacher_samples(teacher, dataset_seeds(2), shape=(4,))
+    student = pfdist.training.load_denoiser(tmp_path / "student.safetensors")
+    out = pfdist.flow_map(student, pfdist.noise(range(100_000, 100_032), (4,)))
+    dist, _ = pfdist.nearest_neighbors(out, data, k=1)
+    scale = torch.cdist(data, data).max()
+    assert dist.median() < 0.1 * scale  # its flow lands (near) its training points
+
+
+def test_student_on_many_samples_approaches_gaussian_teacher(tmp_path):
+    teacher = pfdist.Gaussian(torch.tensor([1.0, -1.0]), torch.tensor([[1.0, 0.3], [0.3, 0.5]]))
+    rec = teacher_student(teacher, 4096, mlp([2], 64, 2), short(epochs=12, lr=5e-3), tmp_path, eval_config=EVAL)
+    data_scale = (teacher.eigvals.sum() + (teacher.mean**2).sum()).sqrt().item()  # RMS norm of the data
+    assert rec["e_gen"]["pfd"] < 0.15 * data_scale, rec["e_gen"]
+    assert rec["e_gen"]["pfd"] < rec["e_mem"]["pfd"]  # it generalizes rather than copies
+    # In 2-d, fresh points have d1/d2 < 1/3 by chance with probability (1/3)^2 = 1/9 (Poisson
+    # points); a copying student would be near 1.
+    assert rec["mem_ratio"]["ci95"][0] < 1 / 9 < rec["mem_ratio"]["ci95"][1] + 0.05
+
+
+def test_results_are_reused_not_recomputed(teacher, tmp_path, monkeypatch):
+    first = teacher_student(teacher, 4, mlp([4], 16, 1), short(epochs=2, epoch_images=256), tmp_path, eval_config=EVAL)
+    import pfdist.protocol.student as student_module
+
+    monkeypatch.setattr(student_module, "train", lambda *a, **k: pytest.fail("retrained a finished student"))
+    again = teacher_student(teacher, 4, mlp([4], 16, 1), short(epochs=2, epoch_images=256), tmp_path, eval_config=EVAL)
+    assert again == first
+    assert json.loads((tmp_path / "results.json").read_text())["key"] == first["key"]
+
+
+def test_eval_epochs_record_history(teacher, tmp_path):
+    rec = teacher_student(teacher, 8, mlp([4], 16, 1), short(epochs=3, epoch_images=256), tmp_path,
+                          eval_config=EVAL, eval_epochs=[0, 1, 3])
+    assert [h["epoch"] for h in rec["history"]] == [0, 1, 3]
+    assert rec["history"][-1]["e_gen"]["pfd"] == pytest.approx(rec["e_gen"]["pfd"])
+
+
+def test_bias_variance_identity_holds_exactly():
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(500, 3, 4, 4, generator=g)
+    students = [teacher + 0.3 * torch.randn(500, 3, 4, 4, generator=g) + 0.1 * k for k in range(5)]
+    bv = decompose(teacher, students, batch_size=64)
+    assert abs(bv.identity_gap) < 1e-12 * bv.mean_e_gen_sq
+    # brute force oracle
+    s = torch.stack(students).double().flatten(2)
+    t = teacher.double().flatten(1)
+    m = s.mean(0)
+    assert bv.e_bias**2 == pytest.approx(((t - m) ** 2).sum(1).mean().item(), rel=1e-12)
+    assert bv.e_var == pytest.approx(((s - m) ** 2).sum(2).mean().item(), rel=1e-12)
+
+
+def test_bias_variance_end_to_end(teacher, tmp_path):
+    rep = bias_variance(teacher, 16, mlp([4], 16, 1), short(epochs=2, epoch_images=256), tmp_path, k=3, eval_config=EVAL)
+    assert rep["k"] == 3 and abs(rep["identity_gap"]) < 1e-9 * rep["mean_e_gen_sq"]
+    # E_gen^2 from the protocol's PFD equals the decomposition's per-student value
+    for e, sq in zip(rep["e_gen"], rep["e_gen_sq"]):
+        assert e**2 == pytest.approx(sq, rel=1e-5)
+    assert (tmp_path / "bias_variance.json").is_file()
+
+
+# Bad input: one clear error, nothing half-written.
+
+def test_student_shape_must_match_teacher(teacher, tmp_path):
+    with pytest.raises(pfdist.PFDistError, match="differs from the teacher"):
+        teacher_student(teacher, 4, mlp([5]), short(), tmp_path, eval_config=EVAL)
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_n_beyond_a_finite_teacher(tmp_path):
+    finite = pfdist.EmpiricalDenoiser(torch.randn(10, 4))
+    with pytest.raises(pfdist.PFDistError, match="finite set of 10 points"):
+        teacher_student(finite, 11, mlp([4]), short(), tmp_path, eval_config=EVAL)
+
+
+def test_training_seeds_stay_off_evaluation_seeds():
+    with pytest.raises(pfdist.PFDistError, match="overlap the evaluation seeds"):
+        dataset_seeds(200_000)
+    assert dataset_seeds(8, 2) == range(2 * 2**20, 2 * 2**20 + 8)
