@@ -1,11 +1,11 @@
-# Two entry points: `make demo` (the main job) and `make test`. Each creates .venv if missing.
+# Two entry points: `make reproduce` (the main job) and `make test`. Each creates .venv if missing.
 PYTHON ?= python3
 VENV ?= .venv
 # The CPU build of torch 2.13.0; override (e.g. TORCH_SPEC="torch") to get a CUDA build elsewhere.
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: reproduce demo test bench clean
 
 $(BIN)/pfdist: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,6 +13,9 @@ $(BIN)/pfdist: pyproject.toml
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(BIN)/pfdist
+
+reproduce: $(BIN)/pfdist
+	$(BIN)/pfdist reproduce --preset $(or $(PRESET),quick)
 
 demo: $(BIN)/pfdist
 	$(BIN)/pfdist distance examples/teacher.json examples/other.json --num-samples 2000 --out runs/demo.json

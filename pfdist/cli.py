@@ -196,6 +196,55 @@ def bias_variance_cmd(
     typer.echo(f"wrote {out / 'bias_variance.json'}")
 
 
+@app.command()
+def reproduce(
+    preset: str = typer.Option("quick", help="quick (<= 15 min on 2 CPU cores), full (<= 2 h), or paper (GPUs)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<preset>)."),
+    teacher: Optional[Path] = typer.Option(None, help="Teacher file or checkpoint; replaces the preset's (paper needs one)."),
+    workers: Optional[int] = typer.Option(None, help="Students trained in parallel processes (default: the preset's)."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ..."),
+    shard: Optional[str] = typer.Option(None, help="Run only shard i of m ('i/m') of the students, e.g. on one of m machines."),
+) -> None:
+    """Run the three studies (scaling, dynamics, bias-variance); write CSVs, figures and a report.
+
+    Rerunning resumes: finished students are kept, an interrupted one continues from its checkpoint.
+    """
+    from pfdist.experiments import get_preset
+    from pfdist.experiments import reproduce as run
+
+    parts = None
+    if shard:
+        try:
+            i, m = (int(v) for v in shard.split("/"))
+            if not 0 <= i < m:
+                raise ValueError
+        except ValueError:
+            fail(f"--shard must be i/m with 0 <= i < m (got {shard!r}).")
+        parts = (i, m)
+    try:
+        p = get_preset(preset)
+        if teacher is not None:
+            p = p.replace(teacher=str(teacher))
+        summary = run(p, out or Path("runs") / preset, workers=workers, device=device, shard=parts)
+    except PFDistError as e:
+        fail(str(e))
+    typer.echo(f"{summary['ran']} of {summary['units']} students trained now; wall {summary['wall_s']:.0f} s")
+    typer.echo(f"report: {summary['report'][0]} and {summary['report'][1]}")
+
+
+@app.command()
+def plot(run_dir: Path = typer.Argument(..., help="A run directory written by pfdist reproduce.")) -> None:
+    """Redraw every figure of a run from its results files, without running any model."""
+    from pfdist.experiments import draw
+
+    try:
+        figures = draw(run_dir)
+    except PFDistError as e:
+        fail(str(e))
+    for f in figures:
+        typer.echo(f"wrote {f}")
+
+
 def main() -> None:
     app()
 

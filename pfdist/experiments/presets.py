@@ -1,0 +1,92 @@
+"""Named presets. Sizing notes (measured, 2 CPU cores) are in docs/tuning.md."""
+
+from __future__ import annotations
+
+from pfdist.errors import PFDistError
+from pfdist.experiments.config import BiasVarianceStudy, Dynamics, Preset, Scaling, Student
+from pfdist.protocol import EvalConfig
+from pfdist.training import TrainConfig
+
+# A mixture of 4 rank-4 Gaussians in 16 dimensions with N(0, 1.5^2) means and a 0.22 noise floor:
+# exact denoiser, cheap flows, and a clear memorization -> generalization change for MLP students.
+MIXTURE_TEACHER = {"type": "low_rank_mixture", "shape": [16], "num_components": 4, "rank": 4, "scale": 1.0,
+                   "mean_scale": 1.5, "noise_std": 0.22, "seed": 0}
+
+BATCH = 256
+EPOCH_IMAGES = 50 * BATCH  # an "epoch" is 12 800 images (50 steps) whatever N is
+
+
+def mlp(width: int, depth: int = 3) -> Student:
+    return Student(f"mlp-w{width}", {"arch": "mlp", "width": width, "depth": depth, "sigma_data": 1.0})
+
+
+def onecycle(epochs: int, lr: float = 2e-3) -> TrainConfig:
+    """Short runs that finish trained: one-cycle lr, EMA half-life 5% of training."""
+    return TrainConfig(batch_size=BATCH, lr=lr, lr_schedule="onecycle", epochs=epochs, epoch_images=EPOCH_IMAGES,
+                       ema_halflife_images=0.05 * epochs * EPOCH_IMAGES, ema_rampup_ratio=None, checkpoint_every=20)
+
+
+def constant(epochs: int, lr: float = 2e-3) -> TrainConfig:
+    """Long runs for training dynamics: constant lr after a short warm-up, short EMA."""
+    return TrainConfig(batch_size=BATCH, lr=lr, lr_schedule="constant", warmup_images=200 * BATCH, epochs=epochs,
+                       epoch_images=EPOCH_IMAGES, ema_halflife_images=100 * BATCH, ema_rampup_ratio=None,
+                       checkpoint_every=20)
+
+
+def quick() -> Preset:
+    return Preset(
+        name="quick",
+        teacher=MIXTURE_TEACHER,
+        eval=EvalConfig(num_samples=1000, test_samples=2000, loss_repeats=2),
+        scaling=Scaling(tuple(2**k for k in range(1, 13)), (mlp(32), mlp(64), mlp(128)), onecycle(80)),
+        dynamics=Dynamics((2**6, 2**12), mlp(128), constant(120), (0, 1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 100, 120)),
+        bias_variance=BiasVarianceStudy((2**4, 2**10), (mlp(32), mlp(64), mlp(128)), onecycle(80), k=4),
+        workers=2,
+        notes="<= 15 minutes on 2 CPU cores: MtoG on three MLP sizes; small dynamics and bias-variance runs.",
+    )
+
+
+def full() -> Preset:
+    sizes = (mlp(32), mlp(64), mlp(128), mlp(256))
+    return Preset(
+        name="full",
+        teacher=MIXTURE_TEACHER,
+        eval=EvalConfig(num_samples=2000, test_samples=4000, loss_repeats=2),
+        scaling=Scaling(tuple(2**k for k in range(1, 15)), sizes, onecycle(100)),
+        dynamics=Dynamics((2**4, 2**7, 2**13), mlp(128), constant(400),
+                          (0, 1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 80, 100, 128, 160, 200, 250, 300, 350, 400)),
+        bias_variance=BiasVarianceStudy((2**2, 2**5, 2**8, 2**11, 2**14), sizes, onecycle(100), k=4),
+        workers=2,
+        notes="<= 2 hours on 2 CPU cores: all three findings on four MLP sizes.",
+    )
+
+
+def paper(teacher: str = "teacher.safetensors") -> Preset:
+    """The paper's setting (PAPER.md): a trained image teacher, DDPM++-style U-Net students of base
+    width 16..128, N = 2^6..2^16, Heun 18 steps, 10 000 evaluation seeds. For GPUs."""
+    unet = lambda c: Student(f"unet-{c}", {"arch": "unet", "base_channels": c, "channel_mult": [1, 2, 2],  # noqa: E731
+                                           "num_blocks": 2, "attn_resolutions": [16], "sigma_data": 0.5})
+    sizes = tuple(unet(c) for c in (16, 32, 64, 128))
+    train = TrainConfig(batch_size=128, lr=1e-3, lr_schedule="constant", warmup_images=1_000_000, epochs=400,
+                        epoch_images=50_000, ema_halflife_images=500_000, checkpoint_every=10)
+    return Preset(
+        name="paper",
+        teacher=teacher,
+        eval=EvalConfig(num_samples=10_000, test_samples=10_000, batch_size=500),
+        scaling=Scaling(tuple(2**k for k in range(6, 17)), sizes, train),
+        dynamics=Dynamics((2**6, 2**12, 2**16), unet(128), train, tuple(range(0, 401, 20))),
+        bias_variance=BiasVarianceStudy((2**6, 2**10, 2**14, 2**16), sizes, train, k=4),
+        workers=1,
+        notes="GPU scale; an 'epoch' is 50 000 images (one CIFAR-10 pass).",
+    )
+
+
+PRESETS = {"quick": quick, "full": full, "paper": paper}
+
+
+def get_preset(name: str, **kwargs) -> Preset:
+    try:
+        make = PRESETS[name]
+    except KeyError:
+        raise PFDistError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}.") from None
+    return make(**kwargs)

@@ -1,0 +1,111 @@
+"""``pfdist reproduce``: run a preset, then fit, detect, draw and report from its results files."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pfdist.analysis.collapse import fit_collapse_rows
+from pfdist.analysis.dynamics import detect_run_dynamics
+from pfdist.analysis.results import read_rows
+from pfdist.atomic import atomic_save_tensors, atomic_write_json
+from pfdist.errors import PFDistError
+from pfdist.experiments.config import Preset
+from pfdist.experiments.run import run_preset
+from pfdist.experiments.tables import _student_outputs
+from pfdist.experiments.units import Context, Unit
+from pfdist.plots import plot_run, plot_sample_grid
+from pfdist.report import write_report
+
+SAMPLES = "samples.safetensors"
+GRID_SEEDS = 8
+
+
+def save_sample_grid_tensors(ctx: Context) -> Path | None:
+    """For image-shaped teachers: the teacher's and each scaling student's samples on the first
+    evaluation seeds (smallest and largest N), saved for plotting."""
+    preset = ctx.preset
+    if len(ctx.shape) != 3 or ctx.shape[0] not in (1, 3) or preset.scaling is None:
+        return None
+    s = preset.scaling
+    tensors = {"0 teacher": ctx.teacher_outputs.values[:GRID_SEEDS]}
+    for i, st in enumerate(s.students):
+        for j, n in enumerate((min(s.ns), max(s.ns))):
+            unit = Unit("scaling", st, n, s.train)
+            if ctx.is_done(unit):
+                tensors[f"{1 + 2 * i + j} {st.label} N={n}"] = _student_outputs(ctx, unit)[:GRID_SEEDS]
+    return atomic_save_tensors(ctx.run_dir / SAMPLES, tensors)
+
+
+def draw(run_dir: str | os.PathLike) -> list[Path]:
+    """Every figure from the results files in ``run_dir`` (never runs a model)."""
+    run_dir = Path(run_dir)
+    figures = plot_run(run_dir)
+    if (run_dir / SAMPLES).is_file():
+        from safetensors.torch import load_file
+
+        grid = load_file(str(run_dir / SAMPLES))
+        names = sorted(grid, key=lambda k: int(k.split(" ", 1)[0]))
+        images = torch.cat([grid[k] for k in names]).numpy()
+        figures += plot_sample_grid(images, run_dir / "figures" / "samples.png",
+                                    rows_labels=[k.split(" ", 1)[1] for k in names])
+    return figures
+
+
+def analyze(run_dir: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {"collapse": None, "dynamics": None, "bias_variance_rows": None}
+    if (run_dir / "scaling.csv").is_file():
+        rows = read_rows(run_dir / "scaling.csv")
+        try:
+            out["collapse"] = fit_collapse_rows(rows)
+        except PFDistError as e:
+            warnings.warn(f"no collapse fit: {e}", stacklevel=2)
+    if (run_dir / "dynamics.csv").is_file():
+        rows = read_rows(run_dir / "dynamics.csv")
+        out["dynamics"] = detect_run_dynamics(rows) if rows else None
+    if (run_dir / "bias_variance.csv").is_file():
+        out["bias_variance_rows"] = read_rows(run_dir / "bias_variance.csv")
+    return out
+
+
+def reproduce(
+    preset: Preset,
+    run_dir: str | os.PathLike,
+    *,
+    workers: int | None = None,
+    device: Any = None,
+    shard: tuple[int, int] | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Run ``preset`` in ``run_dir`` (resuming), then write figures and report.md / report.html."""
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    summary = run_preset(preset, run_dir, workers=workers, device=device, shard=shard, show_progress=show_progress)
+    save_sample_grid_tensors(Context(preset, run_dir, device))
+    figures = draw(run_dir)
+    found = analyze(run_dir)
+    wall = time.perf_counter() - t0
+    unit_wall = _unit_wall_total(run_dir)
+    md, html = write_report(run_dir, config=preset.to_dict(), collapse=found["collapse"], dynamics=found["dynamics"],
+                            bias_variance_rows=found["bias_variance_rows"], wall_time_s=wall, figures=figures)
+    summary.update({"wall_s": wall, "unit_wall_s_total": unit_wall, "report": [str(md), str(html)],
+                    "figures": [str(f) for f in figures]})
+    atomic_write_json(run_dir / "summary.json", summary)
+    return summary
+
+
+def _unit_wall_total(run_dir: Path) -> float:
+    import json
+
+    total = 0.0
+    for path in (run_dir / "units").glob("*/results.json"):
+        try:
+            total += json.loads(path.read_text())["wall_s"]["total"]
+        except (ValueError, KeyError):
+            pass
+    return total

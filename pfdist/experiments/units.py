@@ -1,0 +1,110 @@
+"""Units of work: one student each, with its own directory and results file.
+
+A unit's directory is named by the content hash of everything that determines its result, so
+a rerun skips finished units, a killed unit resumes from its checkpoint, and two experiments
+that need the same student (scaling and bias-variance at dataset 0) share it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from pfdist.descriptors import identity
+from pfdist.experiments.config import Preset, Student
+from pfdist.nets import normalize_config
+from pfdist.protocol import EvalConfig, dataset_seeds, read_results, student_key, teacher_map, teacher_samples, teacher_student
+from pfdist.specs import build_distribution, data_shape, load_spec
+from pfdist.training import TrainConfig
+
+
+@dataclass(frozen=True)
+class Unit:
+    experiment: str  # "scaling" | "dynamics" | "bias_variance"
+    student: Student
+    n: int
+    train: TrainConfig
+    dataset_index: int = 0
+    eval_epochs: tuple[int, ...] = ()
+
+
+def load_teacher(spec: Any) -> Any:
+    """A teacher from a preset: a spec dict (exact distribution) or a path (file or checkpoint)."""
+    if isinstance(spec, dict):
+        return build_distribution(spec)
+    return load_spec(spec)
+
+
+def units_of(preset: Preset) -> list[Unit]:
+    """Every unit a preset needs, in a stable order."""
+    units = []
+    if preset.scaling:
+        s = preset.scaling
+        units += [Unit("scaling", st, n, s.train) for st in s.students for n in s.ns]
+    if preset.dynamics:
+        d = preset.dynamics
+        units += [Unit("dynamics", d.student, n, d.train, 0, d.eval_epochs) for n in d.ns]
+    if preset.bias_variance:
+        b = preset.bias_variance
+        units += [Unit("bias_variance", st, n, b.train, i) for st in b.students for n in b.ns for i in range(b.k)]
+    return units
+
+
+class Context:
+    """What every unit of one run shares: the teacher, its maps, the data shape, the cache."""
+
+    def __init__(self, preset: Preset, run_dir: str | os.PathLike, device: Any = None):
+        self.preset, self.run_dir = preset, Path(run_dir)
+        self.device = torch.device(device or "cpu")
+        self.teacher = load_teacher(preset.teacher)
+        shape = data_shape(self.teacher)
+        if shape is None:
+            raise ValueError("the teacher does not say its data shape")
+        self.shape = shape
+        self.cache = self.run_dir / "cache"
+        self._teacher_outputs = None
+
+    def net_config(self, student: Student) -> dict:
+        return normalize_config({**student.net, "shape": list(self.shape)})
+
+    def key(self, unit: Unit) -> str:
+        return student_key(self.teacher, unit.n, self.net_config(unit.student), unit.train, self.preset.eval,
+                           unit.dataset_index, identity, unit.eval_epochs)
+
+    def unit_dir(self, unit: Unit) -> Path:
+        return self.run_dir / "units" / self.key(unit)[:16]
+
+    def is_done(self, unit: Unit) -> bool:
+        return read_results(self.unit_dir(unit), self.key(unit)) is not None
+
+    @property
+    def teacher_outputs(self):
+        if self._teacher_outputs is None:
+            self._teacher_outputs = teacher_map(self.teacher, self.shape, self.preset.eval, device=self.device,
+                                                cache_dir=self.cache)
+        return self._teacher_outputs
+
+    def train_data(self, unit: Unit) -> torch.Tensor:
+        """Nested sets: dataset 0 of every size is a prefix of one stream (computed once, cached)."""
+        ev: EvalConfig = self.preset.eval
+        eval_seeds = range(ev.seed, ev.seed + ev.num_samples)
+        if unit.dataset_index == 0:
+            n_max = max(u.n for u in units_of(self.preset) if u.dataset_index == 0)
+            seeds = dataset_seeds(n_max, 0, eval_seeds=eval_seeds)
+            return teacher_samples(self.teacher, seeds, shape=self.shape, settings=ev.settings(),
+                                   device=self.device, cache_dir=self.cache)[: unit.n]
+        seeds = dataset_seeds(unit.n, unit.dataset_index, eval_seeds=eval_seeds)
+        return teacher_samples(self.teacher, seeds, shape=self.shape, settings=ev.settings(), device=self.device,
+                               cache_dir=self.cache)
+
+    def run(self, unit: Unit, progress: Callable | None = None) -> dict:
+        return teacher_student(
+            self.teacher, unit.n, self.net_config(unit.student), unit.train, self.unit_dir(unit), shape=self.shape,
+            eval_config=self.preset.eval, dataset_index=unit.dataset_index, teacher_outputs=self.teacher_outputs,
+            train_data=self.train_data(unit), eval_epochs=unit.eval_epochs, device=self.device,
+            cache_dir=self.cache, progress=progress,
+        )

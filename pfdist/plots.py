@@ -1,0 +1,253 @@
+"""Figures from results files. Plots read rows and fits; they never run a model.
+
+Every function returns the PNG paths it wrote; files are written atomically. Figures are built on
+the Agg canvas directly (no pyplot, no global backend state).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from pfdist.analysis.collapse import CollapseFit, collapse_x, fit_collapse_rows
+from pfdist.analysis.dynamics import DynamicsReport, detect_run_dynamics, dynamics_key
+from pfdist.analysis.results import BIAS_VARIANCE, DYNAMICS, SCALING, SCHEMAS, read_rows
+from pfdist.atomic import atomic_write
+from pfdist.errors import PFDistError
+
+Rows = Sequence[dict[str, Any]]
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    FigureCanvasAgg(fig)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+
+
+def _require(rows: Rows, name: str) -> None:
+    if not rows:
+        raise PFDistError(f"no rows to plot for {name}")
+    missing = sorted({c for c in SCHEMAS[name] if c not in rows[0]})
+    if missing:
+        raise PFDistError(f"rows for {name} lack columns {', '.join(missing)}; read them with read_rows")
+
+
+def _by_student(rows: Rows, sort_key: str) -> list[tuple[str, int, list[dict[str, Any]]]]:
+    """[(student, params, rows sorted by sort_key)], smallest model first."""
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["params"], row["student"]), []).append(row)
+    return [(s, p, sorted(g, key=lambda r: r[sort_key])) for (p, s), g in sorted(groups.items())]
+
+
+def _colors(k: int) -> list:
+    from matplotlib import colormaps
+
+    return [colormaps["viridis"](v) for v in np.linspace(0.0, 0.85, max(k, 1))]
+
+
+def _col(rows: Rows, name: str) -> np.ndarray:
+    return np.array([r[name] for r in rows], dtype=float)
+
+
+def _errorbar(ax, x, rows: Rows, name: str, **kw) -> None:
+    err = _col(rows, f"{name}_stderr") if f"{name}_stderr" in rows[0] else None
+    ax.errorbar(x, _col(rows, name), yerr=err, marker="o", ms=3, capsize=2, **kw)
+
+
+def plot_scaling(rows: Rows, fit: CollapseFit | None, out_dir: str | os.PathLike) -> list[Path]:
+    """E_gen, E_mem, memorization ratio vs log2 N per size; with a fit, the MtoG collapse too."""
+    _require(rows, SCALING)
+    groups = _by_student(rows, "n")
+    colors = _colors(len(groups))
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for (student, params, g), c in zip(groups, colors):
+        label = f"{student} ({params:,})"
+        log_n = np.log2(_col(g, "n"))
+        _errorbar(axes[0], log_n, g, "e_gen", color=c, label=label)
+        _errorbar(axes[1], log_n, g, "e_mem", color=c, label=label)
+        axes[2].plot(log_n, _col(g, "mem_ratio"), "o-", ms=3, color=c, label=label)
+    for ax, name in zip(axes, ("E_gen", "E_mem", "memorization ratio")):
+        ax.set(xlabel="log2 N", ylabel=name)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, title="student (|θ|)", title_fontsize=7)
+    paths = [_save(fig, Path(out_dir) / "scaling.png")]
+    if fit is None:
+        return paths
+
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for (student, params, g), c in zip(groups, colors):
+        x = collapse_x(_col(g, "n"), params, fit.alpha)
+        _errorbar(axes[0], x, g, "e_gen", color=c, label=student, ls="none")
+        _errorbar(axes[1], x, g, "e_mem", color=c, label=student)
+        if params in fit.sizes:
+            log_n = np.linspace(np.log2(_col(g, "n")).min(), np.log2(_col(g, "n")).max(), 200)
+            axes[0].plot(collapse_x(2.0 ** log_n, params, fit.alpha), fit.predict(2.0 ** log_n, params),
+                         "--", color=c, lw=1)
+    lo, hi = fit.alpha_ci
+    fig.suptitle(f"MtoG collapse: α = {fit.alpha:.3f} (95% CI {lo:.3f}–{hi:.3f}), "
+                 f"midpoint {fit.midpoint:.2f}, R² = {fit.r2:.3f}", fontsize=10)
+    for ax, name in zip(axes, ("E_gen (dashed: fit)", "E_mem")):
+        ax.axvline(fit.midpoint, color="gray", lw=0.8, ls=":")
+        ax.set(xlabel=f"log2(N / |θ|^{fit.alpha:.2f})", ylabel=name)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    paths.append(_save(fig, Path(out_dir) / "collapse.png"))
+    return paths
+
+
+def _mark(ax, report: DynamicsReport | None) -> None:
+    """Hollow markers at a detected early-learning minimum and double-descent minima and peak."""
+    if report is None:
+        return
+    labelled = {h.get_label() for h in ax.get_lines()}
+
+    def mark(x, y, style, color, label):
+        ax.plot(x, y, style, color=color, ms=9, mfc="none", label=None if label in labelled else label)
+        labelled.add(label)
+
+    if report.early_learning:
+        mark(report.min_epoch, report.min_value, "v", "red", "early-learning minimum")
+    dd = report.double_descent
+    if dd is not None:
+        mark([dd.first_min_epoch, dd.second_min_epoch], [dd.first_min_value, dd.second_min_value], "s",
+             "purple", "double descent: minima")
+        mark(dd.peak_epoch, dd.peak_value, "^", "purple", "double descent: peak")
+
+
+def plot_dynamics(rows: Rows, reports: dict[str, DynamicsReport] | None, out_dir: str | os.PathLike) -> list[Path]:
+    """One row of panels per N: E_gen, E_mem, train/test loss vs epoch; marks detected shapes."""
+    _require(rows, DYNAMICS)
+    reports = reports or {}
+    ns = sorted({r["n"] for r in rows})
+    groups = _by_student(rows, "epoch")
+    colors = _colors(len(groups))
+    fig = Figure(figsize=(13, 3.2 * len(ns)), layout="constrained")
+    axes = fig.subplots(len(ns), 3, squeeze=False)
+    for ax_row, n in zip(axes, ns):
+        for (student, params, g), c in zip(groups, colors):
+            g = [r for r in g if r["n"] == n]
+            if not g:
+                continue
+            epoch = _col(g, "epoch")
+            _errorbar(ax_row[0], epoch, g, "e_gen", color=c, label=student)
+            _errorbar(ax_row[1], epoch, g, "e_mem", color=c, label=student)
+            ax_row[2].plot(epoch, _col(g, "train_loss"), "-", color=c, label=f"{student} train")
+            ax_row[2].plot(epoch, _col(g, "test_loss"), "--", color=c, label=f"{student} test")
+            _mark(ax_row[0], reports.get(dynamics_key(student, n)))
+        for ax, name in zip(ax_row, ("E_gen", "E_mem", "loss (solid train, dashed test)")):
+            ax.set(xlabel="epoch", ylabel=name, title=f"N = {n} (log2 N = {np.log2(n):.1f})")
+            ax.grid(alpha=0.3)
+        if np.all(_col([r for r in rows if r["n"] == n], "train_loss") > 0):
+            ax_row[2].set_yscale("log")
+        ax_row[0].legend(fontsize=7)
+    return [_save(fig, Path(out_dir) / "dynamics.png")]
+
+
+def plot_bias_variance(rows: Rows, out_dir: str | os.PathLike) -> list[Path]:
+    """E_bias and E_var vs log2 N per size; at the largest N, E_bias² + E_var against mean E_gen²."""
+    _require(rows, BIAS_VARIANCE)
+    groups = _by_student(rows, "n")
+    colors = _colors(len(groups))
+    fig = Figure(figsize=(13, 3.8), layout="constrained")
+    axes = fig.subplots(1, 3)
+    for (student, params, g), c in zip(groups, colors):
+        log_n = np.log2(_col(g, "n"))
+        axes[0].plot(log_n, _col(g, "e_bias"), "o-", ms=3, color=c, label=f"{student} ({params:,})")
+        axes[1].plot(log_n, _col(g, "e_var"), "o-", ms=3, color=c)
+    axes[0].set(xlabel="log2 N", ylabel="E_bias")
+    axes[1].set(xlabel="log2 N", ylabel="E_var (squared units)")
+    axes[0].legend(fontsize=7)
+    n_max = max(r["n"] for r in rows)
+    top = [(s, next(r for r in g if r["n"] == n_max)) for s, _, g in groups if any(r["n"] == n_max for r in g)]
+    x = np.arange(len(top))
+    bias_sq = np.array([r["e_bias"] ** 2 for _, r in top])
+    var = np.array([r["e_var"] for _, r in top])
+    axes[2].bar(x, bias_sq, color="tab:blue", label="E_bias²")
+    axes[2].bar(x, var, bottom=bias_sq, color="tab:orange", label="E_var")
+    axes[2].plot(x, [r["mean_e_gen_sq"] for _, r in top], "k_", ms=22, mew=2, label="mean E_gen²")
+    axes[2].set_xticks(x, [s for s, _ in top])
+    axes[2].set(xlabel="student", ylabel="squared units", title=f"N = {n_max}: E_gen² = E_bias² + E_var")
+    axes[2].legend(fontsize=7)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    return [_save(fig, Path(out_dir) / "bias_variance.png")]
+
+
+def _to_unit_range(images: np.ndarray) -> np.ndarray:
+    lo, hi = float(images.min()), float(images.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return images
+    if lo >= -1.5 and hi <= 1.5:  # EDM convention [-1, 1]; samples may overshoot a little
+        return np.clip((images + 1.0) / 2.0, 0.0, 1.0)
+    return (images - lo) / max(hi - lo, 1e-12)
+
+
+def plot_sample_grid(images: np.ndarray, path: str | os.PathLike, *,
+                     rows_labels: Sequence[str] | None = None) -> list[Path]:
+    """Tile images (K, C, H, W), C in {1, 3}: values in [0, 1] as is; within [-1.5, 1.5] read as
+    [-1, 1] (EDM) and clipped; anything else min-max scaled over the whole grid.
+
+    With ``rows_labels`` the K images fill len(rows_labels) rows in order (e.g. teacher, then each
+    student, on the same seeds); otherwise the grid is near square.
+    """
+    images = np.asarray(images, dtype=float)
+    if images.ndim != 4 or images.shape[1] not in (1, 3) or images.shape[0] == 0:
+        raise PFDistError(f"images must be (K, C, H, W) with C in (1, 3) and K > 0, got shape {images.shape}")
+    if not np.all(np.isfinite(images)):
+        raise PFDistError("images contain NaN or Inf")
+    k, c, h, w = images.shape
+    n_rows = len(rows_labels) if rows_labels else int(np.ceil(np.sqrt(k)))
+    if rows_labels and k % n_rows:
+        raise PFDistError(f"{k} images do not fill {n_rows} labelled rows evenly")
+    n_cols = int(np.ceil(k / n_rows))
+    canvas = np.ones((n_rows * (h + 1) + 1, n_cols * (w + 1) + 1, c))
+    tiles = _to_unit_range(images).transpose(0, 2, 3, 1)
+    for i, tile in enumerate(tiles):
+        r, q = divmod(i, n_cols)
+        canvas[1 + r * (h + 1):1 + r * (h + 1) + h, 1 + q * (w + 1):1 + q * (w + 1) + w] = tile
+    fig = Figure(figsize=(max(2.0, 0.6 * n_cols + 1.0), max(2.0, 0.6 * n_rows)), layout="constrained")
+    ax = fig.subplots()
+    ax.imshow(canvas[..., 0] if c == 1 else canvas, cmap="gray" if c == 1 else None, vmin=0, vmax=1,
+              interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([1 + r * (h + 1) + h / 2 for r in range(n_rows)] if rows_labels else [],
+                  list(rows_labels) if rows_labels else [])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    return [_save(fig, path)]
+
+
+def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Redraw every figure whose CSV is in ``run_dir`` (default output: run_dir/figures).
+
+    Missing experiments, and CSVs with a header but no rows yet, are skipped.
+    """
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir / "figures"
+    present = [name for name in (SCALING, DYNAMICS, BIAS_VARIANCE) if (run_dir / name).is_file()]
+    if not present:
+        raise PFDistError(f"{run_dir} has none of {SCALING}, {DYNAMICS}, {BIAS_VARIANCE}; "
+                          "pass the directory an experiment wrote its results to")
+    rows_of = {name: read_rows(run_dir / name) for name in present}
+    paths: list[Path] = []
+    if rows_of.get(SCALING):
+        rows = rows_of[SCALING]
+        try:
+            fit = fit_collapse_rows(rows)
+        except PFDistError as e:
+            warnings.warn(f"no collapse fit for {run_dir / SCALING}: {e}", stacklevel=2)
+            fit = None
+        paths += plot_scaling(rows, fit, out)
+    if rows_of.get(DYNAMICS):
+        paths += plot_dynamics(rows_of[DYNAMICS], detect_run_dynamics(rows_of[DYNAMICS]), out)
+    if rows_of.get(BIAS_VARIANCE):
+        paths += plot_bias_variance(rows_of[BIAS_VARIANCE], out)
+    return paths
