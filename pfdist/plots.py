@@ -60,7 +60,8 @@ def _errorbar(ax, x, rows: Rows, name: str, **kw) -> None:
     ax.errorbar(x, _col(rows, name), yerr=err, marker="o", ms=3, capsize=2, **kw)
 
 
-def plot_scaling(rows: Rows, fit: CollapseFit | None, out_dir: str | os.PathLike) -> list[Path]:
+def plot_scaling(rows: Rows, fit: CollapseFit | None, out_dir: str | os.PathLike,
+                 copy_fit: CollapseFit | None = None) -> list[Path]:
     """E_gen, E_mem, memorization ratio vs log2 N per size; with a fit, the MtoG collapse too."""
     _require(rows, SCALING)
     groups = _by_student(rows, "n")
@@ -81,8 +82,19 @@ def plot_scaling(rows: Rows, fit: CollapseFit | None, out_dir: str | os.PathLike
     if fit is None:
         return paths
 
-    fig = Figure(figsize=(10, 3.8), layout="constrained")
-    axes = fig.subplots(1, 2)
+    fig = Figure(figsize=(15 if copy_fit else 10, 3.8), layout="constrained")
+    axes = fig.subplots(1, 3 if copy_fit else 2)
+    if copy_fit is not None:
+        for (student, params, g), c in zip(groups, colors):
+            x = collapse_x(_col(g, "n"), params, copy_fit.alpha)
+            axes[2].plot(x, _col(g, "mem_ratio"), "o", ms=3, color=c, label=student)
+            log_n = np.linspace(np.log2(_col(g, "n")).min(), np.log2(_col(g, "n")).max(), 200)
+            axes[2].plot(collapse_x(2.0 ** log_n, params, copy_fit.alpha), copy_fit.predict(2.0 ** log_n, params),
+                         "--", color=c, lw=1)
+        lo, hi = copy_fit.alpha_ci
+        axes[2].set(xlabel=f"log2(N / |θ|^{copy_fit.alpha:.2f})", ylabel="memorization ratio (dashed: fit)",
+                    title=f"copy share: α = {copy_fit.alpha:.2f} ({lo:.2f}–{hi:.2f})")
+        axes[2].grid(alpha=0.3)
     for (student, params, g), c in zip(groups, colors):
         x = collapse_x(_col(g, "n"), params, fit.alpha)
         _errorbar(axes[0], x, g, "e_gen", color=c, label=student, ls="none")
@@ -240,12 +252,14 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
     paths: list[Path] = []
     if rows_of.get(SCALING):
         rows = rows_of[SCALING]
-        try:
-            fit = fit_collapse_rows(rows)
-        except PFDistError as e:
-            warnings.warn(f"no collapse fit for {run_dir / SCALING}: {e}", stacklevel=2)
-            fit = None
-        paths += plot_scaling(rows, fit, out)
+        fits = []
+        for column in ("e_gen", "mem_ratio"):
+            try:
+                fits.append(fit_collapse_rows(rows, column=column))
+            except PFDistError as e:
+                warnings.warn(f"no collapse fit of {column} for {run_dir / SCALING}: {e}", stacklevel=2)
+                fits.append(None)
+        paths += plot_scaling(rows, fits[0], out, copy_fit=fits[1])
     if rows_of.get(DYNAMICS):
         paths += plot_dynamics(rows_of[DYNAMICS], detect_run_dynamics(rows_of[DYNAMICS]), out)
     if rows_of.get(BIAS_VARIANCE):

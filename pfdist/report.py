@@ -35,12 +35,12 @@ def _wall_time(seconds: float) -> str:
     return f"{h}h {rest // 60:02d}m {rest % 60:02d}s ({seconds:.1f} s)"
 
 
-def _collapse_blocks(fit: CollapseFit | None) -> list[Block]:
-    blocks: list[Block] = [("h2", "Memorization to generalization: collapse fit")]
+def _collapse_blocks(fit: CollapseFit | None, quantity: str = "E_gen") -> list[Block]:
+    blocks: list[Block] = [("h2", f"Memorization to generalization: collapse fit of {quantity}")]
     if fit is None:
         return blocks + [("p", "Not fitted (no scaling results, or too few sizes or points).")]
     pct = f"{100 * fit.confidence:g}%"
-    blocks.append(("p", "Model: E_gen = low_s + (high − low_s) · sigmoid(−(log2 N − α log2|θ| − m) / w), "
+    blocks.append(("p", f"Model: {quantity} = low_s + (high − low_s) · sigmoid(−(log2 N − α log2|θ| − m) / w), "
                         f"{'one floor per size' if fit.per_size_floor else 'one shared floor'}; "
                         f"{pct} profile-likelihood intervals. Paper: α ≈ 0.5 (collapse in N / √|θ|)."))
     rows = [
@@ -147,12 +147,15 @@ def write_report(
     bias_variance_rows: Sequence[dict[str, Any]] | None,
     wall_time_s: float,
     figures: Sequence[str | os.PathLike],
+    copy_collapse: CollapseFit | None = None,
 ) -> tuple[Path, Path]:
     """Write run_dir/report.md and run_dir/report.html; figures are linked relative to run_dir."""
     run_dir = Path(run_dir)
     title = f"pfdist report: {run_dir.resolve().name}"
     blocks: list[Block] = [("h1", title), ("p", f"Measured wall time: {_wall_time(wall_time_s)}.")]
     blocks += _collapse_blocks(collapse)
+    if copy_collapse is not None:
+        blocks += _collapse_blocks(copy_collapse, "the memorization ratio (copy share)")
     blocks += _dynamics_blocks(dynamics)
     blocks += _bias_variance_blocks(bias_variance_rows)
     if figures:

@@ -269,8 +269,17 @@ def fit_collapse(
         n_sizes=int(sizes.size), confidence=confidence)
 
 
-def fit_collapse_rows(rows: Sequence[dict[str, Any]], **kwargs: Any) -> CollapseFit:
-    """``fit_collapse`` on rows of ``scaling.csv`` (uses n, params, e_gen, e_gen_stderr)."""
-    se = [row.get("e_gen_stderr", float("nan")) for row in rows]
-    return fit_collapse([r["n"] for r in rows], [r["params"] for r in rows], [r["e_gen"] for r in rows],
+def fit_collapse_rows(rows: Sequence[dict[str, Any]], *, column: str = "e_gen", **kwargs: Any) -> CollapseFit:
+    """``fit_collapse`` on rows of ``scaling.csv``: ``column`` against (n, params).
+
+    ``e_gen`` / ``e_mem`` are weighted by their stderr columns; ``mem_ratio`` (the copy share)
+    by the half-width of its 95% interval (floored at 0.01) with one shared floor.
+    """
+    if column == "mem_ratio":
+        se = [max((r.get("mem_ratio_ci_high", float("nan")) - r.get("mem_ratio_ci_low", float("nan"))) / 3.92, 0.01)
+              if "mem_ratio_ci_high" in r else 0.01 for r in rows]
+        kwargs.setdefault("per_size_floor", False)
+    else:
+        se = [row.get(f"{column}_stderr", float("nan")) for row in rows]
+    return fit_collapse([r["n"] for r in rows], [r["params"] for r in rows], [r[column] for r in rows],
                         e_gen_stderr=se, **kwargs)

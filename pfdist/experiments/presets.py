@@ -26,10 +26,10 @@ def onecycle(epochs: int, lr: float = 2e-3) -> TrainConfig:
                        ema_halflife_images=0.05 * epochs * EPOCH_IMAGES, ema_rampup_ratio=None, checkpoint_every=20)
 
 
-def constant(epochs: int, lr: float = 2e-3) -> TrainConfig:
-    """Long runs for training dynamics: constant lr after a short warm-up, short EMA."""
+def constant(epochs: int, lr: float = 1e-3) -> TrainConfig:
+    """Long runs for training dynamics: constant lr after a short warm-up, EMA half-life 4 epochs."""
     return TrainConfig(batch_size=BATCH, lr=lr, lr_schedule="constant", warmup_images=200 * BATCH, epochs=epochs,
-                       epoch_images=EPOCH_IMAGES, ema_halflife_images=100 * BATCH, ema_rampup_ratio=None,
+                       epoch_images=EPOCH_IMAGES, ema_halflife_images=4 * EPOCH_IMAGES, ema_rampup_ratio=None,
                        checkpoint_every=20)
 
 
@@ -39,7 +39,8 @@ def quick() -> Preset:
         teacher=MIXTURE_TEACHER,
         eval=EvalConfig(num_samples=1000, test_samples=2000, loss_repeats=2),
         scaling=Scaling(tuple(2**k for k in range(1, 13)), (mlp(32), mlp(64), mlp(128)), onecycle(80)),
-        dynamics=Dynamics((2**6, 2**12), mlp(128), constant(120), (0, 1, 2, 4, 8, 16, 24, 32, 48, 64, 80, 100, 120)),
+        dynamics=Dynamics((2**2, 2**5, 2**12), mlp(128), constant(120),
+                          (0, 2, 4, 8, 12, 16, 24, 32, 48, 64, 80, 100, 120)),
         bias_variance=BiasVarianceStudy((2**4, 2**10), (mlp(32), mlp(64), mlp(128)), onecycle(80), k=4),
         workers=2,
         notes="<= 15 minutes on 2 CPU cores: MtoG on three MLP sizes; small dynamics and bias-variance runs.",

@@ -58,13 +58,14 @@ def draw(run_dir: str | os.PathLike) -> list[Path]:
 
 
 def analyze(run_dir: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {"collapse": None, "dynamics": None, "bias_variance_rows": None}
+    out: dict[str, Any] = {"collapse": None, "copy_collapse": None, "dynamics": None, "bias_variance_rows": None}
     if (run_dir / "scaling.csv").is_file():
         rows = read_rows(run_dir / "scaling.csv")
-        try:
-            out["collapse"] = fit_collapse_rows(rows)
-        except PFDistError as e:
-            warnings.warn(f"no collapse fit: {e}", stacklevel=2)
+        for key, column in (("collapse", "e_gen"), ("copy_collapse", "mem_ratio")):
+            try:
+                out[key] = fit_collapse_rows(rows, column=column) if rows else None
+            except PFDistError as e:
+                warnings.warn(f"no collapse fit of {column}: {e}", stacklevel=2)
     if (run_dir / "dynamics.csv").is_file():
         rows = read_rows(run_dir / "dynamics.csv")
         out["dynamics"] = detect_run_dynamics(rows) if rows else None
@@ -92,7 +93,8 @@ def reproduce(
     wall = time.perf_counter() - t0
     unit_wall = _unit_wall_total(run_dir)
     md, html = write_report(run_dir, config=preset.to_dict(), collapse=found["collapse"], dynamics=found["dynamics"],
-                            bias_variance_rows=found["bias_variance_rows"], wall_time_s=wall, figures=figures)
+                            bias_variance_rows=found["bias_variance_rows"], wall_time_s=wall, figures=figures,
+                            copy_collapse=found["copy_collapse"])
     summary.update({"wall_s": wall, "unit_wall_s_total": unit_wall, "report": [str(md), str(html)],
                     "figures": [str(f) for f in figures]})
     atomic_write_json(run_dir / "summary.json", summary)
