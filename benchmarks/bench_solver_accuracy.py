@@ -34,6 +34,13 @@ def main() -> None:
             print(f"    Heun at 35 NFE: {rel:.2e} (goal <= 1e-3)")
     (solver, steps), rel = min(best.items(), key=lambda kv: kv[1])
     print(f"  best at <= 20 NFE: {solver} steps {steps}: {rel:.2e} (goal <= 1e-2)")
+    for steps in (24, 32, 48, 64, 96, 128):
+        rel = abs(pfdist.pfd(a, b, num_samples=M, steps=steps, dtype=torch.float64).value - ref) / ref
+        if rel <= 1e-3:
+            print(f"  Heun reaches 1e-3 at {steps} steps ({2 * steps - 1} NFE): {rel:.2e}")
+            break
+    else:
+        print("  Heun does not reach 1e-3 by 128 steps")
 
 
 if __name__ == "__main__":
