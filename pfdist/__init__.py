@@ -16,10 +16,22 @@ from pfdist.noise import noise
 from pfdist.ode import score, velocity
 from pfdist.schedules import edm_sigmas
 from pfdist.solvers import dpmpp_2m, euler, flow_map, heun, reference
+from pfdist.nets import build_network, count_parameters
+from pfdist.training import TrainConfig, load_denoiser, save_denoiser, train
+from pfdist.protocol import EvalConfig, bias_variance, teacher_student
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EvalConfig",
+    "TrainConfig",
+    "bias_variance",
+    "build_network",
+    "count_parameters",
+    "load_denoiser",
+    "save_denoiser",
+    "teacher_student",
+    "train",
     "CheckpointError",
     "EmpiricalDenoiser",
     "FlowOutputs",
