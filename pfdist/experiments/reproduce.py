@@ -17,7 +17,7 @@ from pfdist.atomic import atomic_save_tensors, atomic_write_json
 from pfdist.errors import PFDistError
 from pfdist.experiments.config import Preset
 from pfdist.experiments.run import run_preset
-from pfdist.experiments.tables import _student_outputs
+from pfdist.experiments.tables import student_outputs
 from pfdist.experiments.units import Context, Unit
 from pfdist.plots import plot_run, plot_sample_grid
 from pfdist.report import write_report
@@ -38,7 +38,7 @@ def save_sample_grid_tensors(ctx: Context) -> Path | None:
         for j, n in enumerate((min(s.ns), max(s.ns))):
             unit = Unit("scaling", st, n, s.train)
             if ctx.is_done(unit):
-                tensors[f"{1 + 2 * i + j} {st.label} N={n}"] = _student_outputs(ctx, unit)[:GRID_SEEDS]
+                tensors[f"{1 + 2 * i + j} {st.label} N={n}"] = student_outputs(ctx, unit)[:GRID_SEEDS]
     return atomic_save_tensors(ctx.run_dir / SAMPLES, tensors)
 
 

@@ -76,7 +76,7 @@ def write_tables(ctx: "Context") -> list[Path]:
                 recs = [result(u) for u in units]
                 if any(r is None for r in recs):
                     continue
-                outs = [_student_outputs(ctx, u) for u in units]
+                outs = [student_outputs(ctx, u) for u in units]
                 bv = decompose(ctx.teacher_outputs.values, outs)
                 rows.append({"student": st.label, "params": recs[0]["params"], "n": n, "k": b.k, "e_bias": bv.e_bias,
                              "e_var": bv.e_var, "mean_e_gen_sq": bv.mean_e_gen_sq, "e_gen": bv.mean_e_gen_sq**0.5,
@@ -85,7 +85,7 @@ def write_tables(ctx: "Context") -> list[Path]:
     return written
 
 
-def _student_outputs(ctx: "Context", unit) -> "torch.Tensor":  # noqa: F821
+def student_outputs(ctx: "Context", unit) -> "torch.Tensor":  # noqa: F821
     ev = ctx.preset.eval
     student = load_denoiser(ctx.unit_dir(unit) / "student.safetensors", device=ctx.device)
     return flow_outputs(student, shape=ctx.shape, num_samples=ev.num_samples, seed=ev.seed, settings=ev.settings(),

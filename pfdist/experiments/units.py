@@ -67,6 +67,7 @@ class Context:
         self.shape = shape
         self.cache = self.run_dir / "cache"
         self._teacher_outputs = None
+        self._datasets: dict[tuple[int, int], torch.Tensor] = {}
 
     def net_config(self, student: Student) -> dict:
         return normalize_config({**student.net, "shape": list(self.shape)})
@@ -90,16 +91,18 @@ class Context:
 
     def train_data(self, unit: Unit) -> torch.Tensor:
         """Nested sets: dataset 0 of every size is a prefix of one stream (computed once, cached)."""
-        ev: EvalConfig = self.preset.eval
-        eval_seeds = range(ev.seed, ev.seed + ev.num_samples)
         if unit.dataset_index == 0:
             n_max = max(u.n for u in units_of(self.preset) if u.dataset_index == 0)
-            seeds = dataset_seeds(n_max, 0, eval_seeds=eval_seeds)
-            return teacher_samples(self.teacher, seeds, shape=self.shape, settings=ev.settings(),
-                                   device=self.device, cache_dir=self.cache)[: unit.n]
-        seeds = dataset_seeds(unit.n, unit.dataset_index, eval_seeds=eval_seeds)
-        return teacher_samples(self.teacher, seeds, shape=self.shape, settings=ev.settings(), device=self.device,
-                               cache_dir=self.cache)
+            return self._dataset(n_max, 0)[: unit.n]
+        return self._dataset(unit.n, unit.dataset_index)
+
+    def _dataset(self, n: int, index: int) -> torch.Tensor:
+        if (n, index) not in self._datasets:
+            ev: EvalConfig = self.preset.eval
+            seeds = dataset_seeds(n, index, eval_seeds=range(ev.seed, ev.seed + ev.num_samples))
+            self._datasets[(n, index)] = teacher_samples(self.teacher, seeds, shape=self.shape, settings=ev.settings(),
+                                                         device=self.device, cache_dir=self.cache)
+        return self._datasets[(n, index)]
 
     def run(self, unit: Unit, progress: Callable | None = None) -> dict:
         return teacher_student(

@@ -98,7 +98,7 @@ def evaluate_student(
     config: EvalConfig,
     descriptor: Descriptor = identity,
     device: Any = None,
-    student_outputs: FlowOutputs | None = None,
+    cache_dir: Any = None,
 ) -> dict[str, Any]:
     """E_gen = PFD(student, teacher), E_mem = PFD(student, empirical of train_data), losses, copy share.
 
@@ -107,9 +107,9 @@ def evaluate_student(
     """
     shape = teacher_outputs.shape
     device = torch.device(device) if device is not None else next(student.parameters()).device
-    if student_outputs is None:
-        student_outputs = flow_outputs(student, shape=shape, num_samples=config.num_samples, seed=config.seed,
-                                       settings=config.settings(), batch_size=config.batch_size, device=device)
+    student_outputs = flow_outputs(student, shape=shape, num_samples=config.num_samples, seed=config.seed,
+                                   settings=config.settings(), batch_size=config.batch_size, device=device,
+                                   cache_dir=cache_dir)
     s_desc = apply_descriptor(student_outputs, descriptor, config.batch_size)
     t_desc = apply_descriptor(teacher_outputs, descriptor, config.batch_size)
     kwargs = config.pfd_kwargs()

@@ -107,9 +107,10 @@ def teacher_student(
                                 settings=eval_config.settings(), device=device, cache_dir=cache_dir)
     if teacher_outputs is None:
         teacher_outputs = teacher_map(teacher, shape, eval_config, device=device, cache_dir=cache_dir)
-    evaluate = lambda student: evaluate_student(  # noqa: E731
-        student, teacher_outputs=teacher_outputs, train_data=train_data, test_data=test_data,
-        config=eval_config, descriptor=desc, device=device)
+    def evaluate(student: torch.nn.Module, cache: Any = None) -> dict[str, Any]:
+        return evaluate_student(student, teacher_outputs=teacher_outputs, train_data=train_data, test_data=test_data,
+                                config=eval_config, descriptor=desc, device=device, cache_dir=cache)
+
     history: list[dict] = []
 
     def callback(epoch: int, ema: torch.nn.Module, stats: dict) -> None:
@@ -124,7 +125,7 @@ def teacher_student(
     train_s = time.perf_counter() - t_train
     student = result.denoiser.eval()
     save_denoiser(out_dir / STUDENT, student, info={"n": n, "dataset_index": dataset_index, "key": key})
-    report = evaluate(student)
+    report = evaluate(student, cache_dir)  # the final map is cached for bias-variance and sample grids
     record = {
         "key": key,
         "n": n,
