@@ -91,6 +91,21 @@ class _Counted:
         return out
 
 
+def resolve_device(device: Any, *models: Any) -> torch.device:
+    """The requested device, else the first module's, else the CPU; refuses devices that are absent."""
+    if device is None:
+        return next((d for d in map(_module_device, models) if d is not None), torch.device("cpu"))
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise PFDistError(f"device {device!r} is not a torch device; use 'cpu', 'cuda', 'cuda:1', ...") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PFDistError(f"device {device} was asked for but CUDA is not available here; pass device='cpu'.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise PFDistError(f"device {device} does not exist ({torch.cuda.device_count()} CUDA devices).")
+    return device
+
+
 def _module_device(denoiser: Any) -> torch.device | None:
     if isinstance(denoiser, torch.nn.Module):
         p = next(denoiser.parameters(), None)
@@ -185,7 +200,7 @@ def flow_outputs(
     shape = tuple(int(s) for s in shape)
     settings = settings or FlowSettings()
     descriptor = resolve_descriptor(descriptor)
-    device = torch.device(device) if device is not None else (_module_device(denoiser) or torch.device("cpu"))
+    device = resolve_device(device, denoiser)
     check_denoiser(denoiser, "model", shape, device, dtype)
     key = cache_key(denoiser, descriptor, shape, seed, num_samples, settings, dtype) if cache_dir else None
     path = Path(cache_dir) / f"flow-{key}.safetensors" if key else None

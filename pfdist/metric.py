@@ -17,7 +17,7 @@ from torch import Tensor
 
 from pfdist.descriptors import Descriptor, resolve_descriptor
 from pfdist.errors import PFDistError
-from pfdist.flows import FlowOutputs, FlowSettings, _module_device, check_denoiser, map_batch, seed_batches
+from pfdist.flows import FlowOutputs, FlowSettings, check_denoiser, map_batch, resolve_device, seed_batches
 
 Z_95 = 1.959963984540054
 
@@ -126,7 +126,7 @@ def pfd(
     shape = _infer_shape(a, b, shape)
     settings = FlowSettings(steps, solver, sigma_min, sigma_max, rho)
     desc = resolve_descriptor(descriptor)
-    device = torch.device(device) if device is not None else (_module_device(a) or _module_device(b) or torch.device("cpu"))
+    device = resolve_device(device, a, b)
     for name, x in (("a", a), ("b", b)):
         check_denoiser(x, name, shape, device, dtype)
         if isinstance(x, FlowOutputs) and x.settings != settings:

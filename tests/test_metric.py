@@ -140,6 +140,14 @@ def test_module_on_another_device(mixture):
         pfdist.pfd(mixture, Net(), num_samples=4, device="cpu")
 
 
+def test_absent_device(mixture):
+    absent = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU, or any GPU where there is none
+    with pytest.raises(pfdist.PFDistError, match="CUDA is not available|does not exist"):
+        pfdist.pfd(mixture, mixture, num_samples=4, device=absent)
+    with pytest.raises(pfdist.PFDistError, match="not a torch device"):
+        pfdist.pfd(mixture, mixture, num_samples=4, device="gpu0")
+
+
 def test_num_samples_below_two(mixture):
     with pytest.raises(pfdist.PFDistError, match="num_samples"):
         pfdist.pfd(mixture, mixture, num_samples=1)

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 
 from pfdist.descriptors import identity
+from pfdist.flows import resolve_device
 from pfdist.experiments.config import Preset, Student
 from pfdist.nets import normalize_config
 from pfdist.protocol import EvalConfig, dataset_seeds, read_results, student_key, teacher_map, teacher_samples, teacher_student
@@ -59,7 +60,7 @@ class Context:
 
     def __init__(self, preset: Preset, run_dir: str | os.PathLike, device: Any = None):
         self.preset, self.run_dir = preset, Path(run_dir)
-        self.device = torch.device(device or "cpu")
+        self.device = resolve_device(device)
         self.teacher = load_teacher(preset.teacher)
         shape = data_shape(self.teacher)
         if shape is None:

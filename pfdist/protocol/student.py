@@ -14,7 +14,7 @@ from torch import Tensor
 from pfdist.atomic import atomic_write_json
 from pfdist.descriptors import Descriptor, resolve_descriptor
 from pfdist.errors import PFDistError
-from pfdist.flows import FlowOutputs, flow_outputs
+from pfdist.flows import FlowOutputs, flow_outputs, resolve_device
 from pfdist.hashing import content_hash, fingerprint
 from pfdist.nets import build_network, count_parameters, normalize_config
 from pfdist.protocol.data import TEST_SEED, dataset_seeds, teacher_samples
@@ -80,7 +80,7 @@ def teacher_student(
     those epochs (``history``). ``teacher_outputs`` / ``train_data`` may be passed in to share
     them across students (they must be the teacher's maps on the evaluation / dataset seeds).
     """
-    device = torch.device(device or "cpu")
+    device = resolve_device(device)
     shape = tuple(shape or getattr(teacher, "shape", None) or ())
     if not shape:
         raise PFDistError("pass shape=...: the teacher does not say its data shape.")
