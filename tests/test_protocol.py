@@ -43,7 +43,6 @@ def test_student_on_many_samples_approaches_gaussian_teacher(tmp_path):
     rec = teacher_student(teacher, 4096, mlp([2], 64, 2), short(epochs=12, lr=5e-3), tmp_path, eval_config=EVAL)
     data_scale = (teacher.eigvals.sum() + (teacher.mean**2).sum()).sqrt().item()  # RMS norm of the data
     assert rec["e_gen"]["pfd"] < 0.15 * data_scale, rec["e_gen"]
-    assert rec["e_gen"]["pfd"] < rec["e_mem"]["pfd"]  # it generalizes rather than copies
     # In 2-d, fresh points have d1/d2 < 1/3 by chance with probability (1/3)^2 = 1/9 (Poisson
     # points); a copying student would be near 1.
     assert rec["mem_ratio"]["ci95"][0] < 1 / 9 < rec["mem_ratio"]["ci95"][1] + 0.05
