@@ -7,7 +7,6 @@ the Agg canvas directly (no pyplot, no global backend state).
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,7 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pfdist.analysis.collapse import CollapseFit, collapse_x, fit_collapse_rows
+from pfdist.analysis.collapse import CollapseFit, collapse_x, fit_scaling
 from pfdist.analysis.dynamics import DynamicsReport, detect_run_dynamics, dynamics_key
 from pfdist.analysis.results import BIAS_VARIANCE, DYNAMICS, SCALING, SCHEMAS, read_rows
 from pfdist.atomic import atomic_write
@@ -237,10 +236,12 @@ def plot_sample_grid(images: np.ndarray, path: str | os.PathLike, *,
     return [_save(fig, path)]
 
 
-def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> list[Path]:
+def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
+             fits: tuple[CollapseFit | None, CollapseFit | None] | None = None) -> list[Path]:
     """Redraw every figure whose CSV is in ``run_dir`` (default output: run_dir/figures).
 
-    Missing experiments, and CSVs with a header but no rows yet, are skipped.
+    Missing experiments, and CSVs with a header but no rows yet, are skipped. ``fits`` (E_gen,
+    copy share) are fitted from scaling.csv unless given.
     """
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "figures"
@@ -252,13 +253,7 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
     paths: list[Path] = []
     if rows_of.get(SCALING):
         rows = rows_of[SCALING]
-        fits = []
-        for column in ("e_gen", "mem_ratio"):
-            try:
-                fits.append(fit_collapse_rows(rows, column=column))
-            except PFDistError as e:
-                warnings.warn(f"no collapse fit of {column} for {run_dir / SCALING}: {e}", stacklevel=2)
-                fits.append(None)
+        fits = fits if fits is not None else fit_scaling(rows)
         paths += plot_scaling(rows, fits[0], out, copy_fit=fits[1])
     if rows_of.get(DYNAMICS):
         paths += plot_dynamics(rows_of[DYNAMICS], detect_run_dynamics(rows_of[DYNAMICS]), out)

@@ -283,3 +283,18 @@ def fit_collapse_rows(rows: Sequence[dict[str, Any]], *, column: str = "e_gen", 
         se = [row.get(f"{column}_stderr", float("nan")) for row in rows]
     return fit_collapse([r["n"] for r in rows], [r["params"] for r in rows], [r[column] for r in rows],
                         e_gen_stderr=se, **kwargs)
+
+
+def fit_scaling(rows: Sequence[dict[str, Any]]) -> tuple[CollapseFit | None, CollapseFit | None]:
+    """The two collapse fits of a scaling table: (E_gen, copy share); None (with a warning) when
+    a fit is not possible, e.g. one size only or too few points."""
+    import warnings
+
+    fits: list[CollapseFit | None] = []
+    for column in ("e_gen", "mem_ratio"):
+        try:
+            fits.append(fit_collapse_rows(rows, column=column) if rows else None)
+        except PFDistError as e:
+            warnings.warn(f"no collapse fit of {column}: {e}", stacklevel=2)
+            fits.append(None)
+    return fits[0], fits[1]

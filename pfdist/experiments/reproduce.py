@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from pfdist.analysis.collapse import fit_collapse_rows
+from pfdist.analysis.collapse import fit_scaling
 from pfdist.analysis.dynamics import detect_run_dynamics
 from pfdist.analysis.results import read_rows
 from pfdist.atomic import atomic_save_tensors, atomic_write_json
-from pfdist.errors import PFDistError
 from pfdist.experiments.config import Preset
 from pfdist.experiments.run import run_preset
 from pfdist.experiments.tables import student_outputs
@@ -42,10 +40,10 @@ def save_sample_grid_tensors(ctx: Context) -> Path | None:
     return atomic_save_tensors(ctx.run_dir / SAMPLES, tensors)
 
 
-def draw(run_dir: str | os.PathLike) -> list[Path]:
+def draw(run_dir: str | os.PathLike, *, fits: tuple | None = None) -> list[Path]:
     """Every figure from the results files in ``run_dir`` (never runs a model)."""
     run_dir = Path(run_dir)
-    figures = plot_run(run_dir)
+    figures = plot_run(run_dir, fits=fits)
     if (run_dir / SAMPLES).is_file():
         from safetensors.torch import load_file
 
@@ -60,12 +58,7 @@ def draw(run_dir: str | os.PathLike) -> list[Path]:
 def analyze(run_dir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"collapse": None, "copy_collapse": None, "dynamics": None, "bias_variance_rows": None}
     if (run_dir / "scaling.csv").is_file():
-        rows = read_rows(run_dir / "scaling.csv")
-        for key, column in (("collapse", "e_gen"), ("copy_collapse", "mem_ratio")):
-            try:
-                out[key] = fit_collapse_rows(rows, column=column) if rows else None
-            except PFDistError as e:
-                warnings.warn(f"no collapse fit of {column}: {e}", stacklevel=2)
+        out["collapse"], out["copy_collapse"] = fit_scaling(read_rows(run_dir / "scaling.csv"))
     if (run_dir / "dynamics.csv").is_file():
         rows = read_rows(run_dir / "dynamics.csv")
         out["dynamics"] = detect_run_dynamics(rows) if rows else None
@@ -88,8 +81,8 @@ def reproduce(
     run_dir = Path(run_dir)
     summary = run_preset(preset, run_dir, workers=workers, device=device, shard=shard, show_progress=show_progress)
     save_sample_grid_tensors(Context(preset, run_dir, device))
-    figures = draw(run_dir)
     found = analyze(run_dir)
+    figures = draw(run_dir, fits=(found["collapse"], found["copy_collapse"]))
     wall = time.perf_counter() - t0
     unit_wall = _unit_wall_total(run_dir)
     md, html = write_report(run_dir, config=preset.to_dict(), collapse=found["collapse"], dynamics=found["dynamics"],
