@@ -60,7 +60,8 @@ def run_preset(
 ) -> dict:
     """Do every unfinished unit of ``preset`` in ``run_dir`` and write its CSV tables.
 
-    ``workers`` > 1 runs units in that many processes (threads split between them).
+    ``workers`` > 1 runs units in that many spawned processes (threads split between them); a
+    script calling this with workers > 1 needs the usual ``if __name__ == "__main__":`` guard.
     ``shard=(i, m)`` does only units i, i+m, i+2m, ... (for spreading one run over machines);
     the tables are written from whatever results exist. Returns timing and counts.
     """
