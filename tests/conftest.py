@@ -4,6 +4,15 @@ import torch
 import pfdist
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny networks run faster (and less noisily on a shared machine) on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def gaussians():
     g = torch.Generator().manual_seed(0)

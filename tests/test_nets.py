@@ -20,13 +20,7 @@ from pfdist.nets import (
 from pfdist.nets.unet import num_groups
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny networks run faster (and less noisily on a shared machine) on one thread.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Recorder(torch.nn.Module):

@@ -27,14 +27,7 @@ from pfdist.training import (
 MLP = {"arch": "mlp", "shape": [3], "width": 16, "depth": 1, "sigma_data": 1.0}
 TINY = TrainConfig(batch_size=4, lr=1e-3, epochs=4, epoch_images=8, checkpoint_every=1,
                    ema_halflife_images=16)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
