@@ -16,7 +16,7 @@ from pfdist.descriptors import Descriptor, resolve_descriptor
 from pfdist.errors import PFDistError
 from pfdist.flows import FlowOutputs, flow_outputs, resolve_device
 from pfdist.hashing import content_hash, fingerprint
-from pfdist.nets import build_network, count_parameters, normalize_config
+from pfdist.nets import count_parameters, normalize_config
 from pfdist.protocol.data import TEST_SEED, dataset_seeds, teacher_samples
 from pfdist.protocol.evaluate import EvalConfig, evaluate_student
 from pfdist.training import TrainConfig, save_denoiser, train
