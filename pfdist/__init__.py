@@ -10,12 +10,16 @@ from pfdist.denoisers import (
 )
 from pfdist.descriptors import TorchScriptDescriptor
 from pfdist.errors import CheckpointError, NonFiniteError, PFDistError
-from pfdist.flows import FlowOutputs, FlowSettings, flow_outputs
-from pfdist.metric import PFDResult, pfd, squared_distances
-from pfdist.noise import noise
-from pfdist.ode import score, velocity
+from pfdist.distance import PFDResult, squared_distances
+from pfdist.flows import flow_outputs
+from pfdist.maps import GeneratorMap, ODEMap, flow_map, generator, ode_map
+from pfdist.metric import pfd
+from pfdist.noise import noise, seeded_labels
+from pfdist.ode import Denoiser, data_shape, score, velocity
+from pfdist.outputs import FlowOutputs
 from pfdist.schedules import edm_sigmas
-from pfdist.solvers import dpmpp_2m, euler, flow_map, heun, reference
+from pfdist.settings import FlowSettings
+from pfdist.solvers import dpmpp_2m, euler, heun, reference
 from pfdist.nets import build_network, count_parameters
 from pfdist.training import TrainConfig, load_denoiser, save_denoiser, train
 from pfdist.protocol import EvalConfig, bias_variance, teacher_student
@@ -33,6 +37,13 @@ __all__ = [
     "teacher_student",
     "train",
     "CheckpointError",
+    "Denoiser",
+    "GeneratorMap",
+    "ODEMap",
+    "data_shape",
+    "generator",
+    "ode_map",
+    "seeded_labels",
     "EmpiricalDenoiser",
     "FlowOutputs",
     "FlowSettings",

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from pfdist.errors import PFDistError
+from pfdist.settings import FlowSettings
 
 app = typer.Typer(
     help="Probability flow distance (PFD) for measuring generalization in diffusion models.",
@@ -41,9 +42,9 @@ def distance(
     b: Path = typer.Argument(..., help="Second model, same data shape."),
     num_samples: int = typer.Option(10_000, "--num-samples", "-n", help="Shared noise seeds M."),
     seed: int = typer.Option(100_000, help="First evaluation seed; seeds are seed..seed+M-1."),
-    steps: int = typer.Option(18, help="Sigma-grid steps (Heun: 2*steps-1 denoiser calls)."),
-    solver: str = typer.Option("heun", help="heun, euler, dpmpp_2m or reference (adaptive dopri5)."),
-    sigma_max: float = typer.Option(80.0, help="T: x_T ~ N(0, T^2 I)."),
+    steps: int = typer.Option(FlowSettings.steps, help="Sigma-grid steps (Heun: 2*steps-1 denoiser calls)."),
+    solver: str = typer.Option(FlowSettings.solver, help="heun, euler, dpmpp_2m or reference (adaptive dopri5)."),
+    sigma_max: float = typer.Option(FlowSettings.sigma_max, help="T: x_T ~ N(0, T^2 I)."),
     descriptor: Optional[Path] = typer.Option(None, help="TorchScript descriptor file (e.g. SSCD); default: pixels."),
     batch_size: int = typer.Option(256, help="Seeds per batch (does not change the result)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: cpu)."),
@@ -53,16 +54,13 @@ def distance(
     """PFD between two models on shared seeds; prints value ± CI and writes a JSON result."""
     from pfdist.atomic import atomic_write_json
     from pfdist.metric import pfd
-    from pfdist.specs import data_shape, load_spec
+    from pfdist.specs import load_spec
 
     try:
         da, db = load_spec(a), load_spec(b)
-        shape = data_shape(da) or data_shape(db)
-        if data_shape(da) and data_shape(db) and data_shape(da) != data_shape(db):
-            fail(f"a and b have different data shapes ({data_shape(da)} vs {data_shape(db)}); PFD compares maps on the same space.")
         with progress_bar(num_samples, "PFD") as bar:
             result = pfd(
-                da, db, shape=shape, num_samples=num_samples, seed=seed, steps=steps, solver=solver,
+                da, db, num_samples=num_samples, seed=seed, steps=steps, solver=solver,
                 sigma_max=sigma_max, descriptor=descriptor, batch_size=batch_size, device=device,
                 progress=bar.update,
             )
@@ -93,12 +91,13 @@ def _json_option(value: Optional[str], what: str) -> dict:
 NET_HELP = ('Student network, JSON or .json file: {"arch": "mlp", "width": 256, "depth": 3, "sigma_data": 1.0} or '
             '{"arch": "unet", "base_channels": 16, "channel_mult": [1, 2], "num_blocks": 1}. shape comes from the teacher.')
 TRAIN_HELP = 'TrainConfig fields as JSON, e.g. {"epochs": 20, "epoch_images": 12800, "batch_size": 256, "lr": 2e-3, "lr_schedule": "onecycle"}.'
-EVAL_HELP = 'EvalConfig fields as JSON, e.g. {"num_samples": 2000, "steps": 18, "solver": "heun"}.'
+EVAL_HELP = 'EvalConfig fields as JSON, e.g. {"num_samples": 2000, "steps": 35, "solver": "euler"}.'
 
 
 def _protocol_inputs(teacher: Path, net: Optional[str], train_cfg: Optional[str], eval_cfg: Optional[str]):
     from pfdist.protocol import EvalConfig
-    from pfdist.specs import data_shape, load_spec
+    from pfdist.ode import data_shape
+    from pfdist.specs import load_spec
     from pfdist.training import TrainConfig
 
     model = load_spec(teacher)

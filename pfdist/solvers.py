@@ -1,6 +1,6 @@
 """Probability-flow ODE solvers: stateless functions ``solver(denoiser, x, sigmas) -> x``.
 
-``sigmas`` is a decreasing grid ending in 0 (see :func:`pfdist.schedules.edm_sigmas`). Every
+``sigmas`` is a decreasing grid ending in 0 (see :class:`pfdist.FlowSettings`). Every
 solver ends with the step sigma_min -> 0, which for the PF-ODE is ``x <- D(x; sigma_min)``.
 ``callback(i, x)`` (optional) is called after step i; no progress bars live here.
 """
@@ -14,10 +14,7 @@ import torch
 from torch import Tensor
 
 from pfdist.errors import PFDistError
-from pfdist.ode import velocity
-from pfdist.schedules import edm_sigmas
-
-Denoiser = Callable[[Tensor, Tensor], Tensor]
+from pfdist.ode import Denoiser, velocity
 
 
 def _sigma(s: Tensor, x: Tensor) -> Tensor:
@@ -130,17 +127,3 @@ def nfe(solver: str, steps: int) -> int | None:
     get_solver(solver)
     return {"heun": 2 * steps - 1, "euler": steps, "dpmpp_2m": steps}.get(solver)
 
-
-def flow_map(
-    denoiser: Denoiser,
-    x_T: Tensor,
-    *,
-    steps: int = 18,
-    solver: str = "heun",
-    sigma_min: float = 0.002,
-    sigma_max: float = 80.0,
-    rho: float = 7.0,
-) -> Tensor:
-    """Push noise ``x_T: (batch, *shape)`` (already scaled by sigma_max) through the PF-ODE to sigma = 0."""
-    sigmas = edm_sigmas(steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
-    return get_solver(solver)(denoiser, x_T, sigmas)

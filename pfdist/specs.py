@@ -29,6 +29,7 @@ import torch
 from pfdist.atomic import atomic_save_tensors
 from pfdist.denoisers import EmpiricalDenoiser, Gaussian, GaussianMixture, random_low_rank_mixture
 from pfdist.errors import PFDistError
+from pfdist.ode import data_shape  # noqa: F401  (the one shape look-up; re-exported for the CLI)
 
 TYPES = ("gaussian", "gaussian_mixture", "low_rank_mixture", "empirical")
 
@@ -138,14 +139,6 @@ def _load_network_dir(path: Path) -> Any:
         net.load_state_dict(ckpt.ema)
         return net.eval().requires_grad_(False)
     raise PFDistError(f"{path} holds neither student.safetensors nor a training checkpoint.")
-
-
-def data_shape(model: Any) -> tuple[int, ...] | None:
-    """The data shape a model or distribution works on, when it says."""
-    shape = getattr(model, "shape", None)
-    if shape is None and isinstance(getattr(model, "config", None), dict):
-        shape = model.config.get("shape")
-    return tuple(shape) if shape is not None else None
 
 
 def _from_tensors(kind: str, tensors: dict) -> Any:

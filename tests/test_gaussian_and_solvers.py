@@ -10,10 +10,15 @@ import pfdist
 
 
 def test_edm_sigmas_match_edm_grid():
-    s = pfdist.edm_sigmas(18)
+    s = pfdist.FlowSettings().sigmas()  # EDM's defaults: 18 steps from 80 to 0.002, rho 7
     assert s.shape == (19,) and s[-1] == 0
     assert s[0].item() == pytest.approx(80.0) and s[-2].item() == pytest.approx(0.002)
     assert (s[:-1] > s[1:]).all()
+    # EDM's formula (Karras et al. 2022, eq. 5), written out independently
+    i = np.arange(18)
+    edm = (80.0 ** (1 / 7) + i / 17 * (0.002 ** (1 / 7) - 80.0 ** (1 / 7))) ** 7
+    np.testing.assert_allclose(s[:-1].numpy(), edm, rtol=1e-12)
+    assert torch.equal(s, pfdist.edm_sigmas(18, sigma_min=0.002, sigma_max=80.0, rho=7.0))
 
 
 @pytest.mark.parametrize("solver,nfe", [("heun", 35), ("euler", 18), ("dpmpp_2m", 18)])

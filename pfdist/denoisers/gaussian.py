@@ -10,6 +10,7 @@ from torch import Tensor
 from pfdist.errors import PFDistError
 from pfdist.hashing import content_hash
 from pfdist.ode import expand_sigma
+from pfdist.settings import FlowSettings
 
 
 class Gaussian:
@@ -67,7 +68,7 @@ class Gaussian:
         gain = torch.sqrt((lam + sigma_to**2) / (lam + sigma_from**2))
         return self._apply(x, gain.expand(x.shape[0], -1))
 
-    def flow_map(self, x_T: Tensor, sigma_max: float = 80.0) -> Tensor:
+    def flow_map(self, x_T: Tensor, sigma_max: float = FlowSettings.sigma_max) -> Tensor:
         """Closed-form Phi(x_T) = mu + Sigma^(1/2) (Sigma + T^2 I)^(-1/2) (x_T - mu)."""
         return self.flow(x_T, sigma_max, 0.0)
 
@@ -84,7 +85,7 @@ class Gaussian:
         return f"Gaussian(shape={self.shape}, trace={self.eigvals.sum().item():.4g})"
 
 
-def gaussian_pfd(a: Gaussian, b: Gaussian, *, sigma_max: float = 80.0) -> float:
+def gaussian_pfd(a: Gaussian, b: Gaussian, *, sigma_max: float = FlowSettings.sigma_max) -> float:
     """Closed-form PFD between two Gaussians (identity descriptor, exact flows).
 
     Phi_a(x) - Phi_b(x) = c + M x with x ~ N(0, T^2 I), so PFD^2 = |c|^2 + T^2 |M|_F^2.

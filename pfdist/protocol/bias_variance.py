@@ -22,6 +22,7 @@ from torch import Tensor
 from pfdist.atomic import atomic_write_json
 from pfdist.errors import PFDistError
 from pfdist.flows import flow_outputs
+from pfdist.ode import data_shape
 from pfdist.protocol.evaluate import EvalConfig, apply_descriptor
 from pfdist.protocol.student import teacher_map, teacher_student
 from pfdist.descriptors import resolve_descriptor
@@ -85,7 +86,9 @@ def bias_variance(
     """
     if k < 2:
         raise PFDistError(f"k must be at least 2 (got {k}).")
-    shape = tuple(shape or teacher.shape)
+    shape = tuple(shape or data_shape(teacher) or ())
+    if not shape:
+        raise PFDistError("pass shape=...: the teacher does not say its data shape.")
     desc = resolve_descriptor(descriptor)
     t_out = teacher_map(teacher, shape, eval_config, device=device, cache_dir=cache_dir)
     records, outputs = [], []

@@ -16,6 +16,7 @@ from torch import Tensor
 from pfdist.denoisers import EmpiricalDenoiser
 from pfdist.errors import PFDistError
 from pfdist.flows import FlowSettings, flow_outputs
+from pfdist.ode import data_shape
 
 EVAL_SEED = 100_000
 TEST_SEED = 200_000
@@ -58,8 +59,9 @@ def teacher_samples(
             f"the teacher is a finite set of {len(teacher)} points and cannot supply N = {len(seeds)} "
             "distinct samples; use N <= that or a continuous teacher."
         )
-    if tuple(getattr(teacher, "shape", shape)) != tuple(shape):
-        raise PFDistError(f"the teacher's data shape is {tuple(teacher.shape)}, not {tuple(shape)}.")
+    own = data_shape(teacher)
+    if own is not None and own != tuple(shape):
+        raise PFDistError(f"the teacher's data shape is {own}, not {tuple(shape)}.")
     out = flow_outputs(teacher, shape=shape, num_samples=len(seeds), seed=seeds.start, settings=settings,
                        batch_size=batch_size, device=device, cache_dir=cache_dir, progress=progress)
     return out.values

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from pfdist.denoisers import EmpiricalDenoiser, nearest_neighbors
 from pfdist.descriptors import Descriptor, identity
+from pfdist.errors import PFDistError
 from pfdist.flows import FlowOutputs, FlowSettings, flow_outputs
 from pfdist.metric import pfd
 from pfdist.protocol.data import EVAL_SEED
@@ -21,27 +22,39 @@ COPY_RATIO = 1.0 / 3.0
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Shared evaluation settings: seeds, solver, and the loss estimates."""
+    """Shared evaluation settings: seeds, solver (defaults: :class:`FlowSettings`), and the loss estimates.
+
+    Validated when constructed: counts are integers in range, the solver fields form valid
+    :class:`FlowSettings`.
+    """
 
     num_samples: int = 10_000
     seed: int = EVAL_SEED
-    steps: int = 18
-    solver: str = "heun"
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-    rho: float = 7.0
+    steps: int = FlowSettings.steps
+    solver: str = FlowSettings.solver
+    sigma_min: float = FlowSettings.sigma_min
+    sigma_max: float = FlowSettings.sigma_max
+    rho: float = FlowSettings.rho
     batch_size: int = 256
     test_samples: int = 2048
     loss_repeats: int = 4
     loss_seed: int = 12345
 
+    def __post_init__(self):
+        for name, lo in (("num_samples", 2), ("seed", 0), ("batch_size", 1), ("test_samples", 1),
+                         ("loss_repeats", 1), ("loss_seed", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+                raise PFDistError(f"EvalConfig.{name} must be an integer >= {lo} (got {value!r}).")
+        flow = self.settings()  # validates the solver fields
+        for name in ("steps", "sigma_min", "sigma_max", "rho"):
+            object.__setattr__(self, name, getattr(flow, name))
+
     def settings(self) -> FlowSettings:
         return FlowSettings(self.steps, self.solver, self.sigma_min, self.sigma_max, self.rho)
 
     def pfd_kwargs(self) -> dict:
-        s = self.settings()
-        return dict(num_samples=self.num_samples, seed=self.seed, steps=s.steps, solver=s.solver,
-                    sigma_min=s.sigma_min, sigma_max=s.sigma_max, rho=s.rho, batch_size=self.batch_size)
+        return dict(num_samples=self.num_samples, seed=self.seed, flow=self.settings(), batch_size=self.batch_size)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,12 +94,7 @@ def mean_loss(net: Callable, data: Tensor, *, sigma_data: float, seed: int, repe
 
 def apply_descriptor(outputs: FlowOutputs, descriptor: Descriptor, batch_size: int = 256) -> FlowOutputs:
     """Psi of precomputed pixel outputs (same seeds); identity returns them unchanged."""
-    if descriptor is identity:
-        return outputs
-    with torch.no_grad():
-        values = torch.cat([descriptor(outputs.values[i : i + batch_size]).cpu()
-                            for i in range(0, outputs.num_samples, batch_size)])
-    return FlowOutputs(values, outputs.seed, outputs.shape, outputs.nfe, None, outputs.settings)
+    return outputs.describe(descriptor, batch_size)
 
 
 def evaluate_student(
@@ -113,7 +121,7 @@ def evaluate_student(
     s_desc = apply_descriptor(student_outputs, descriptor, config.batch_size)
     t_desc = apply_descriptor(teacher_outputs, descriptor, config.batch_size)
     kwargs = config.pfd_kwargs()
-    e_gen = pfd(s_desc, t_desc, shape=shape, **kwargs)
+    e_gen = pfd(s_desc, t_desc, shape=shape, descriptor=descriptor, **kwargs)
     empirical = EmpiricalDenoiser(train_data.to(device))
     e_mem = pfd(s_desc, empirical, shape=shape, descriptor=descriptor, device=device, **kwargs)
     sigma_data = float(getattr(student, "sigma_data", 0.5))

@@ -17,6 +17,7 @@ from pfdist.errors import PFDistError
 from pfdist.flows import FlowOutputs, flow_outputs, resolve_device
 from pfdist.hashing import content_hash, fingerprint
 from pfdist.nets import count_parameters, normalize_config
+from pfdist.ode import data_shape
 from pfdist.protocol.data import TEST_SEED, dataset_seeds, teacher_samples
 from pfdist.protocol.evaluate import EvalConfig, evaluate_student
 from pfdist.training import TrainConfig, save_denoiser, train
@@ -81,7 +82,7 @@ def teacher_student(
     them across students (they must be the teacher's maps on the evaluation / dataset seeds).
     """
     device = resolve_device(device)
-    shape = tuple(shape or getattr(teacher, "shape", None) or ())
+    shape = tuple(shape or data_shape(teacher) or ())
     if not shape:
         raise PFDistError("pass shape=...: the teacher does not say its data shape.")
     net_config = normalize_config(net_config)

@@ -1,0 +1,121 @@
+"""The distance layer: per-sample squared distances and the PFD result (PAPER.md, Definition 1).
+
+    PFD(p, q) = ( E_{x_T} |Psi(Phi_p(x_T)) - Psi(Phi_q(x_T))|^2 )^(1/2)
+
+This module sees tensors only: it imports no solver, map or flow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from pfdist.errors import PFDistError
+
+Z_95 = 1.959963984540054
+
+
+def squared_distances(a: Tensor, b: Tensor) -> Tensor:
+    """|a_i - b_i|^2 per sample in float64; a, b: (batch, *feature) -> (batch,)."""
+    if a.shape != b.shape:
+        raise PFDistError(f"outputs differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}.")
+    return ((a.double() - b.double()) ** 2).flatten(1).sum(1)
+
+
+@dataclass(frozen=True)
+class PFDResult:
+    """A PFD estimate. ``per_sample`` holds the squared distances, one per seed, in seed order.
+
+    ``value = sqrt(mean(per_sample))``. ``stderr`` is the delta-method standard error
+    s / (2 sqrt(M) value), s the sample std of per_sample. ``ci`` is the 95% normal interval
+    of the mean squared distance, mean +- 1.96 s / sqrt(M) (clipped at 0), mapped through the
+    square root, so it is asymmetric like the estimator.
+
+    ``nfe_a`` / ``nfe_b``: network evaluations per sample of each side's map (for precomputed
+    outputs, the count recorded when they were made); ``nfe = max(nfe_a, nfe_b)``, the cost
+    of the dearer side. ``flow_a`` / ``flow_b``: the
+    flow settings each side's ODE actually ran on (after clamping to the models' sigma range;
+    None for a generator), as dicts.
+    """
+
+    value: float
+    stderr: float
+    ci: tuple[float, float]
+    per_sample: Tensor
+    num_samples: int
+    nfe: float
+    seed: int
+    nfe_a: float = math.nan
+    nfe_b: float = math.nan
+    flow_a: dict | None = None
+    flow_b: dict | None = None
+
+    @classmethod
+    def from_per_sample(
+        cls,
+        per_sample: Tensor,
+        *,
+        seed: int,
+        nfe_a: float = math.nan,
+        nfe_b: float = math.nan,
+        flow_a: dict | None = None,
+        flow_b: dict | None = None,
+    ) -> "PFDResult":
+        per_sample = per_sample.detach().double().cpu()
+        m = per_sample.numel()
+        if m < 2:
+            raise PFDistError(f"num_samples must be at least 2 for an interval (got {m}).")
+        mean = per_sample.mean().item()
+        se_mean = per_sample.std(unbiased=True).item() / math.sqrt(m)
+        value = math.sqrt(mean)
+        stderr = se_mean / (2 * value) if value > 0 else 0.0
+        lo, hi = max(mean - Z_95 * se_mean, 0.0), mean + Z_95 * se_mean
+        nfe = max(nfe_a, nfe_b) if not (math.isnan(nfe_a) or math.isnan(nfe_b)) else math.nan
+        return cls(value, stderr, (math.sqrt(lo), math.sqrt(hi)), per_sample, m, nfe, seed,
+                   nfe_a, nfe_b, flow_a, flow_b)
+
+    @staticmethod
+    def combine(parts: Sequence["PFDResult"]) -> "PFDResult":
+        """Join results on contiguous seed ranges (any order) into the result of the union."""
+        if not parts:
+            raise PFDistError("nothing to combine.")
+        parts = sorted(parts, key=lambda r: r.seed)
+        for a, b in zip(parts, parts[1:]):
+            if a.seed + a.num_samples != b.seed:
+                raise PFDistError(
+                    f"seed ranges are not contiguous: {a.seed}..{a.seed + a.num_samples - 1} "
+                    f"then {b.seed}..; evaluate the missing seeds first."
+                )
+            if (a.flow_a, a.flow_b) != (b.flow_a, b.flow_b):
+                raise PFDistError("the parts ran on different flow settings; combine parts of one comparison.")
+        total = sum(r.num_samples for r in parts)
+        mean_nfe = lambda side: sum(getattr(r, side) * r.num_samples for r in parts) / total  # noqa: E731
+        return PFDResult.from_per_sample(
+            torch.cat([r.per_sample for r in parts]), seed=parts[0].seed, nfe_a=mean_nfe("nfe_a"),
+            nfe_b=mean_nfe("nfe_b"), flow_a=parts[0].flow_a, flow_b=parts[0].flow_b,
+        )
+
+    def to_dict(self, *, per_sample: bool = False) -> dict:
+        d = {
+            "pfd": self.value,
+            "stderr": self.stderr,
+            "ci95": list(self.ci),
+            "num_samples": self.num_samples,
+            "seed": self.seed,
+            "nfe": self.nfe,
+            "nfe_a": self.nfe_a,
+            "nfe_b": self.nfe_b,
+            "flow_a": self.flow_a,
+            "flow_b": self.flow_b,
+        }
+        if per_sample:
+            d["per_sample"] = self.per_sample.tolist()
+        return d
+
+    def __str__(self) -> str:
+        lo, hi = self.ci
+        return f"PFD = {self.value:.5g} ± {self.stderr:.2g}  (95% CI [{lo:.5g}, {hi:.5g}], M = {self.num_samples})"

@@ -1,0 +1,101 @@
+"""How noise becomes data: the one owner of the PF-ODE solver settings and their EDM defaults.
+
+Every default of the sampler (18 steps, Heun, sigma_min 0.002, sigma_max 80, rho 7; EDM's
+deterministic sampler) lives here and nowhere else: other modules refer to ``FlowSettings()``
+or to its class attributes (``FlowSettings.sigma_max``).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from torch import Tensor
+
+from pfdist.errors import PFDistError
+from pfdist.schedules import edm_sigmas
+from pfdist.solvers import SOLVERS, nfe
+
+
+def _integer(name: str, value: Any, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
+        raise PFDistError(f"{name} must be an integer >= {lo} (got {value!r}).")
+    return int(value)
+
+
+def _positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise PFDistError(f"{name} must be a finite positive number (got {value!r}).")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    """The PF-ODE solver and its sigma grid (EDM eq. 5): ``sigmas()`` is what the solver runs on.
+
+    Validated when constructed: ``steps`` an integer >= 2, ``solver`` one of
+    ``pfdist.solvers.SOLVERS``, ``0 < sigma_min < sigma_max`` finite, ``rho`` finite and positive.
+    Numbers are stored as ``int`` / ``float``, so ``FlowSettings(sigma_max=80)`` equals the default.
+    """
+
+    steps: int = 18
+    solver: str = "heun"
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
+    rho: float = 7.0
+
+    def __post_init__(self):
+        set_ = object.__setattr__
+        set_(self, "steps", _integer("steps", self.steps, 2))
+        if not isinstance(self.solver, str) or self.solver not in SOLVERS:
+            raise PFDistError(f"unknown solver {self.solver!r}; choose one of {sorted(SOLVERS)}.")
+        set_(self, "sigma_min", _positive("sigma_min", self.sigma_min))
+        set_(self, "sigma_max", _positive("sigma_max", self.sigma_max))
+        set_(self, "rho", _positive("rho", self.rho))
+        if not self.sigma_min < self.sigma_max:
+            raise PFDistError(
+                f"need sigma_min < sigma_max (got sigma_min={self.sigma_min}, sigma_max={self.sigma_max})."
+            )
+
+    @classmethod
+    def of(cls, flow: "FlowSettings | None" = None, **overrides: Any) -> "FlowSettings":
+        """``flow`` (default: EDM's) with the fields in ``overrides`` that are not None replaced."""
+        if flow is not None and not isinstance(flow, FlowSettings):
+            raise PFDistError(f"flow must be a FlowSettings (got {type(flow).__name__}).")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return replace(flow or cls(), **given)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FlowSettings":
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise PFDistError(f"unknown flow settings {unknown}; valid: {sorted(cls.__dataclass_fields__)}.")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def sigmas(self) -> Tensor:
+        """The decreasing grid ``(steps + 1,)`` ending in 0, float64."""
+        return edm_sigmas(self.steps, sigma_min=self.sigma_min, sigma_max=self.sigma_max, rho=self.rho)
+
+    @property
+    def nfe(self) -> int | None:
+        """Denoiser evaluations per sample (None for the adaptive reference solver)."""
+        return nfe(self.solver, self.steps)
+
+    def clamped(self, sigma_min: float = 0.0, sigma_max: float = math.inf) -> "FlowSettings":
+        """The same settings on the part of the grid's range inside [sigma_min, sigma_max].
+
+        As EDM's sampler clamps its grid to ``net.sigma_min`` / ``net.sigma_max``; refused when
+        the two ranges do not overlap.
+        """
+        lo, hi = max(self.sigma_min, sigma_min), min(self.sigma_max, sigma_max)
+        if not lo < hi:
+            raise PFDistError(
+                f"the grid [{self.sigma_min}, {self.sigma_max}] and the models' sigma range "
+                f"[{sigma_min}, {sigma_max}] do not overlap; choose sigma_min/sigma_max inside the models' range."
+            )
+        return replace(self, sigma_min=lo, sigma_max=hi)
