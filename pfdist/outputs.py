@@ -31,12 +31,20 @@ class FlowOutputs:
     nfe: float
     key: str | None = None  # cache key (None when the map or descriptor has no fingerprint)
     flow: FlowSettings | None = field(default_factory=FlowSettings)
-    sigma_max: float = FlowSettings.sigma_max
+    sigma_max: float | None = None  # default: the grid's top, flow.sigma_max
     map_fingerprint: str | None = None
     descriptor: str | None = "identity"
     dtype: str = str(torch.float32)
     conditioning: str | None = None
     descriptor_object: Any = field(default=identity, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.sigma_max is None:
+            if self.flow is None:
+                raise PFDistError("FlowOutputs of a generator (flow=None) need sigma_max, the T of their x_T.")
+            object.__setattr__(self, "sigma_max", self.flow.sigma_max)
+        if self.flow is not None and self.flow.sigma_max != self.sigma_max:
+            raise PFDistError(f"sigma_max={self.sigma_max} differs from the top of the grid {self.flow}.")
 
     @property
     def num_samples(self) -> int:
