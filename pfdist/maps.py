@@ -16,7 +16,6 @@ import math
 import numbers
 from typing import Any, Callable
 
-import torch
 from torch import Tensor
 
 from pfdist.errors import PFDistError
