@@ -282,3 +282,17 @@ def test_maps_refuse_what_is_not_a_map(gaussians):
         pfdist.ode_map(gaussians[0], class_labels=1)
     with pytest.raises(pfdist.PFDistError, match="shape"):
         pfdist.pfd(pfdist.generator(lambda x: x[:, :2]), gaussians[0], num_samples=4)
+
+
+def test_the_seed_loop_evaluates_any_contiguous_range_alone(mixture):
+    """Plan.evaluate_range is the seam for spreading one comparison over processes."""
+    from pfdist.plan import make_plan
+
+    other = pfdist.random_low_rank_mixture(6, 2, 2, seed=9)
+    p = make_plan({"a": mixture, "b": other}, reduce=lambda outs: pfdist.squared_distances(*outs), batch_size=4)
+    whole = p.evaluate_range(range(100, 110))
+    parts = [p.evaluate_range(r) for r in (range(100, 103), range(103, 110))]
+    assert torch.equal(torch.cat(parts), whole)
+    assert torch.equal(whole, pfdist.pfd(mixture, other, num_samples=10, seed=100).per_sample)
+    with pytest.raises(pfdist.PFDistError, match="contiguous"):
+        p.evaluate_range(range(100, 110, 2))

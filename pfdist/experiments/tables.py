@@ -88,5 +88,5 @@ def write_tables(ctx: "Context") -> list[Path]:
 def student_outputs(ctx: "Context", unit) -> "torch.Tensor":  # noqa: F821
     ev = ctx.preset.eval
     student = load_denoiser(ctx.unit_dir(unit) / "student.safetensors", device=ctx.device)
-    return flow_outputs(student, shape=ctx.shape, num_samples=ev.num_samples, seed=ev.seed, settings=ev.settings(),
+    return flow_outputs(student, shape=ctx.shape, num_samples=ev.num_samples, seed=ev.seed, flow=ev.settings(),
                         batch_size=ev.batch_size, device=ctx.device, cache_dir=ctx.cache).values

@@ -62,6 +62,6 @@ def teacher_samples(
     own = data_shape(teacher)
     if own is not None and own != tuple(shape):
         raise PFDistError(f"the teacher's data shape is {own}, not {tuple(shape)}.")
-    out = flow_outputs(teacher, shape=shape, num_samples=len(seeds), seed=seeds.start, settings=settings,
+    out = flow_outputs(teacher, shape=shape, num_samples=len(seeds), seed=seeds.start, flow=settings,
                        batch_size=batch_size, device=device, cache_dir=cache_dir, progress=progress)
     return out.values

@@ -116,7 +116,7 @@ def evaluate_student(
     shape = teacher_outputs.shape
     device = torch.device(device) if device is not None else next(student.parameters()).device
     student_outputs = flow_outputs(student, shape=shape, num_samples=config.num_samples, seed=config.seed,
-                                   settings=config.settings(), batch_size=config.batch_size, device=device,
+                                   flow=config.settings(), batch_size=config.batch_size, device=device,
                                    cache_dir=cache_dir)
     s_desc = apply_descriptor(student_outputs, descriptor, config.batch_size)
     t_desc = apply_descriptor(teacher_outputs, descriptor, config.batch_size)

@@ -30,7 +30,7 @@ def teacher_map(teacher: Callable, shape: Sequence[int], config: EvalConfig, *, 
                 cache_dir: str | os.PathLike | None = None, progress: Callable[[int], None] | None = None) -> FlowOutputs:
     """The teacher's pixel outputs on the evaluation seeds: computed once, reused by every student."""
     return flow_outputs(teacher, shape=shape, num_samples=config.num_samples, seed=config.seed,
-                        settings=config.settings(), batch_size=config.batch_size, device=device,
+                        flow=config.settings(), batch_size=config.batch_size, device=device,
                         cache_dir=cache_dir, progress=progress)
 
 
