@@ -32,7 +32,7 @@ class MLPDenoiser(torch.nn.Module):
 
 def main() -> None:
     a, b = MLPDenoiser(0).eval(), MLPDenoiser(1).eval()
-    nfe = pfdist.solvers.nfe("heun", 18)
+    nfe = pfdist.FlowSettings().nfe
     x = torch.randn(BATCH, *SHAPE)
     sig = torch.full((BATCH,), 1.0)
 
