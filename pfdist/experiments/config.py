@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from pfdist.errors import PFDistError
 from pfdist.hashing import content_hash
 from pfdist.protocol import EvalConfig
 from pfdist.training import TrainConfig
@@ -79,24 +80,87 @@ class Preset:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preset":
-        d = dict(d)
-        d["eval"] = EvalConfig(**d["eval"])
-
-        def students(items):
-            return tuple(Student(**s) for s in items)
-
-        if d.get("scaling"):
-            s = d["scaling"]
-            d["scaling"] = Scaling(tuple(s["ns"]), students(s["students"]), TrainConfig.from_dict(s["train"]))
-        if d.get("dynamics"):
-            s = d["dynamics"]
-            d["dynamics"] = Dynamics(tuple(s["ns"]), Student(**s["student"]), TrainConfig.from_dict(s["train"]),
-                                     tuple(s["eval_epochs"]))
-        if d.get("bias_variance"):
-            s = d["bias_variance"]
-            d["bias_variance"] = BiasVarianceStudy(tuple(s["ns"]), students(s["students"]),
-                                                   TrainConfig.from_dict(s["train"]), s["k"])
+        """A preset from the form of :meth:`to_dict` (a parsed JSON file): missing keys take their
+        defaults (an EvalConfig / TrainConfig field, ``workers``, ``notes``, an absent study);
+        unknown keys, missing required ones and wrong types are refused with a PFDistError."""
+        d = _fields(d, "preset", {"name", "teacher"}, {"eval", "scaling", "dynamics", "bias_variance", "workers", "notes"})
+        if not isinstance(d["name"], str) or not d["name"]:
+            raise PFDistError(f"preset: name must be a non-empty string (got {d['name']!r}).")
+        if not isinstance(d["teacher"], (str, dict)):
+            raise PFDistError("preset: teacher must be a distribution spec (object) or a file path (string).")
+        d["eval"] = _eval(d.get("eval", {}))
+        if d.get("scaling") is not None:
+            s = _fields(d["scaling"], "scaling", {"ns", "students"}, {"train"})
+            d["scaling"] = Scaling(_ns(s["ns"], "scaling"), _students(s["students"], "scaling"), _train(s, "scaling"))
+        if d.get("dynamics") is not None:
+            s = _fields(d["dynamics"], "dynamics", {"ns", "student", "eval_epochs"}, {"train"})
+            d["dynamics"] = Dynamics(_ns(s["ns"], "dynamics"), _students([s["student"]], "dynamics")[0],
+                                     _train(s, "dynamics"), _ints(s["eval_epochs"], "dynamics.eval_epochs", 0))
+        if d.get("bias_variance") is not None:
+            s = _fields(d["bias_variance"], "bias_variance", {"ns", "students"}, {"train", "k"})
+            k = s.get("k", 4)
+            if not _is_int(k) or k < 2:
+                raise PFDistError(f"bias_variance.k must be an integer >= 2 (got {k!r}).")
+            d["bias_variance"] = BiasVarianceStudy(_ns(s["ns"], "bias_variance"), _students(s["students"], "bias_variance"),
+                                                   _train(s, "bias_variance"), k)
+        if not _is_int(d.get("workers", 1)) or d.get("workers", 1) < 1:
+            raise PFDistError(f"preset: workers must be an integer >= 1 (got {d['workers']!r}).")
+        if not isinstance(d.get("notes", ""), str):
+            raise PFDistError("preset: notes must be a string.")
         return cls(**d)
 
     def replace(self, **changes: Any) -> "Preset":
         return replace(self, **changes)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _fields(d: Any, where: str, required: set[str], optional: set[str]) -> dict:
+    if not isinstance(d, dict):
+        raise PFDistError(f"{where} must be an object with keys {sorted(required | optional)} (got {type(d).__name__}).")
+    unknown, missing = sorted(set(d) - required - optional), sorted(required - set(d))
+    if unknown:
+        raise PFDistError(f"{where}: unknown keys {unknown}; valid keys are {sorted(required | optional)}.")
+    if missing:
+        raise PFDistError(f"{where}: missing required keys {missing}.")
+    return dict(d)
+
+
+def _ints(items: Any, where: str, low: int) -> tuple[int, ...]:
+    if not isinstance(items, (list, tuple)) or not items or not all(_is_int(v) and v >= low for v in items):
+        raise PFDistError(f"{where} must be a non-empty list of integers >= {low} (got {items!r}).")
+    return tuple(items)
+
+
+def _ns(items: Any, where: str) -> tuple[int, ...]:
+    return _ints(items, f"{where}.ns", 1)
+
+
+def _students(items: Any, where: str) -> tuple[Student, ...]:
+    if not isinstance(items, (list, tuple)) or not items:
+        raise PFDistError(f"{where}: students must be a non-empty list of {{'label': ..., 'net': {{...}}}}.")
+    out = []
+    for s in items:
+        s = _fields(s, f"{where} student", {"label", "net"}, set())
+        if not isinstance(s["label"], str) or not isinstance(s["net"], dict):
+            raise PFDistError(f"{where} student: label must be a string and net an object (got {s!r}).")
+        out.append(Student(s["label"], s["net"]))
+    return tuple(out)
+
+
+def _train(study: dict, where: str) -> TrainConfig:
+    train = study.get("train", {})
+    if not isinstance(train, dict):
+        raise PFDistError(f"{where}.train must be an object of TrainConfig fields.")
+    return TrainConfig.from_dict(train)
+
+
+def _eval(d: Any) -> EvalConfig:
+    valid = {f.name for f in fields(EvalConfig)}
+    d = _fields(d, "eval", set(), valid)
+    try:
+        return EvalConfig(**d)
+    except TypeError as e:
+        raise PFDistError(f"eval: {e}.") from None

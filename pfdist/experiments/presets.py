@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 from pfdist.errors import PFDistError
 from pfdist.experiments.config import BiasVarianceStudy, Dynamics, Preset, Scaling, Student
 from pfdist.protocol import EvalConfig
@@ -89,5 +93,25 @@ def get_preset(name: str, **kwargs) -> Preset:
     try:
         make = PRESETS[name]
     except KeyError:
-        raise PFDistError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}.") from None
+        raise PFDistError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)} or give a .json file.") from None
     return make(**kwargs)
+
+
+def load_preset(spec: str | os.PathLike) -> Preset:
+    """A named preset, or a JSON file in the form of ``Preset.to_dict()`` (missing keys take their
+    defaults; the name defaults to the file's stem). A relative teacher path is relative to the
+    working directory, as ``--teacher`` is."""
+    if str(spec) in PRESETS:
+        return get_preset(str(spec))
+    path = Path(spec)
+    if path.suffix != ".json" and not path.is_file():
+        return get_preset(str(spec))  # refused with the list of names
+    try:
+        d = json.loads(path.read_text())
+    except OSError as e:
+        raise PFDistError(f"cannot read preset file {path}: {e.strerror or e}.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PFDistError(f"preset file {path} is not valid JSON ({e}).") from None
+    if isinstance(d, dict):
+        d.setdefault("name", path.stem)
+    return Preset.from_dict(d)

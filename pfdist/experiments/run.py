@@ -6,16 +6,14 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from pfdist.atomic import atomic_write_json
 from pfdist.errors import PFDistError
 from pfdist.experiments.config import Preset
+from pfdist.experiments.engines import UnitJob, get_engine
+from pfdist.experiments.engines.job import remember
 from pfdist.experiments.tables import write_tables
 from pfdist.experiments.units import Context, Unit, units_of
 
@@ -39,16 +37,6 @@ def check_run_dir(preset: Preset, run_dir: Path) -> None:
     atomic_write_json(path, {"key": preset.key(), "preset": preset.to_dict()})
 
 
-def _work(preset_dict: dict, run_dir: str, unit_index: int, threads: int, device: str | None) -> tuple[int, float]:
-    """Run one unit in a worker process (spawned: nothing is shared but files)."""
-    torch.set_num_threads(threads)
-    preset = Preset.from_dict(preset_dict)
-    ctx = Context(preset, run_dir, device)
-    t0 = time.perf_counter()
-    ctx.run(units_of(preset)[unit_index])
-    return unit_index, time.perf_counter() - t0
-
-
 def run_preset(
     preset: Preset,
     run_dir: str | os.PathLike,
@@ -57,15 +45,23 @@ def run_preset(
     device: Any = None,
     shard: tuple[int, int] | None = None,
     show_progress: bool = True,
+    engine: str = "local",
+    engine_options: dict | None = None,
 ) -> dict:
     """Do every unfinished unit of ``preset`` in ``run_dir`` and write its CSV tables.
 
-    ``workers`` > 1 runs units in that many spawned processes (threads split between them); a
-    script calling this with workers > 1 needs the usual ``if __name__ == "__main__":`` guard.
+    ``engine`` runs the units: ``local`` (this machine; ``workers`` > 1 runs units in that many
+    spawned processes, threads split between them, and a script calling this then needs the usual
+    ``if __name__ == "__main__":`` guard), ``ray`` or ``slurm``, with ``engine_options`` (see
+    :mod:`pfdist.experiments.engines`).
     ``shard=(i, m)`` does only units i, i+m, i+2m, ... (for spreading one run over machines);
     the tables are written from whatever results exist. Returns timing and counts.
     """
     run_dir = Path(run_dir)
+    options = dict(engine_options or {})
+    if engine == "local":
+        options.setdefault("workers", workers or preset.workers)
+    runner = get_engine(engine, **options)  # bad options are refused before the run directory is claimed
     check_run_dir(preset, run_dir)
     t0 = time.perf_counter()
     ctx = Context(preset, run_dir, device)
@@ -82,23 +78,17 @@ def run_preset(
     ctx.teacher_outputs  # computed (and cached) once before fanning out
     for i in unique:
         ctx.train_data(units[i])  # nested stream and independent sets, cached on disk
-    workers = workers or preset.workers
+    device_name = None if device is None else str(device)
+    remember(ctx, device_name)  # units run in this process reuse the teacher's maps in memory
+    jobs = [UnitJob(preset.to_dict(), str(run_dir), i, _describe(units[i]), device_name) for i in unique]
     bar = _bar(len(unique), show_progress)
+
+    def done(job: UnitJob) -> None:
+        bar.set_postfix_str(job.label, refresh=False)
+        bar.update(1)
+
     try:
-        if workers <= 1 or len(unique) <= 1:
-            for i in unique:
-                bar.set_postfix_str(_describe(units[i]), refresh=True)
-                ctx.run(units[i])
-                bar.update(1)
-        else:
-            threads = max(1, torch.get_num_threads() // workers)
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                futures = {pool.submit(_work, preset.to_dict(), str(run_dir), i, threads,
-                                       None if device is None else str(device)): i for i in unique}
-                for fut in as_completed(futures):
-                    fut.result()
-                    bar.set_postfix_str(_describe(units[futures[fut]]), refresh=False)
-                    bar.update(1)
+        runner.run(jobs, done)
     finally:
         bar.close()
     tables = write_tables(ctx)
