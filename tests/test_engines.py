@@ -134,6 +134,14 @@ def test_unreadable_preset_files_and_engine_flags(tmp_path):
         assert not (tmp_path / "run").exists()  # nothing claimed before the input is valid
 
 
+def test_local_pool_of_two_workers_gives_the_same_tables(reference, tmp_path):
+    run_preset(tiny(), tmp_path, workers=2, show_progress=False)
+    assert tables(tmp_path) == reference
+    with pytest.raises(pfdist.PFDistError, match="workers must be an integer >= 1"):
+        run_preset(tiny(), tmp_path / "zero", workers=0, show_progress=False)
+    assert not (tmp_path / "zero").exists()
+
+
 # Ray.
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,7 @@ def run_preset(
     run_dir = Path(run_dir)
     options = dict(engine_options or {})
     if engine == "local":
-        options.setdefault("workers", workers or preset.workers)
+        options.setdefault("workers", preset.workers if workers is None else workers)
     runner = get_engine(engine, **options)  # bad options are refused before the run directory is claimed
     check_run_dir(preset, run_dir)
     t0 = time.perf_counter()
