@@ -25,15 +25,17 @@ def _root() -> None:
     """Probability flow distance (PFD) for measuring generalization in diffusion models."""
 
 
-def fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+def fail(message: str | None) -> None:
+    """Exit with status 2 and one line (none on the non-zero ranks of a process group)."""
+    if message is not None:
+        typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
 
 
-def progress_bar(total: int, desc: str):
+def progress_bar(total: int, desc: str, disable: bool = False):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="sample", dynamic_ncols=True, file=sys.stderr)
+    return tqdm(total=total, desc=desc, unit="sample", dynamic_ncols=True, file=sys.stderr, disable=disable)
 
 
 @app.command()
@@ -51,21 +53,31 @@ def distance(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result JSON here."),
     per_sample: bool = typer.Option(False, help="Include the per-seed squared distances in the JSON."),
 ) -> None:
-    """PFD between two models on shared seeds; prints value ± CI and writes a JSON result."""
+    """PFD between two models on shared seeds; prints value ± CI and writes a JSON result.
+
+    Under torchrun (``torchrun --nproc_per_node=K -m pfdist distance A B``) each process evaluates
+    one block of the seeds on its device (``--device cuda`` is cuda:LOCAL_RANK); rank 0 prints
+    and writes the result, which is the same as one process's.
+    """
+    from pfdist import distributed
     from pfdist.atomic import atomic_write_json
     from pfdist.metric import pfd
     from pfdist.specs import load_spec
 
+    main = distributed.is_main()
     try:
-        da, db = load_spec(a), load_spec(b)
-        with progress_bar(num_samples, "PFD") as bar:
-            result = pfd(
-                da, db, num_samples=num_samples, seed=seed, steps=steps, solver=solver,
-                sigma_max=sigma_max, descriptor=descriptor, batch_size=batch_size, device=device,
-                progress=bar.update,
-            )
+        with distributed.process_group(device) as device:
+            da, db = distributed.together(lambda: (load_spec(a), load_spec(b)))
+            with progress_bar(num_samples, "PFD", disable=not main) as bar:
+                result = pfd(
+                    da, db, num_samples=num_samples, seed=seed, steps=steps, solver=solver,
+                    sigma_max=sigma_max, descriptor=descriptor, batch_size=batch_size, device=device,
+                    progress=bar.update,
+                )
     except PFDistError as e:
-        fail(str(e))
+        fail(str(e) if main else None)
+    if not main:
+        return
     typer.echo(str(result))
     record = {"a": str(a), "b": str(b), "solver": solver, "steps": steps, "sigma_max": sigma_max,
               "descriptor": str(descriptor) if descriptor else None, **result.to_dict(per_sample=per_sample)}

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from pfdist import distributed
 from pfdist.atomic import atomic_save_tensors
 from pfdist.descriptors import Descriptor, descriptor_fingerprint
 from pfdist.errors import PFDistError
@@ -71,7 +72,7 @@ def flow_outputs(
     if record["map_fingerprint"] is not None and record["descriptor"] is not None:
         key = content_hash("flow_outputs/v2", num_samples, {**record, "flow": side.flow and side.flow.to_dict()})
     path = Path(cache_dir) / f"flow-{key}.safetensors" if cache_dir is not None and key else None
-    if path is not None and path.is_file():
+    if path is not None and distributed.all_true(path.is_file()):  # every rank of a group, or none
         from safetensors.torch import safe_open
 
         with safe_open(str(path), framework="pt") as f:
@@ -81,6 +82,6 @@ def flow_outputs(
         return out
     values = p.evaluate_range(range(seed, seed + num_samples), progress)
     out = FlowOutputs(values, nfe=side.nfe, key=key, descriptor_object=p.descriptor, **record)
-    if path is not None:
+    if path is not None and distributed.is_main():
         atomic_save_tensors(path, {"values": values}, metadata={"pfdist": json.dumps(out.metadata())})
     return out

@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from pfdist import distributed
 from pfdist.descriptors import Descriptor, resolve_descriptor
 from pfdist.errors import NonFiniteError, PFDistError
 from pfdist.maps import GeneratorMap, ODEMap, label_dim
@@ -112,17 +113,26 @@ class Plan:
             if isinstance(side.source, FlowOutputs):
                 side.source.slice(seeds.start, len(seeds))  # range check before any work
         live = any(not isinstance(s.source, FlowOutputs) for s in self.sides)
-        chunks = []
-        with torch.no_grad():
-            for start in range(seeds.start, seeds.stop, self.batch_size):
-                batch = range(start, min(start + self.batch_size, seeds.stop))
-                x_T = noise(batch, self.shape, self.sigma_max, device=self.device, dtype=self.dtype) if live else None
-                labels = self.labels(batch) if live else None
-                outs = [self._side_batch(side, batch, x_T, labels) for side in self.sides]
-                chunks.append(self.reduce(outs).cpu())
-                if progress:
-                    progress(len(batch))
-        return torch.cat(chunks)
+        counted = [(side.calls, side.batches) for side in self.sides]
+
+        def block(first: int, count: int) -> tuple[Tensor, list[tuple[int, int]]]:
+            chunks = []
+            with torch.no_grad():
+                for start in range(first, first + count, self.batch_size):
+                    batch = range(start, min(start + self.batch_size, first + count))
+                    x_T = noise(batch, self.shape, self.sigma_max, device=self.device, dtype=self.dtype) if live else None
+                    labels = self.labels(batch) if live else None
+                    outs = [self._side_batch(side, batch, x_T, labels) for side in self.sides]
+                    chunks.append(self.reduce(outs).cpu())
+                    if progress:
+                        progress(len(batch))
+            return torch.cat(chunks), [(s.calls - c, s.batches - b) for s, (c, b) in zip(self.sides, counted)]
+
+        # In a torch.distributed group each rank does one contiguous block (pfdist.distributed).
+        values, counts = distributed.over_seeds(block, seeds.start, len(seeds), progress)
+        for i, (side, (calls, batches)) in enumerate(zip(self.sides, counted)):  # every rank's evaluations
+            side.calls, side.batches = calls + sum(c[i][0] for c in counts), batches + sum(c[i][1] for c in counts)
+        return values
 
     def _side_batch(self, side: Side, seeds: range, x_T: Tensor | None, labels: Tensor | None) -> Tensor:
         if isinstance(side.source, FlowOutputs):

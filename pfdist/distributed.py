@@ -1,0 +1,183 @@
+"""Data parallelism over seeds inside a ``torch.distributed`` process group.
+
+Under torchrun, ``accelerate launch`` or any launcher that initialises a process group, each
+rank evaluates one contiguous block of the seed range (sizes differ by at most one seed) and the
+per-seed values are gathered in seed order, so every rank returns what one process returns:
+the noise of a seed depends on the seed alone (``pfdist.noise``). Outside a group, or in a
+group of one, nothing changes.
+
+Every rank joins every collective. An error on one rank (NaN seeds, a bad file, an exhausted
+device) is sent to all ranks with the others' results and raised on each of them, instead of
+leaving the ranks that succeeded waiting for one that never arrives.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from pfdist import errors
+from pfdist.errors import PFDistError
+
+T = TypeVar("T")
+
+
+class DistributedError(PFDistError):
+    """Another rank of the process group failed; the message is that rank's error."""
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of the initialised process group, else (0, 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    """True on rank 0 (and outside a process group): the rank that prints and writes files.
+
+    Before the group is joined, the launcher's RANK variable says it."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0"
+
+
+def block(num_samples: int, rank: int, world_size: int) -> tuple[int, int]:
+    """(offset, count) of ``rank``'s contiguous block of ``num_samples`` items; the first
+    ``num_samples % world_size`` ranks take one item more."""
+    base, extra = divmod(num_samples, world_size)
+    return rank * base + min(rank, extra), base + (rank < extra)
+
+
+def _exchange(error: BaseException | None, payload: Any) -> list[Any]:
+    """All ranks' payloads in rank order; raises on every rank if any rank brought an error."""
+    rank, size = world()
+    sent = (None if error is None else (type(error).__name__, str(error)), payload)
+    received: list[Any] = [None] * size
+    dist.all_gather_object(received, sent)
+    if error is not None:
+        raise error  # the failing rank keeps its own traceback
+    for r, (err, _) in enumerate(received):
+        if err is not None:
+            name, message = err
+            cls = getattr(errors, name, None)
+            if isinstance(cls, type) and issubclass(cls, PFDistError):
+                raise cls(f"on rank {r}: {message}")
+            raise DistributedError(f"rank {r} failed with {name}: {message}")
+    return [payload for _, payload in received]
+
+
+def together(fn: Callable[[], T]) -> T:
+    """``fn()`` on every rank; if it fails on any rank, every rank raises that error.
+
+    For steps whose failure may differ between ranks (reading a file on each node) before
+    a collective that all ranks must reach.
+    """
+    if world()[1] == 1:
+        return fn()
+    try:
+        out, error = fn(), None
+    except Exception as e:  # noqa: BLE001 - sent to the other ranks, then re-raised
+        out, error = None, e
+    _exchange(error, None)
+    return out
+
+
+def all_true(flag: bool) -> bool:
+    """True when ``flag`` is true on every rank (e.g. a cache file every rank can read)."""
+    if world()[1] == 1:
+        return bool(flag)
+    return all(_exchange(None, bool(flag)))
+
+
+def over_seeds(
+    compute: Callable[[int, int], tuple[Tensor, Any]],
+    seed: int,
+    num_samples: int,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Tensor, list[Any]]:
+    """Run ``compute(block_seed, block_count) -> (values, stats)`` on this rank's block of seeds
+    ``seed .. seed + num_samples - 1`` and gather.
+
+    values: ``(block_count, *feature)``, one row per seed. Returns the values of all seeds in
+    seed order (on the CPU) and the ``stats`` of every rank that had seeds, in rank order.
+    ``progress(n)`` is brought to ``num_samples`` once the blocks are gathered.
+    """
+    rank, size = world()
+    if size == 1:
+        values, stats = compute(seed, num_samples)
+        return values.cpu(), [stats]
+    offset, count = block(num_samples, rank, size)
+    values, stats, error = None, None, None
+    if count:
+        try:
+            values, stats = compute(seed + offset, count)
+            values = values.detach().cpu()
+            if values.shape[0] != count:
+                raise AssertionError(f"block of {count} seeds gave {values.shape[0]} rows")
+        except Exception as e:  # noqa: BLE001 - sent to the other ranks, then re-raised
+            error = e
+    meta = None if values is None else (tuple(values.shape[1:]), str(values.dtype).removeprefix("torch."), stats)
+    metas = _exchange(error, meta)
+    present = [m for m in metas if m is not None]
+    feature, dtype = present[0][0], getattr(torch, present[0][1])
+    counts = [block(num_samples, r, size)[1] for r in range(size)]
+    comm = _comm_device()
+    buffer = torch.zeros(max(counts), *feature, dtype=dtype, device=comm)
+    if count:
+        buffer[:count] = values.to(comm)
+    parts = [torch.empty_like(buffer) for _ in range(size)]
+    dist.all_gather(parts, buffer)
+    gathered = torch.cat([p[:c] for p, c in zip(parts, counts)]).cpu()
+    if progress:
+        progress(num_samples - count)
+    return gathered, [m[2] for m in present]
+
+
+def _comm_device() -> torch.device:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def launched() -> bool:
+    """True when a launcher (torchrun, accelerate, ...) started this process as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def rank_device(device: Any) -> torch.device | None:
+    """This rank's device: ``cuda`` (no index) becomes ``cuda:LOCAL_RANK`` under a launcher."""
+    if device is None:
+        return None
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and launched():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+@contextmanager
+def process_group(device: Any = None) -> Iterator[torch.device | None]:
+    """Join the launcher's process group (NCCL for CUDA, gloo otherwise) for the duration, and
+    yield this rank's device. Does nothing without a launcher or when a group already exists."""
+    device = rank_device(device)
+    if not launched() or (dist.is_available() and dist.is_initialized()):
+        yield device
+        return
+    if not dist.is_available():
+        raise PFDistError("this PyTorch build has no torch.distributed; run one process instead.")
+    cuda = device is not None and device.type == "cuda"
+    if cuda:
+        if not torch.cuda.is_available() or device.index >= torch.cuda.device_count():
+            raise PFDistError(f"rank device {device} does not exist here; start at most "
+                              f"{torch.cuda.device_count()} processes per node.")
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if cuda else "gloo")
+    try:
+        yield device
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,131 @@
+"""Data-parallel PFD in a torch.distributed group: same per-seed values as one process, errors on
+one rank raised on all ranks, and the torchrun command line."""
+
+import json
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+import pfdist
+from pfdist import distributed
+from pfdist.protocol.evaluate import EvalConfig, evaluate_student
+from pfdist.specs import load_spec
+
+pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                                reason="this PyTorch has no torch.distributed with gloo")
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+NAN_SEED = 100_020  # in the second rank's block of 29 seeds from 100 000 (blocks of 15 and 14)
+
+
+def test_blocks_are_contiguous_and_balanced():
+    for n in range(0, 40):
+        for world in range(1, 9):
+            blocks = [distributed.block(n, r, world) for r in range(world)]
+            covered = [i for offset, count in blocks for i in range(offset, offset + count)]
+            assert covered == list(range(n))  # contiguous, in rank order, nothing twice
+            counts = [c for _, c in blocks]
+            assert max(counts) - min(counts) <= 1
+
+
+def _models():
+    teacher, other = (load_spec(EXAMPLES / f) for f in ("teacher.json", "other.json"))
+    torch.manual_seed(0)
+    student = pfdist.build_network({"arch": "mlp", "width": 32, "depth": 2, "sigma_data": 1.0, "shape": [16]}).eval()
+    return teacher, other, student
+
+
+def _broken(model):
+    """NaN on the first call for a batch holding NAN_SEED's noise."""
+    x_T = pfdist.noise([NAN_SEED], (16,))[0]
+
+    def denoiser(x, sigma):
+        out = model(x, sigma)
+        hit = (x == x_T).all(1).any()
+        return out * float("nan") if hit else out
+
+    return denoiser
+
+
+def _computations(teacher, other, student):
+    """What both one process and each rank compute; returns tensors and records."""
+    r = pfdist.pfd(teacher, other, num_samples=29, batch_size=8)
+    flow = pfdist.flow_outputs(other, shape=(16,), num_samples=13, batch_size=4)
+    config = EvalConfig(num_samples=21, batch_size=8, test_samples=16, loss_repeats=1)
+    t_out = pfdist.flow_outputs(teacher, shape=(16,), num_samples=21, batch_size=8)
+    train_data, test_data = teacher.sample(8, generator=torch.Generator().manual_seed(1)), teacher.sample(16, generator=torch.Generator().manual_seed(2))
+    record = evaluate_student(student, teacher_outputs=t_out, train_data=train_data.float(),
+                              test_data=test_data.float(), config=config)
+    return {"pfd": r.per_sample, "flow": flow.values, "flow_nfe": torch.tensor(flow.nfe)}, \
+        {"value": r.value, "nfe": r.nfe, "student": record}
+
+
+def _rank_main(rank: int, world: int, store: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=60))  # a hang fails the test instead of stalling it
+    torch.set_num_threads(1)
+    try:
+        teacher, other, student = _models()
+        tensors, record = _computations(teacher, other, student)
+        try:
+            pfdist.pfd(teacher, _broken(other), num_samples=29, batch_size=8)
+        except pfdist.NonFiniteError as e:
+            record["nan_error"] = str(e)
+        try:  # a file only rank 0 lacks
+            distributed.together(lambda: open(os.path.join(out, "absent")) if rank == 0 else None)
+        except (OSError, pfdist.PFDistError) as e:
+            record["file_error"] = f"{type(e).__name__}: {e}"
+        record["after_errors"] = pfdist.pfd(teacher, other, num_samples=5).value  # still in step
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, f"rank{rank}.safetensors"))
+        Path(out, f"rank{rank}.json").write_text(json.dumps(record))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_ranks_match_one_process(tmp_path, one_thread):
+    import torch.multiprocessing as mp
+    from safetensors.torch import load_file
+
+    mp.spawn(_rank_main, args=(2, str(tmp_path / "store"), str(tmp_path)), nprocs=2, join=True)
+    teacher, other, student = _models()
+    tensors, record = _computations(teacher, other, student)
+    alone = pfdist.pfd(teacher, other, num_samples=5).value
+    for rank in (0, 1):
+        got = load_file(str(tmp_path / f"rank{rank}.safetensors"))
+        for name, t in tensors.items():
+            assert torch.equal(got[name], t), name  # per-seed values identical to one process
+        rec = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert rec["value"] == pytest.approx(record["value"], rel=1e-12)
+        assert rec["nfe"] == record["nfe"]
+        assert rec["student"] == json.loads(json.dumps(record["student"]))
+        # NaN on rank 1's seeds: both ranks end with the same error, naming the seeds.
+        assert "100015..100022" in rec["nan_error"]
+        assert rec["nan_error"].startswith("on rank 1: ") == (rank == 0)
+        # An unreadable file on rank 0 only: rank 1 is told instead of waiting.
+        expected = "FileNotFoundError" if rank == 0 else "DistributedError: rank 0 failed with FileNotFoundError"
+        assert rec["file_error"].startswith(expected)
+        assert rec["after_errors"] == alone
+
+
+def test_torchrun_distance_writes_the_per_seed_values_of_one_process(tmp_path, one_thread):
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pfdist",
+           "distance", str(EXAMPLES / "teacher.json"), str(EXAMPLES / "other.json"), "-n", "301", "--per-sample",
+           "-o", "r.json"]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("PFD = ") == 1 and done.stdout.count("wrote r.json") == 1  # rank 0 alone prints
+    teacher, other, _ = _models()
+    alone = pfdist.pfd(teacher, other, shape=(16,), num_samples=301)
+    written = json.loads((tmp_path / "r.json").read_text())
+    assert written["per_sample"] == alone.per_sample.tolist()
+    assert written["pfd"] == pytest.approx(alone.value, rel=1e-12)
