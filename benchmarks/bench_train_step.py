@@ -21,7 +21,7 @@ from pfdist.nets import count_parameters
 from pfdist.training import TrainConfig, make_optimizer, make_state, train_step
 
 CASES = {
-    "unet": ({"arch": "unet", "shape": [3, 32, 32], "base_channels": 16, "channel_mult": [1, 2, 2],
+    "unet": ({"arch": "songunet", "shape": [3, 32, 32], "model_channels": 16, "channel_mult": [1, 2, 2],
               "num_blocks": 1, "attn_resolutions": [16], "sigma_data": 0.5}, 16),
     "mlp": ({"arch": "mlp", "shape": [16], "width": 256, "depth": 3, "sigma_data": 1.0}, 128),
     # Worst case for per-step Python overhead: a network that costs almost nothing.

@@ -23,6 +23,7 @@ from pfdist.solvers import dpmpp_2m, euler, heun, reference
 from pfdist.nets import build_network, count_parameters
 from pfdist.training import TrainConfig, load_denoiser, save_denoiser, train
 from pfdist.protocol import EvalConfig, bias_variance, teacher_student
+from pfdist.models.edm import load_edm
 
 __version__ = "0.1.0"
 
@@ -33,6 +34,7 @@ __all__ = [
     "build_network",
     "count_parameters",
     "load_denoiser",
+    "load_edm",
     "save_denoiser",
     "teacher_student",
     "train",

@@ -101,7 +101,8 @@ def _json_option(value: Optional[str], what: str) -> dict:
 
 
 NET_HELP = ('Student network, JSON or .json file: {"arch": "mlp", "width": 256, "depth": 3, "sigma_data": 1.0} or '
-            '{"arch": "unet", "base_channels": 16, "channel_mult": [1, 2], "num_blocks": 1}. shape comes from the teacher.')
+            '{"arch": "songunet", "model_channels": 16, "channel_mult": [1, 2], "num_blocks": 1} (EDM\'s DDPM++ U-Net). '
+            'shape comes from the teacher.')
 TRAIN_HELP = 'TrainConfig fields as JSON, e.g. {"epochs": 20, "epoch_images": 12800, "batch_size": 256, "lr": 2e-3, "lr_schedule": "onecycle"}.'
 EVAL_HELP = 'EvalConfig fields as JSON, e.g. {"num_samples": 2000, "steps": 35, "solver": "euler"}.'
 
@@ -229,6 +230,7 @@ def reproduce(
     time_min: int = typer.Option(24 * 60, help="Slurm: time limit of each array task in minutes (tasks are requeued on timeout or preemption)."),
     units_per_task: int = typer.Option(1, help="Slurm: units run one after another in each array task (group small units)."),
     max_parallel: Optional[int] = typer.Option(None, help="Slurm: array tasks running at once."),
+    overrides: Optional[str] = typer.Option(None, "--set", help='Preset changes, JSON or .json file, e.g. {"eval": {"num_samples": 500}, "dynamics": null}.'),
 ) -> None:
     """Run the three studies (scaling, dynamics, bias-variance); write CSVs, figures and a report.
 
@@ -236,6 +238,7 @@ def reproduce(
     """
     from pfdist.experiments import load_preset
     from pfdist.experiments import reproduce as run
+    from pfdist.experiments.presets import override
 
     parts = None
     if shard:
@@ -253,6 +256,8 @@ def reproduce(
         p = load_preset(preset)
         if teacher is not None:
             p = p.replace(teacher=str(teacher))
+        if overrides:
+            p = override(p, _json_option(overrides, "set"))
         summary = run(p, out or Path("runs") / p.name, workers=workers, device=device, shard=parts,
                       engine=engine, engine_options=options)
     except PFDistError as e:
@@ -287,6 +292,31 @@ def _engine_options(engine: str, *, workers, address, cpus_per_unit, gpus_per_un
         return {"partition": partition, "time_min": time_min, "units_per_task": units_per_task,
                 "max_parallel": max_parallel, "cpus_per_unit": int(cpus_per_unit or 1), "gpus_per_unit": int(gpus)}
     return {}
+
+
+@app.command()
+def convert(
+    snapshot: Path = typer.Argument(..., help="An EDM network-snapshot-*.pkl (read without running any of its code)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for the checkpoint: model.safetensors + model.json."),
+) -> None:
+    """Convert an EDM snapshot into a pfdist checkpoint (safetensors weights + JSON config).
+
+    The directory then works wherever a model is accepted: pfdist distance, --teacher, load_spec.
+    """
+    from pfdist.hashing import file_sha256
+    from pfdist.models.edm import load_edm
+    from pfdist.training import save_denoiser
+
+    try:
+        net = load_edm(snapshot)
+        out.mkdir(parents=True, exist_ok=True)
+        info = {"converted_from": snapshot.name, "source_sha256": file_sha256(snapshot)}
+        path = save_denoiser(out / "model.safetensors", net, info=info)
+    except (PFDistError, OSError) as e:
+        fail(str(e))
+    c = net.config
+    typer.echo(f"{type(net).__name__} around {c['arch']} for {c['shape']}, label_dim {net.label_dim}, "
+               f"sigma in [{net.sigma_min:g}, {net.sigma_max:g}]; wrote {path} and {path.with_suffix('.json')}")
 
 
 @app.command()

@@ -17,6 +17,15 @@ def update_with_tensor(h: "hashlib._Hash", t: Tensor) -> None:
     h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
 
 
+def file_sha256(path) -> str:
+    """sha256 hex digest of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def content_hash(*parts: Any) -> str:
     """sha256 hex digest of tensors, dicts of tensors, and JSON-serialisable values."""
     h = hashlib.sha256()

@@ -14,7 +14,8 @@ A spec is one of
 * a ``.safetensors`` file whose metadata has ``pfdist_type`` (one of the types above) and whose
   tensors are the fields (see :func:`save_distribution`);
 * a trained network: a directory or ``.json`` written by ``pfdist.training`` (loaded by
-  :func:`pfdist.training.load_denoiser`).
+  :func:`pfdist.training.load_denoiser`), or by ``pfdist convert`` (``model.safetensors``);
+* an EDM snapshot ``.pkl``, read without running its code (:func:`pfdist.models.edm.load_edm`).
 """
 
 from __future__ import annotations
@@ -102,6 +103,10 @@ def load_spec(path: str | os.PathLike) -> Any:
         raise PFDistError(f"{path} does not exist; give a distribution file (.json, .safetensors) or a checkpoint.")
     if path.is_dir():
         return _load_network_dir(path)
+    if path.suffix == ".pkl":
+        from pfdist.models.edm import load_edm
+
+        return load_edm(path)
     if path.suffix == ".safetensors":
         tensors, meta = _read_tensors(path)
         kind = meta.get("pfdist_type")
@@ -127,18 +132,20 @@ def load_spec(path: str | os.PathLike) -> Any:
 
 
 def _load_network_dir(path: Path) -> Any:
-    """A student directory: its final student.safetensors, else the EMA weights of its checkpoint."""
+    """A converted model (model.safetensors), a student's final student.safetensors, else the EMA
+    weights of its training checkpoint."""
     from pfdist.nets import build_network
     from pfdist.training import has_checkpoint, load_checkpoint, load_denoiser
 
-    if (path / "student.safetensors").is_file():
-        return load_denoiser(path / "student.safetensors")
+    for name in ("model.safetensors", "student.safetensors"):
+        if (path / name).is_file():
+            return load_denoiser(path / name)
     if has_checkpoint(path):
         ckpt = load_checkpoint(path)
         net = build_network(ckpt.info["net_config"])
         net.load_state_dict(ckpt.ema)
         return net.eval().requires_grad_(False)
-    raise PFDistError(f"{path} holds neither student.safetensors nor a training checkpoint.")
+    raise PFDistError(f"{path} holds no model.safetensors, student.safetensors or training checkpoint.")
 
 
 def _from_tensors(kind: str, tensors: dict) -> Any:

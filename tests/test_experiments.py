@@ -100,7 +100,7 @@ def test_sharded_runs_add_up(tmp_path):
 
 def test_paper_preset_at_tiny_size_with_a_teacher_checkpoint(tmp_path):
     teacher_net = pfdist.nets.build_network(
-        {"arch": "unet", "shape": [3, 8, 8], "base_channels": 8, "channel_mult": [1], "num_blocks": 1,
+        {"arch": "songunet", "shape": [3, 8, 8], "model_channels": 8, "channel_mult": [1], "num_blocks": 1,
          "attn_resolutions": [], "sigma_data": 0.5}, seed=0)
     path = tmp_path / "teacher.safetensors"
     pfdist.training.save_denoiser(path, teacher_net)
@@ -111,7 +111,7 @@ def test_paper_preset_at_tiny_size_with_a_teacher_checkpoint(tmp_path):
         paper,
         eval=EVAL,
         scaling=replace(paper.scaling, ns=(2, 8), students=(Student("u8", {**paper.scaling.students[0].net,
-                        "base_channels": 8, "channel_mult": [1], "num_blocks": 1, "attn_resolutions": []}),),
+                        "model_channels": 8, "channel_mult": [1], "num_blocks": 1, "attn_resolutions": []}),),
                         train=replace(TRAIN, epochs=1, epoch_images=64)),
         dynamics=None, bias_variance=None,
     )

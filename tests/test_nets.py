@@ -9,15 +9,18 @@ import torch
 
 from pfdist.errors import PFDistError
 from pfdist.nets import (
-    EDMPrecond,
     MLP,
-    UNet,
+    DhariwalUNet,
+    EDMPrecond,
+    SongUNet,
+    VEPrecond,
+    VPPrecond,
     build_network,
     count_parameters,
     normalize_config,
+    num_groups,
     precond_coefficients,
 )
-from pfdist.nets.unet import num_groups
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -52,6 +55,23 @@ def test_precond_matches_edm_table_1(sigma, sigma_data):
     torch.testing.assert_close(out, c_skip * x + c_out * (2 * c_in * x + c_noise))
 
 
+@pytest.mark.parametrize("sigma", [0.002, 0.5, 80.0])
+def test_vp_and_ve_precond_match_table_1(sigma):
+    x = torch.randn(2, 3, dtype=torch.float64)
+    # VP: sigma(t) = sqrt(exp(beta_d t^2 / 2 + beta_min t) - 1), c_noise = (M - 1) sigma^-1(sigma).
+    vp = VPPrecond(Recorder(), beta_d=19.9, beta_min=0.1, M=1000, epsilon_t=1e-5)
+    t = vp.sigma_inv(torch.tensor(sigma, dtype=torch.float64))
+    assert vp.sigma(float(t)) == pytest.approx(sigma, rel=1e-9)
+    assert vp.sigma_min == pytest.approx(math.sqrt(math.exp(0.5 * 19.9e-10 + 1e-6) - 1), rel=1e-6)
+    assert vp.sigma_max == pytest.approx(math.sqrt(math.exp(0.5 * 19.9 + 0.1) - 1), rel=1e-12)
+    c_in = 1 / math.sqrt(sigma**2 + 1)
+    torch.testing.assert_close(vp(x, sigma), x - sigma * (2 * c_in * x + 999 * float(t)))
+    # VE: c_skip = 1, c_out = sigma, c_in = 1, c_noise = log(sigma / 2).
+    ve = VEPrecond(Recorder(), sigma_min=0.02, sigma_max=100.0)
+    torch.testing.assert_close(ve(x, sigma), x + sigma * (2 * x + math.log(sigma / 2)))
+    assert (ve.sigma_min, ve.sigma_max) == (0.02, 100.0)
+
+
 def test_precond_per_sample_sigma():
     net = EDMPrecond(Recorder(), sigma_data=0.5)
     x = torch.randn(3, 4)
@@ -72,14 +92,16 @@ def test_precond_rejects_bad_sigma_shape():
 CONFIGS = [
     {"arch": "mlp", "shape": [16], "width": 32, "depth": 2},
     {"arch": "mlp", "shape": [3, 4], "width": 16, "depth": 1},
-    {"arch": "unet", "shape": [1, 8, 8], "base_channels": 8, "channel_mult": [1, 2],
-     "num_blocks": 1, "attn_resolutions": [4]},
-    {"arch": "unet", "shape": [3, 8, 8], "base_channels": 16, "channel_mult": [1, 2, 3],
-     "num_blocks": 1, "attn_resolutions": [], "attn_bottleneck": True},
-    {"arch": "unet", "shape": [3, 32, 32], "base_channels": 8, "channel_mult": [1, 2, 2],
-     "num_blocks": 1, "attn_resolutions": [16]},
-    {"arch": "unet", "shape": [4, 32, 32], "base_channels": 16, "channel_mult": [1, 2],
-     "num_blocks": 2, "attn_resolutions": [], "dropout": 0.1},
+    {"arch": "songunet", "shape": [1, 8, 8], "model_channels": 4, "channel_mult": [1, 2],
+     "num_blocks": 2, "attn_resolutions": [4]},
+    {"arch": "songunet", "shape": [3, 8, 8], "model_channels": 6, "channel_mult": [1, 2, 3],
+     "num_blocks": 1, "attn_resolutions": [], "embedding_type": "fourier", "channel_mult_noise": 2,
+     "encoder_type": "residual", "resample_filter": [1, 3, 3, 1], "precond": "ve", "label_dim": 3},
+    {"arch": "songunet", "shape": [2, 16, 16], "model_channels": 8, "channel_mult": [1, 2],
+     "num_blocks": 1, "attn_resolutions": [16], "encoder_type": "skip", "decoder_type": "skip",
+     "precond": "vp", "augment_dim": 5},
+    {"arch": "dhariwal", "shape": [4, 8, 8], "model_channels": 64, "channel_mult": [1, 2],
+     "num_blocks": 1, "attn_resolutions": [8], "dropout": 0.1, "label_dim": 2, "precond": "iddpm"},
 ]
 
 
@@ -96,8 +118,8 @@ def test_network_contract(config):
     # Trainable end to end.
     net.train()
     net(x, torch.tensor([0.1, 1.0, 10.0])).square().mean().backward()
-    grads = [p.grad for p in net.parameters()]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    for name, p in net.named_parameters():  # augmentation labels were not given: that layer is unused
+        assert (p.grad is None) if "map_augment" in name else torch.isfinite(p.grad).all(), name
 
 
 def test_zero_initialised_mlp_is_c_skip_times_x():
@@ -114,14 +136,15 @@ def test_build_is_seeded_and_leaves_global_rng_alone():
     for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(v, w), k
     c = build_network(config, seed=4)
-    assert not torch.equal(a.backbone.conv_in.weight, c.backbone.conv_in.weight)
-    assert isinstance(a.backbone, UNet) and isinstance(build_network(CONFIGS[0]).backbone, MLP)
+    assert not torch.equal(a.model.enc["8x8_conv"].weight, c.model.enc["8x8_conv"].weight)
+    assert isinstance(a.model, SongUNet) and isinstance(build_network(CONFIGS[0]).model, MLP)
+    assert isinstance(build_network(CONFIGS[5]).model, DhariwalUNet)
 
 
 def test_config_is_normalised_and_json_shaped():
-    config = normalize_config({"arch": "unet", "shape": (3, 8, 8), "channel_mult": (1, 2)})
+    config = normalize_config({"arch": "songunet", "shape": (3, 8, 8), "channel_mult": (1, 2)})
     assert config["shape"] == [3, 8, 8] and config["channel_mult"] == [1, 2]
-    assert config["num_blocks"] == 2 and config["sigma_data"] == 0.5
+    assert config["num_blocks"] == 4 and config["sigma_data"] == 0.5 and config["precond"] == "edm"
     assert build_network(config).config == config
 
 
@@ -129,8 +152,8 @@ def test_count_parameters_and_edm_ddpmpp_size():
     net = build_network(CONFIGS[0])
     assert count_parameters(net) == sum(p.numel() for p in net.parameters())
     # EDM's DDPM++ CIFAR-10 network has 55.73 M parameters (EDM paper, Table 7 / model card).
-    ddpmpp = {"arch": "unet", "shape": [3, 32, 32], "base_channels": 128, "channel_mult": [2, 2, 2],
-              "num_blocks": 4, "attn_resolutions": [16], "attn_bottleneck": True}
+    ddpmpp = {"arch": "songunet", "shape": [3, 32, 32], "model_channels": 128, "channel_mult": [2, 2, 2],
+              "num_blocks": 4, "attn_resolutions": [16]}
     with torch.device("meta"):
         n = count_parameters(build_network(ddpmpp))
     assert round(n / 1e6, 2) == 55.73
@@ -145,17 +168,22 @@ def test_group_count_divides(channels):
 @pytest.mark.parametrize(
     "config, match",
     [
-        ({"arch": "resnet", "shape": [2]}, r"valid: \['mlp', 'unet'\]"),
+        ({"arch": "resnet", "shape": [2]}, r"valid: \['dhariwal', 'mlp', 'songunet'\]"),
+        ({"arch": "unet", "shape": [3, 8, 8]}, "now 'songunet'"),
+        ({"arch": "mlp", "shape": [2], "precond": "rf"}, "unknown precond 'rf'"),
+        ({"arch": "mlp", "shape": [2], "precond": "vp", "sigma_data": 1.0}, r"unknown keys \['sigma_data'\]"),
+        ({"arch": "songunet", "shape": [3, 8, 4]}, "H == W"),
+        ({"arch": "songunet", "shape": [3, 8, 8], "encoder_type": "res"}, "'encoder_type' must be one of"),
         ({"shape": [2]}, "unknown network arch None"),
         ({"arch": "mlp", "shape": [2], "widht": 3}, r"unknown keys \['widht'\].*valid"),
         ({"arch": "mlp"}, "needs 'shape'"),
         ({"arch": "mlp", "shape": [0]}, "'shape' must be"),
         ({"arch": "mlp", "shape": [2], "width": 7}, "'width' must be even"),
         ({"arch": "mlp", "shape": [2], "sigma_data": -1}, "'sigma_data' must be positive"),
-        ({"arch": "unet", "shape": [8, 8]}, r"\[C, H, W\]"),
-        ({"arch": "unet", "shape": [3, 8, 8], "channel_mult": [1, 2, 2, 2, 2]}, "divisible by 16"),
-        ({"arch": "unet", "shape": [3, 8, 8], "dropout": 1.5}, "'dropout'"),
-        ({"arch": "unet", "shape": [3, 8, 8], "num_blocks": True}, "'num_blocks'"),
+        ({"arch": "songunet", "shape": [8, 8]}, r"\[C, H, W\]"),
+        ({"arch": "songunet", "shape": [3, 8, 8], "channel_mult": [1, 2, 2, 2, 2]}, "divisible by 16"),
+        ({"arch": "dhariwal", "shape": [3, 8, 8], "dropout": 1.5}, "'dropout'"),
+        ({"arch": "songunet", "shape": [3, 8, 8], "num_blocks": True}, "'num_blocks'"),
     ],
 )
 def test_bad_config_is_one_clear_error(config, match):

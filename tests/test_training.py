@@ -166,8 +166,8 @@ def test_more_epochs_continue_a_constant_schedule(tmp_path, data):
 
 
 def test_resume_with_dropout_unet_is_bit_identical(tmp_path):
-    unet = {"arch": "unet", "shape": [1, 8, 8], "base_channels": 8, "channel_mult": [1, 2],
-            "num_blocks": 1, "dropout": 0.2}
+    unet = {"arch": "songunet", "shape": [1, 8, 8], "model_channels": 4, "channel_mult": [1, 2],
+            "num_blocks": 1, "attn_resolutions": [4], "dropout": 0.2}
     images = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     config = TrainConfig(batch_size=2, epochs=2, epoch_images=4, checkpoint_every=1)
     full = train(unet, images, config, tmp_path / "full")
@@ -285,7 +285,7 @@ def test_checkpoint_errors(tmp_path, data):
 def test_denoiser_file_errors(tmp_path):
     net = build_network(MLP)
     with pytest.raises(PFDistError, match="build_network"):
-        save_denoiser(tmp_path / "a.safetensors", build_network(MLP).backbone)
+        save_denoiser(tmp_path / "a.safetensors", build_network(MLP).model)
     with pytest.raises(PFDistError, match=".safetensors"):
         save_denoiser(tmp_path / "a.pt", net)
     path = save_denoiser(tmp_path / "a.safetensors", net)

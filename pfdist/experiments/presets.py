@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from pfdist.errors import PFDistError
 from pfdist.experiments.config import BiasVarianceStudy, Dynamics, Preset, Scaling, Student
@@ -66,12 +67,23 @@ def full() -> Preset:
     )
 
 
+# The paper's students U-Net-1..10: EDM's DDPM++ SongUNet (CIFAR-10 configuration) at ten widths.
+# Parameters at 3x32x32: 16: 0.88 M, 24: 1.97 M, 32: 3.50 M, 48: 7.86 M, 64: 13.96 M, 72: 17.66 M,
+# 80: 21.79 M, 96: 31.37 M, 112: 42.68 M, 128: 55.73 M (EDM's own network).
+PAPER_WIDTHS = (16, 24, 32, 48, 64, 72, 80, 96, 112, 128)
+
+
+def ddpmpp(model_channels: int) -> Student:
+    return Student(f"ddpmpp-{model_channels}", {
+        "arch": "songunet", "model_channels": model_channels, "channel_mult": [2, 2, 2], "num_blocks": 4,
+        "attn_resolutions": [16], "dropout": 0.13, "precond": "edm", "sigma_data": 0.5})
+
+
 def paper(teacher: str = "teacher.safetensors") -> Preset:
-    """The paper's setting (PAPER.md): a trained image teacher, DDPM++-style U-Net students of base
-    width 16..128, N = 2^6..2^16, Heun 18 steps, 10 000 evaluation seeds. For GPUs."""
-    unet = lambda c: Student(f"unet-{c}", {"arch": "unet", "base_channels": c, "channel_mult": [1, 2, 2],  # noqa: E731
-                                           "num_blocks": 2, "attn_resolutions": [16], "sigma_data": 0.5})
-    sizes = tuple(unet(c) for c in (16, 32, 64, 128))
+    """The paper's setting (PAPER.md): an image teacher (e.g. EDM's CIFAR-10 network converted with
+    ``pfdist convert``), DDPM++ students of 0.88 M to 55.7 M parameters, N = 2^6..2^16, Heun 18
+    steps, 10 000 evaluation seeds. For GPUs."""
+    sizes = tuple(ddpmpp(c) for c in PAPER_WIDTHS)
     train = TrainConfig(batch_size=128, lr=1e-3, lr_schedule="constant", warmup_images=1_000_000, epochs=400,
                         epoch_images=50_000, ema_halflife_images=500_000, checkpoint_every=10)
     return Preset(
@@ -79,7 +91,7 @@ def paper(teacher: str = "teacher.safetensors") -> Preset:
         teacher=teacher,
         eval=EvalConfig(num_samples=10_000, test_samples=10_000, batch_size=500),
         scaling=Scaling(tuple(2**k for k in range(6, 17)), sizes, train),
-        dynamics=Dynamics((2**6, 2**12, 2**16), unet(128), train, tuple(range(0, 401, 20))),
+        dynamics=Dynamics((2**6, 2**12, 2**16), ddpmpp(128), train, tuple(range(0, 401, 20))),
         bias_variance=BiasVarianceStudy((2**6, 2**10, 2**14, 2**16), sizes, train, k=4),
         workers=1,
         notes="GPU scale; an 'epoch' is 50 000 images (one CIFAR-10 pass).",
@@ -87,6 +99,24 @@ def paper(teacher: str = "teacher.safetensors") -> Preset:
 
 
 PRESETS = {"quick": quick, "full": full, "paper": paper}
+
+
+def _merge(base: Any, changes: Any, where: str) -> Any:
+    if not isinstance(changes, dict) or not isinstance(base, dict):
+        return changes
+    unknown = sorted(set(changes) - set(base))
+    if unknown:
+        raise PFDistError(f"preset overrides: unknown keys {unknown} in {where or 'the preset'}; valid: {sorted(base)}.")
+    return {**base, **{k: _merge(base[k], v, f"{where}.{k}".lstrip(".")) for k, v in changes.items()}}
+
+
+def override(preset: Preset, changes: dict) -> Preset:
+    """``preset`` with some fields changed: nested objects merge key by key, lists and values replace,
+    null removes a study. E.g. ``{"eval": {"num_samples": 64}, "dynamics": None}``."""
+    try:
+        return Preset.from_dict(_merge(preset.to_dict(), changes, ""))
+    except (TypeError, KeyError, AttributeError) as e:
+        raise PFDistError(f"preset overrides do not make a valid preset ({e}).") from None
 
 
 def get_preset(name: str, **kwargs) -> Preset:

@@ -1,17 +1,27 @@
-"""Trainable denoisers: EDM preconditioning around MLP and U-Net backbones."""
+"""Denoising networks: EDM's U-Nets (SongUNet for DDPM++ / NCSN++, DhariwalUNet for ADM), a
+residual MLP, and the preconditioners that make them denoisers D(x, sigma)."""
 
 from pfdist.nets.build import build_network, count_parameters, normalize_config
-from pfdist.nets.mlp import MLP, PositionalEmbedding
-from pfdist.nets.precond import EDMPrecond, precond_coefficients
-from pfdist.nets.unet import UNet
+from pfdist.nets.dhariwal import DhariwalUNet
+from pfdist.nets.layers import FourierEmbedding, PositionalEmbedding, num_groups
+from pfdist.nets.mlp import MLP
+from pfdist.nets.precond import EDMPrecond, Precond, VEPrecond, VPPrecond, iDDPMPrecond, precond_coefficients
+from pfdist.nets.songunet import SongUNet
 
 __all__ = [
+    "DhariwalUNet",
     "EDMPrecond",
+    "FourierEmbedding",
     "MLP",
     "PositionalEmbedding",
-    "UNet",
+    "Precond",
+    "SongUNet",
+    "VEPrecond",
+    "VPPrecond",
     "build_network",
     "count_parameters",
+    "iDDPMPrecond",
     "normalize_config",
+    "num_groups",
     "precond_coefficients",
 ]

@@ -1,4 +1,10 @@
-"""Networks from JSON configs: ``build_network({"arch": "mlp", "shape": [16], ...})``."""
+"""Networks from JSON configs: ``build_network({"arch": "songunet", "shape": [3, 32, 32], ...})``.
+
+A config names a backbone (``arch``: ``mlp``, ``songunet`` for DDPM++ / NCSN++, ``dhariwal``
+for ADM), its data ``shape``, its hyperparameters (EDM's names and defaults), and the
+preconditioning (``precond``: ``edm`` (default), ``vp``, ``ve`` or ``iddpm``) with that one's
+parameters. Converted EDM snapshots are configs of this kind too.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,10 @@ import torch
 from torch import nn
 
 from pfdist.errors import PFDistError
+from pfdist.nets.dhariwal import DhariwalUNet
 from pfdist.nets.mlp import MLP
-from pfdist.nets.precond import EDMPrecond
-from pfdist.nets.unet import UNet
+from pfdist.nets.precond import EDMPrecond, Precond, VEPrecond, VPPrecond, iDDPMPrecond
+from pfdist.nets.songunet import DECODERS, EMBEDDINGS, ENCODERS, SongUNet
 
 
 def _int(lo: int) -> Callable[[Any], bool]:
@@ -25,40 +32,95 @@ def _ints(lo: int, nonempty: bool = True) -> Callable[[Any], bool]:
     )
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _positive(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+    return _number(v) and v > 0
 
 
 def _fraction(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1
+    return _number(v) and 0 <= v < 1
 
 
-def _even(v: Any) -> bool:
-    return _int(4)(v) and v % 2 == 0
+def _even(lo: int) -> Callable[[Any], bool]:
+    return lambda v: _int(lo)(v) and v % 2 == 0
 
 
-# arch -> key -> (default or REQUIRED, check, description)
+def _one_of(*choices: str) -> Callable[[Any], bool]:
+    return lambda v: v in choices
+
+
+# key -> (default or REQUIRED, check, description)
 REQUIRED = object()
+_IMAGE = {
+    "shape": (REQUIRED, lambda v: _ints(1)(v) and len(v) == 3 and v[1] == v[2], "[C, H, W] with H == W"),
+    "label_dim": (0, _int(0), "int >= 0, number of classes (0: unconditional)"),
+    "augment_dim": (0, _int(0), "int >= 0, augmentation label size (0: none)"),
+    "model_channels": (128, _even(2), "even int >= 2"),
+    "channel_mult": ([1, 2, 2, 2], _ints(1), "non-empty list of positive ints"),
+    "channel_mult_emb": (4, _int(1), "int >= 1"),
+    "num_blocks": (4, _int(1), "int >= 1"),
+    "attn_resolutions": ([16], _ints(1, nonempty=False), "list of resolutions (heights)"),
+    "dropout": (0.10, _fraction, "float in [0, 1)"),
+    "label_dropout": (0.0, _fraction, "float in [0, 1)"),
+}
 SCHEMAS: dict[str, dict[str, tuple[Any, Callable[[Any], bool], str]]] = {
     "mlp": {
         "shape": (REQUIRED, _ints(1), "list of positive ints, the shape of one sample"),
-        "width": (256, _even, "even int >= 4"),
+        "width": (256, _even(4), "even int >= 4"),
         "depth": (3, _int(1), "int >= 1, number of residual blocks"),
-        "sigma_data": (0.5, _positive, "positive float"),
     },
-    "unet": {
-        "shape": (REQUIRED, lambda v: _ints(1)(v) and len(v) == 3, "[C, H, W]"),
-        "base_channels": (64, _even, "even int >= 4"),
-        "channel_mult": ([1, 2, 2], _ints(1), "non-empty list of positive ints"),
-        "num_blocks": (2, _int(1), "int >= 1"),
-        "attn_resolutions": ([], _ints(1, nonempty=False), "list of resolutions (heights)"),
-        "dropout": (0.0, _fraction, "float in [0, 1)"),
-        "channel_mult_emb": (4, _int(1), "int >= 1"),
-        "attn_bottleneck": (False, lambda v: isinstance(v, bool), "bool (True as in EDM)"),
+    "songunet": {
+        **_IMAGE,
+        "embedding_type": ("positional", _one_of(*EMBEDDINGS), f"one of {list(EMBEDDINGS)}"),
+        "channel_mult_noise": (1, _int(1), "int >= 1"),
+        "encoder_type": ("standard", _one_of(*ENCODERS), f"one of {list(ENCODERS)}"),
+        "decoder_type": ("standard", _one_of(*DECODERS), f"one of {list(DECODERS)}"),
+        "resample_filter": ([1, 1], _ints(1), "non-empty list of positive ints"),
+    },
+    "dhariwal": {**_IMAGE, "model_channels": (192, _even(2), "even int >= 2"),
+                 "channel_mult": ([1, 2, 3, 4], _ints(1), "non-empty list of positive ints"),
+                 "num_blocks": (3, _int(1), "int >= 1"),
+                 "attn_resolutions": ([32, 16, 8], _ints(1, nonempty=False), "list of resolutions (heights)")},
+}
+PRECONDS: dict[str, dict[str, tuple[Any, Callable[[Any], bool], str]]] = {
+    "edm": {
         "sigma_data": (0.5, _positive, "positive float"),
+        "sigma_min": (0.0, lambda v: _number(v) and v >= 0, "float >= 0"),
+        "sigma_max": (None, lambda v: v is None or _positive(v), "positive float, or null for no bound"),
+    },
+    "vp": {
+        "beta_d": (19.9, _positive, "positive float"),
+        "beta_min": (0.1, _positive, "positive float"),
+        "M": (1000, _int(2), "int >= 2"),
+        "epsilon_t": (1e-5, _fraction, "float in [0, 1)"),
+    },
+    "ve": {
+        "sigma_min": (0.02, _positive, "positive float"),
+        "sigma_max": (100.0, _positive, "positive float"),
+    },
+    "iddpm": {
+        "C_1": (0.001, _positive, "positive float"),
+        "C_2": (0.008, _positive, "positive float"),
+        "M": (1000, _int(2), "int >= 2"),
     },
 }
-_BACKBONES: dict[str, type[nn.Module]] = {"mlp": MLP, "unet": UNet}
+_BACKBONES: dict[str, type[nn.Module]] = {"mlp": MLP, "songunet": SongUNet, "dhariwal": DhariwalUNet}
+
+
+def _fill(config: dict, schema: dict, what: str, out: dict) -> None:
+    for key, (default, check, desc) in schema.items():
+        if key not in config:
+            if default is REQUIRED:
+                raise PFDistError(f"network config for {what} needs {key!r} ({desc}).")
+            value = copy.deepcopy(default)
+        else:
+            value = config[key]
+        if not check(value):
+            raise PFDistError(f"network config {key!r} must be {desc}; got {value!r}.")
+        out[key] = list(value) if isinstance(value, tuple) else value
 
 
 def normalize_config(config: dict) -> dict:
@@ -66,39 +128,71 @@ def normalize_config(config: dict) -> dict:
     if not isinstance(config, dict):
         raise PFDistError(f"network config must be a dict, got {type(config).__name__}.")
     arch = config.get("arch")
+    if arch == "unet":
+        raise PFDistError("arch 'unet' is now 'songunet' (EDM's DDPM++ U-Net); rename base_channels to "
+                          "model_channels, and note that the bottleneck always has attention.")
     if arch not in SCHEMAS:
         raise PFDistError(f"unknown network arch {arch!r}; valid: {sorted(SCHEMAS)}.")
-    schema = SCHEMAS[arch]
-    unknown = sorted(set(config) - set(schema) - {"arch"})
+    precond = config.get("precond", "edm")
+    if precond not in PRECONDS:
+        raise PFDistError(f"unknown precond {precond!r}; valid: {sorted(PRECONDS)}.")
+    schema, pschema = SCHEMAS[arch], PRECONDS[precond]
+    unknown = sorted(set(config) - set(schema) - set(pschema) - {"arch", "precond"})
     if unknown:
-        raise PFDistError(f"unknown keys {unknown} for arch {arch!r}; valid: {sorted(schema)}.")
-    out: dict[str, Any] = {"arch": arch}
-    for key, (default, check, what) in schema.items():
-        if key not in config:
-            if default is REQUIRED:
-                raise PFDistError(f"network config for arch {arch!r} needs {key!r} ({what}).")
-            value = copy.deepcopy(default)
-        else:
-            value = config[key]
-        if not check(value):
-            raise PFDistError(f"network config {key!r} must be {what}; got {value!r}.")
-        out[key] = list(value) if isinstance(value, tuple) else value
+        raise PFDistError(f"unknown keys {unknown} for arch {arch!r} with precond {precond!r}; "
+                          f"valid: {sorted(set(schema) | set(pschema) | {'precond'})}.")
+    out: dict[str, Any] = {"arch": arch, "precond": precond}
+    _fill(config, schema, f"arch {arch!r}", out)
+    _fill(config, pschema, f"precond {precond!r}", out)
+    if arch != "mlp":
+        _check_image(out)
     return out
 
 
-def build_network(config: dict, *, seed: int | None = None) -> EDMPrecond:
-    """An :class:`EDMPrecond` around the backbone named by ``config["arch"]``.
+def _check_image(config: dict) -> None:
+    channels, height, _ = config["shape"]
+    levels = len(config["channel_mult"])
+    if height % 2 ** (levels - 1):
+        raise PFDistError(f"a U-Net with {levels} levels needs H and W divisible by {2 ** (levels - 1)}; "
+                          f"got {height}x{height}. Use fewer channel_mult entries.")
+    noise = config["model_channels"] * config.get("channel_mult_noise", 1)
+    if config["arch"] == "songunet" and config["embedding_type"] == "positional" and noise < 4:
+        raise PFDistError(f"a positional noise embedding needs model_channels * channel_mult_noise >= 4; got {noise}.")
+
+
+def _backbone(config: dict) -> nn.Module:
+    kwargs = {k: v for k, v in config.items() if k in SCHEMAS[config["arch"]]}
+    if config["arch"] == "mlp":
+        return MLP(**kwargs)
+    channels, resolution, _ = kwargs.pop("shape")
+    out_channels = 2 * channels if config["precond"] == "iddpm" else channels
+    return _BACKBONES[config["arch"]](img_resolution=resolution, in_channels=channels,
+                                      out_channels=out_channels, **kwargs)
+
+
+def build_network(config: dict, *, seed: int | None = None) -> Precond:
+    """The preconditioned network (a denoiser D(x, sigma[, class_labels])) a config describes.
 
     With ``seed`` the initial weights are a pure function of (config, seed) and the global
     random state is left untouched.
     """
     config = normalize_config(config)
-    kwargs = {k: v for k, v in config.items() if k not in ("arch", "sigma_data")}
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
-        backbone = _BACKBONES[config["arch"]](**kwargs)
-    return EDMPrecond(backbone, sigma_data=config["sigma_data"], config=config)
+        model = _backbone(config)
+    common = dict(label_dim=config.get("label_dim", 0), config=config)
+    precond = config["precond"]
+    if precond == "edm":
+        sigma_max = math.inf if config["sigma_max"] is None else config["sigma_max"]
+        return EDMPrecond(model, config["sigma_data"], sigma_min=config["sigma_min"], sigma_max=sigma_max, **common)
+    if precond == "vp":
+        return VPPrecond(model, beta_d=config["beta_d"], beta_min=config["beta_min"], M=config["M"],
+                         epsilon_t=config["epsilon_t"], **common)
+    if precond == "ve":
+        return VEPrecond(model, sigma_min=config["sigma_min"], sigma_max=config["sigma_max"], **common)
+    return iDDPMPrecond(model, img_channels=config["shape"][0], C_1=config["C_1"], C_2=config["C_2"],
+                        M=config["M"], **common)
 
 
 def count_parameters(net: nn.Module) -> int:

@@ -1,31 +1,14 @@
-"""Noise embedding shared by the backbones, and a residual MLP backbone for vector data."""
+"""A residual MLP backbone for vector data."""
 
 from __future__ import annotations
 
 import math
 from typing import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pfdist.errors import PFDistError
-
-
-class PositionalEmbedding(nn.Module):
-    """Sinusoidal features of c_noise (EDM's ``PositionalEmbedding``): (batch,) -> (batch, num_channels)."""
-
-    def __init__(self, num_channels: int, max_positions: int = 10000, endpoint: bool = True):
-        super().__init__()
-        if num_channels < 4 or num_channels % 2:
-            raise PFDistError(f"num_channels must be even and >= 4, got {num_channels}.")
-        half = num_channels // 2
-        freqs = torch.arange(half, dtype=torch.float32) / (half - (1 if endpoint else 0))
-        self.register_buffer("freqs", (1 / max_positions) ** freqs, persistent=False)
-
-    def forward(self, c_noise: Tensor) -> Tensor:
-        x = c_noise.reshape(-1, 1) * self.freqs.to(c_noise.dtype)
-        return torch.cat([x.cos(), x.sin()], dim=1)
+from pfdist.nets.layers import PositionalEmbedding
 
 
 class ResidualBlock(nn.Module):
@@ -52,7 +35,7 @@ class MLP(nn.Module):
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
         dim = math.prod(self.shape)
-        self.map_noise = PositionalEmbedding(width)
+        self.map_noise = PositionalEmbedding(width, endpoint=True)
         self.map_layer0 = nn.Linear(width, width)
         self.map_layer1 = nn.Linear(width, width)
         self.fc_in = nn.Linear(dim, width)

@@ -202,6 +202,8 @@ def make_optimizer(net: torch.nn.Module, config: TrainConfig) -> torch.optim.Ada
 def make_state(net_config: dict, config: TrainConfig, n: int, device: torch.device | str) -> TrainState:
     """Fresh state: weights from ``hash(seed, "init")``, EMA = copy of the weights, step 0."""
     net = build_network(net_config, seed=derive_seed(config.seed, _INIT)).to(device).train()
+    if not isinstance(net, EDMPrecond):
+        raise PFDistError(f"pfdist trains with EDM's loss, which needs precond 'edm'; got {net_config.get('precond')!r}.")
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     return TrainState(net, ema, make_optimizer(net, config), DataOrder(config.seed, n, device))
 
