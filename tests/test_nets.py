@@ -191,3 +191,16 @@ def test_bad_config_is_one_clear_error(config, match):
         build_network(config)
     with pytest.raises(PFDistError, match="must be a dict"):
         build_network([("arch", "mlp")])
+
+
+def test_resampling_filters_are_box_pooling_and_nearest_upsampling():
+    from pfdist.nets.layers import Conv2d
+
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    down = Conv2d(3, 3, 0, down=True, resample_filter=[1, 1])
+    up = Conv2d(3, 3, 0, up=True, resample_filter=[1, 1])
+    torch.testing.assert_close(down(x), torch.nn.functional.avg_pool2d(x, 2))
+    torch.testing.assert_close(up(x), torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+    # [1, 3, 3, 1] is a normalised low-pass filter: constants pass unchanged away from the border.
+    smooth = Conv2d(3, 3, 0, down=True, resample_filter=[1, 3, 3, 1])
+    assert torch.allclose(smooth(torch.ones(1, 3, 8, 8))[..., 1:-1, 1:-1], torch.ones(1, 3, 2, 2))
