@@ -62,32 +62,31 @@ def test_distance_between_converted_snapshots(tmp_path):
 
 
 class Recording(torch.nn.Module):
-    """Passes calls to ``net`` and records the sigmas it was called at."""
+    """Passes calls to ``net`` and records the sigmas and labels it was called with."""
 
     def __init__(self, net):
         super().__init__()
-        self.net, self.sigmas = net, set()
-        self.sigma_min, self.sigma_max = net.sigma_min, net.sigma_max
+        self.net, self.sigmas, self.labels = net, set(), []
+        self.sigma_min, self.sigma_max, self.label_dim, self.config = net.sigma_min, net.sigma_max, net.label_dim, net.config
 
-    def forward(self, x, sigma):
+    def forward(self, x, sigma, class_labels=None):
         self.sigmas.update(torch.as_tensor(sigma).reshape(-1).tolist())
-        return self.net(x, sigma)
+        self.labels.append(class_labels)
+        return self.net(x, sigma, class_labels)
 
 
 @needs_fixtures
-def test_flows_stay_in_each_models_sigma_range(tmp_path):
-    ve = Recording(pfdist.load_edm(FIXTURES / "ncsnpp-ve-cond.pkl"))  # trained on [0.02, 100]
-    pfdist.flow_outputs(ve, shape=(3, 16, 16), num_samples=2, settings=FlowSettings(steps=4))
+def test_flows_stay_in_each_models_sigma_range():
+    ve = Recording(pfdist.load_edm(FIXTURES / "ncsnpp-ve-cond.pkl"))  # trained on [0.02, 100], 10 classes
+    pfdist.flow_outputs(ve, num_samples=2, flow=FlowSettings(steps=4))
     assert min(ve.sigmas) == pytest.approx(0.02) and max(ve.sigmas) == pytest.approx(80.0)
-    assert FlowSettings(steps=4).sigmas_for(ve)[-2] == pytest.approx(0.02)
+    assert all(labels.shape == (2, 10) and (labels.sum(1) == 1).all() for labels in ve.labels)  # one-hot
+    ve.sigmas.clear()
+    pfdist.flow_outputs(ve, num_samples=2, flow=FlowSettings(steps=4, sigma_max=120.0))
+    assert max(ve.sigmas) == pytest.approx(100.0)
     vp = Recording(pfdist.load_edm(FIXTURES / "ddpmpp-vp-uncond.pkl"))  # [0.001, 152]: the default grid fits
-    pfdist.flow_outputs(vp, shape=(3, 16, 16), num_samples=2, settings=FlowSettings(steps=4))
-    assert min(vp.sigmas) == pytest.approx(0.002)
-    with pytest.raises(PFDistError, match=r"trained for sigma <= 100.*sigma_max = 120"):
-        pfdist.flow_outputs(ve, shape=(3, 16, 16), num_samples=2, settings=FlowSettings(steps=4, sigma_max=120.0))
-    convert("ncsnpp-ve-cond", tmp_path / "ve")
-    r = runner.invoke(app, ["distance", str(tmp_path / "ve"), str(tmp_path / "ve"), "-n", "2", "--sigma-max", "120"])
-    assert r.exit_code == 2 and "pass sigma_max <= 100" in r.output
+    pfdist.flow_outputs(vp, num_samples=2, flow=FlowSettings(steps=4))
+    assert min(vp.sigmas) == pytest.approx(0.002) and vp.labels == [None] * len(vp.labels)
 
 
 def test_paper_students_are_edm_ddpmpp_networks():

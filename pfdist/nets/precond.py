@@ -47,13 +47,6 @@ class Precond(nn.Module):
         self.label_dim = int(label_dim)
         self.config = config
 
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The data shape of one sample, from the config (absent without one)."""
-        if not self.config or "shape" not in self.config:
-            raise AttributeError("this network has no config saying its data shape")
-        return tuple(self.config["shape"])
-
     def coefficients(self, sigma: Tensor) -> tuple[Tensor | float, Tensor | float, Tensor | float, Tensor]:
         raise NotImplementedError
 
