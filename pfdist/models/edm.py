@@ -5,9 +5,9 @@ whose modules were saved through ``torch_utils.persistence``: each is a call
 ``_reconstruct_persistent_obj(meta)`` with ``meta`` = {type, version, module_src, class_name,
 state}, and unpickling it with EDM's code would execute ``module_src``. Here a restricted
 unpickler resolves only a fixed list of globals (tensor and storage rebuilders, OrderedDict,
-torch's module containers, numpy scalars); the persistence hook becomes a function that returns
-a plain :class:`PersistentRecord` of the class name and state, and the source is never looked
-at. The recorded constructor arguments give a pfdist network config, and pfdist's own
+EDM's EasyDict as a dict, torch's module containers, numpy scalars); the persistence hook
+becomes a function that returns a plain :class:`PersistentRecord` of the class name and state,
+and the source is never looked at. The recorded constructor arguments give a pfdist network config, and pfdist's own
 architecture-identical networks (:mod:`pfdist.nets`) receive the recorded weights.
 """
 
@@ -66,6 +66,10 @@ class ContainerRecord:
         if not isinstance(state, dict):
             raise UnsafePickleError(f"a module container carries a {type(state).__name__}, not its state dict.")
         self.state = state
+
+
+class _EasyDict(dict):
+    """EDM's ``dnnlib.EasyDict`` (a dict with attribute access) read as a plain dict."""
 
 
 def _reconstruct_persistent_obj(meta: Any) -> PersistentRecord:
@@ -127,6 +131,7 @@ def _numpy_scalar(dtype, data=None):
 _ALLOWED = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
     ("collections", "OrderedDict"): collections.OrderedDict,
+    ("dnnlib.util", "EasyDict"): _EasyDict,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
