@@ -21,8 +21,10 @@ DENOISERS = {  # name -> () -> denoiser that says its data shape
     "mixture": lambda: pfdist.random_low_rank_mixture((2, 3), 3, 2, mean_scale=1.5, noise_std=0.1, seed=1),
     "empirical": lambda: pfdist.EmpiricalDenoiser(torch.randn(20, 6, generator=torch.Generator().manual_seed(2))),
     "mlp": lambda: pfdist.build_network({"arch": "mlp", "shape": [6], "width": 16, "depth": 1}, seed=0).eval(),
-    "unet": lambda: pfdist.build_network({"arch": "unet", "shape": [1, 8, 8], "base_channels": 8,
-                                          "channel_mult": [1], "num_blocks": 1}, seed=0).eval(),
+    "songunet": lambda: pfdist.build_network({"arch": "songunet", "shape": [1, 8, 8], "model_channels": 8,
+                                              "channel_mult": [1], "num_blocks": 1, "attn_resolutions": []}, seed=0).eval(),
+    "dhariwal-vp": lambda: pfdist.build_network({"arch": "dhariwal", "shape": [1, 8, 8], "model_channels": 8,
+                                                 "channel_mult": [1], "num_blocks": 1, "precond": "vp"}, seed=0).eval(),
 }
 
 SOLVERS = sorted(pfdist.solvers.SOLVERS)  # every registered solver is under contract
