@@ -204,3 +204,17 @@ def test_resampling_filters_are_box_pooling_and_nearest_upsampling():
     # [1, 3, 3, 1] is a normalised low-pass filter: constants pass unchanged away from the border.
     smooth = Conv2d(3, 3, 0, down=True, resample_filter=[1, 3, 3, 1])
     assert torch.allclose(smooth(torch.ones(1, 3, 8, 8))[..., 1:-1, 1:-1], torch.ones(1, 3, 2, 2))
+
+
+@pytest.mark.parametrize("width", [4, 6, 10, 14, 18, 22, 24])
+def test_small_songunets_on_8x8_images(width):
+    """Narrow DDPM++ nets (digits scale): GroupNorm groups divide every width, including the
+    skip concatenations such as 12 + 6 = 18 channels, which EDM's min(32, C // 4) = 4 groups do not divide)."""
+    net = build_network({"arch": "songunet", "shape": [1, 8, 8], "model_channels": width, "channel_mult": [1, 2],
+                         "num_blocks": 2, "attn_resolutions": [4], "dropout": 0.0}, seed=0)
+    x = torch.randn(2, 1, 8, 8)
+    out = net(x, torch.tensor([0.1, 5.0]))
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    for m in net.modules():
+        if hasattr(m, "num_groups"):
+            assert m.weight.numel() % m.num_groups == 0
