@@ -20,6 +20,7 @@ import pfdist
 from pfdist.errors import PFDistError
 from pfdist.models.edm import UnsafePickleError, load_edm, network_record, read_snapshot
 from pfdist.nets import build_network, normalize_config
+from pfdist.specs import load_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -189,7 +190,10 @@ def test_other_configurations_load_from_edm_format(config, tmp_path, monkeypatch
     c, r = config["shape"][0], config["shape"][1]
     x = torch.randn(3, c, r, r)
     labels = torch.eye(config.get("label_dim", 0))[:3] if config.get("label_dim") else None
+    # Through the converter's files (safetensors + JSON) and back.
+    converted = load_spec(pfdist.save_denoiser(tmp_path / "model.safetensors", loaded))
     for sigma in (0.01, 1.0, 40.0):
         with torch.no_grad():
             torch.testing.assert_close(loaded(x, sigma, labels), net(x, sigma, labels), rtol=0, atol=0)
+            torch.testing.assert_close(converted(x, sigma, labels), net(x, sigma, labels), rtol=0, atol=0)
     assert json.loads(json.dumps(loaded.config)) == loaded.config
