@@ -9,7 +9,7 @@ from pfdist.denoisers import (
     random_low_rank_mixture,
 )
 from pfdist.descriptors import TorchScriptDescriptor
-from pfdist.errors import CheckpointError, NonFiniteError, PFDistError
+from pfdist.errors import CheckpointError, DistributedError, NonFiniteError, PFDistError
 from pfdist.distance import PFDResult, squared_distances
 from pfdist.flows import flow_outputs
 from pfdist.maps import GeneratorMap, ODEMap, flow_map, generator, ode_map
@@ -39,6 +39,7 @@ __all__ = [
     "teacher_student",
     "train",
     "CheckpointError",
+    "DistributedError",
     "Denoiser",
     "GeneratorMap",
     "ODEMap",

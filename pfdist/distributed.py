@@ -22,13 +22,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 from pfdist import errors
-from pfdist.errors import PFDistError
+from pfdist.errors import DistributedError, PFDistError
 
 T = TypeVar("T")
-
-
-class DistributedError(PFDistError):
-    """Another rank of the process group failed; the message is that rank's error."""
 
 
 def world() -> tuple[int, int]:

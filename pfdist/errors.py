@@ -13,3 +13,7 @@ class NonFiniteError(PFDistError):
 
 class CheckpointError(PFDistError):
     """A checkpoint is missing, corrupt, or does not match the requested config."""
+
+
+class DistributedError(PFDistError):
+    """Another rank of a torch.distributed process group failed; the message is that rank's error."""

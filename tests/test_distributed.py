@@ -80,7 +80,7 @@ def _rank_main(rank: int, world: int, store: str, out: str) -> None:
             record["nan_error"] = str(e)
         try:  # a file only rank 0 lacks
             distributed.together(lambda: open(os.path.join(out, "absent")) if rank == 0 else None)
-        except (OSError, pfdist.PFDistError) as e:
+        except (OSError, pfdist.DistributedError) as e:
             record["file_error"] = f"{type(e).__name__}: {e}"
         record["after_errors"] = pfdist.pfd(teacher, other, num_samples=5).value  # still in step
         from safetensors.torch import save_file
