@@ -8,11 +8,44 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
 from pfdist.errors import PFDistError
 from pfdist.settings import FlowSettings
 
+MAX_STEPS = 10_000  # sigma-grid steps; EDM uses 18 to 256
+
+
+class _OneLineErrors(TyperGroup):
+    """Every command's bad input and file-system failure ends as one line on stderr, exit code 2."""
+
+    def invoke(self, ctx):
+        import warnings
+
+        from pfdist.atomic import CorruptFileWarning
+
+        show = warnings.showwarning
+
+        def one_line(message, category, *args, **kwargs):
+            if issubclass(category, CorruptFileWarning):
+                typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+            else:
+                show(message, category, *args, **kwargs)
+
+        warnings.showwarning = one_line
+        try:
+            return super().invoke(ctx)
+        except PFDistError as e:
+            fail(str(e))
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename else ""
+            fail(f"{where}{e.strerror or e} (check the path, its permissions and free disk space).")
+        finally:
+            warnings.showwarning = show
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     help="Probability flow distance (PFD) for measuring generalization in diffusion models.",
     no_args_is_help=True,
     add_completion=False,
@@ -44,7 +77,7 @@ def distance(
     b: Path = typer.Argument(..., help="Second model, same data shape."),
     num_samples: int = typer.Option(10_000, "--num-samples", "-n", help="Shared noise seeds M."),
     seed: int = typer.Option(100_000, help="First evaluation seed; seeds are seed..seed+M-1."),
-    steps: int = typer.Option(FlowSettings.steps, help="Sigma-grid steps (Heun: 2*steps-1 denoiser calls)."),
+    steps: int = typer.Option(FlowSettings.steps, help=f"Sigma-grid steps, 1..{MAX_STEPS} (Heun: 2*steps-1 denoiser calls)."),
     solver: str = typer.Option(FlowSettings.solver, help="heun, euler, dpmpp_2m or reference (adaptive dopri5)."),
     sigma_max: float = typer.Option(FlowSettings.sigma_max, help="T: x_T ~ N(0, T^2 I)."),
     descriptor: Optional[Path] = typer.Option(None, help="TorchScript descriptor file (e.g. SSCD); default: pixels."),
@@ -59,10 +92,19 @@ def distance(
     one block of the seeds on its device (``--device cuda`` is cuda:LOCAL_RANK); rank 0 prints
     and writes the result, which is the same as one process's.
     """
-    from pfdist import distributed
-    from pfdist.atomic import atomic_write_json
+    from pfdist import checks, distributed
+    from pfdist.atomic import atomic_write_json, check_writable
     from pfdist.metric import pfd
     from pfdist.specs import load_spec
+
+    checks.integer("--num-samples", num_samples, lo=1)
+    checks.integer("--seed", seed, lo=0, hi=checks.SEED_MAX - num_samples + 1)
+    checks.integer("--steps", steps, lo=1, hi=MAX_STEPS)
+    checks.integer("--batch-size", batch_size, lo=1)
+    if device is not None:
+        checks.device("--device", device)
+    if out is not None:
+        check_writable(out)
 
     main = distributed.is_main()
     try:
@@ -103,16 +145,39 @@ def _json_option(value: Optional[str], what: str) -> dict:
 NET_HELP = ('Student network, JSON or .json file: {"arch": "mlp", "width": 256, "depth": 3, "sigma_data": 1.0} or '
             '{"arch": "songunet", "model_channels": 16, "channel_mult": [1, 2], "num_blocks": 1} (EDM\'s DDPM++ U-Net). '
             'shape comes from the teacher.')
-TRAIN_HELP = 'TrainConfig fields as JSON, e.g. {"epochs": 20, "epoch_images": 12800, "batch_size": 256, "lr": 2e-3, "lr_schedule": "onecycle"}.'
+TRAIN_HELP = ('TrainConfig fields as JSON, e.g. {"epochs": 20}; an epoch is 12 800 images whatever N is. Unset fields: '
+              'batch_size 256, lr 2e-3, lr_schedule onecycle, epochs 80, EMA half-life 51 200 images (the quick preset).')
 EVAL_HELP = 'EvalConfig fields as JSON, e.g. {"num_samples": 2000, "steps": 35, "solver": "euler"}.'
 
 
-def _protocol_inputs(teacher: Path, net: Optional[str], train_cfg: Optional[str], eval_cfg: Optional[str]):
+def _epochs_option(text: str, epochs: int) -> list[int]:
+    """--eval-epochs '0,10,20' -> [0, 10, 20], each in [0, epochs]."""
+    from pfdist import checks
+
+    try:
+        values = [int(e) for e in text.split(",") if e.strip()]
+    except ValueError:
+        fail(f"--eval-epochs must be comma-separated integers, e.g. 0,10,20 (got {text!r}).")
+    return [checks.integer("--eval-epochs", e, lo=0, hi=epochs) for e in values]
+
+
+# Unset --train fields take the quick preset's scaling training: 80 epochs of 12 800 images,
+# one-cycle lr 2e-3, batch 256, EMA half-life 5% of training (a properly trained student).
+TRAIN_DEFAULTS = {"batch_size": 256, "lr": 2e-3, "lr_schedule": "onecycle", "epochs": 80, "epoch_images": 12_800,
+                  "ema_halflife_images": 51_200, "ema_rampup_ratio": None, "checkpoint_every": 20}
+
+
+def _protocol_inputs(teacher: Path, net: Optional[str], train_cfg: Optional[str], eval_cfg: Optional[str],
+                     device: Optional[str] = None):
+    """Validate every input (configs, device, teacher) before anything is written or trained."""
+    from pfdist import checks
     from pfdist.protocol import EvalConfig
     from pfdist.ode import data_shape
     from pfdist.specs import load_spec
     from pfdist.training import TrainConfig
 
+    if device is not None:
+        checks.device("--device", device)
     model = load_spec(teacher)
     shape = data_shape(model)
     if shape is None:
@@ -120,7 +185,7 @@ def _protocol_inputs(teacher: Path, net: Optional[str], train_cfg: Optional[str]
     net_config = {"arch": "mlp", "width": 256, "depth": 3, "sigma_data": 1.0, **_json_option(net, "net")}
     net_config.setdefault("shape", list(shape))
     try:
-        train_config = TrainConfig.from_dict(_json_option(train_cfg, "train"))
+        train_config = TrainConfig.from_dict({**TRAIN_DEFAULTS, **_json_option(train_cfg, "train")})
         eval_config = EvalConfig(**_json_option(eval_cfg, "eval"))
     except TypeError as e:
         fail(f"unknown field in --train/--eval: {e}.")
@@ -157,11 +222,13 @@ def student(
     cache_dir: Optional[Path] = typer.Option(None, help="Cache teacher maps here (keyed by content)."),
 ) -> None:
     """Train one student on N teacher samples; report E_gen, E_mem, losses and copy share."""
+    from pfdist.atomic import check_writable
     from pfdist.protocol import teacher_student
 
+    check_writable(out, directory=True)
     try:
-        model, shape, net_cfg, train_cfg, eval_cfg = _protocol_inputs(teacher, net, train_config, eval_config)
-        epochs = [int(e) for e in eval_epochs.split(",") if e.strip()]
+        model, shape, net_cfg, train_cfg, eval_cfg = _protocol_inputs(teacher, net, train_config, eval_config, device)
+        epochs = _epochs_option(eval_epochs, train_cfg.epochs)
         bar, update = _train_bar()
         with bar:
             rec = teacher_student(model, n, net_cfg, train_cfg, out, shape=shape, eval_config=eval_cfg,
@@ -192,10 +259,14 @@ def bias_variance_cmd(
     cache_dir: Optional[Path] = typer.Option(None, help="Cache teacher maps here (keyed by content)."),
 ) -> None:
     """K students on independent datasets: E_bias, E_var, and the identity mean E_gen^2 = bias^2 + var."""
+    from pfdist import checks
+    from pfdist.atomic import check_writable
     from pfdist.protocol import bias_variance
 
+    check_writable(out, directory=True)
+    checks.integer("--k", k, lo=2)
     try:
-        model, shape, net_cfg, train_cfg, eval_cfg = _protocol_inputs(teacher, net, train_config, eval_config)
+        model, shape, net_cfg, train_cfg, eval_cfg = _protocol_inputs(teacher, net, train_config, eval_config, device)
         bar, update = _train_bar()
         with bar:
             rep = bias_variance(model, n, net_cfg, train_cfg, out, k=k, shape=shape, eval_config=eval_cfg,
@@ -213,7 +284,7 @@ ENGINE_HELP = "Where units run: local (this machine, --workers processes), ray (
 
 @app.command()
 def reproduce(
-    preset: str = typer.Option("quick", help="quick (<= 15 min on 2 CPU cores), full (<= 2 h), paper (GPUs), "
+    preset: str = typer.Option("quick", help="quick (about 6.5 min on 2 CPU cores), full (37 min), paper (GPUs), "
                                              "or a JSON file in the form of Preset.to_dict() (missing keys take defaults)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<preset>); shared storage "
                                                                 "when units run on several machines."),
@@ -240,6 +311,12 @@ def reproduce(
     from pfdist.experiments import reproduce as run
     from pfdist.experiments.presets import override
 
+    from pfdist import checks
+
+    if workers is not None:
+        checks.integer("--workers", workers, lo=1)
+    if device is not None:
+        checks.device("--device", device)
     parts = None
     if shard:
         try:

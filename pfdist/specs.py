@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from pfdist import checks
 from pfdist.atomic import atomic_save_tensors
 from pfdist.denoisers import EmpiricalDenoiser, Gaussian, GaussianMixture, random_low_rank_mixture
 from pfdist.errors import PFDistError
@@ -48,36 +49,68 @@ def _read_tensors(path: Path) -> tuple[dict, dict]:
         raise PFDistError(f"{path} is not a readable safetensors file ({e}).") from None
 
 
+FIELDS = {
+    "gaussian": ({"mean", "cov"}, set()),
+    "gaussian_mixture": ({"weights", "means"}, {"covs", "factors", "noise_std"}),
+    "low_rank_mixture": ({"shape", "num_components", "rank"}, {"scale", "mean_scale", "noise_std", "seed", "weights"}),
+    "empirical": ({"data"}, set()),
+}
+
+
+def inside(base_dir: Path, name: Any, what: str) -> Path:
+    """``base_dir / name`` for a relative ``name`` that stays inside ``base_dir`` (no absolute path, no ``..``)."""
+    if not isinstance(name, str) or not name:
+        raise PFDistError(f"{what} must be a file name, got {name!r}.")
+    rel = Path(name)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise PFDistError(f"{what} {name!r} must be a path inside {base_dir} (relative, without '..').")
+    return base_dir / rel
+
+
 def build_distribution(spec: dict, base_dir: Path = Path(".")) -> Any:
-    """An exact distribution from a spec dict (see the module docstring)."""
+    """An exact distribution from a spec dict (see the module docstring); every field is checked."""
+    if not isinstance(spec, dict):
+        raise PFDistError(f"a distribution spec must be a JSON object, got {type(spec).__name__}.")
     spec = dict(spec)
     kind = spec.pop("type", None)
     if kind not in TYPES:
         raise PFDistError(f"spec type must be one of {TYPES}; got {kind!r}.")
     if "tensors" in spec:
-        tensors, _ = _read_tensors(base_dir / spec.pop("tensors"))
+        tensors, _ = _read_tensors(inside(base_dir, spec.pop("tensors"), "'tensors'"))
         spec.update(tensors)
-    t = lambda v: torch.as_tensor(v, dtype=torch.float64)  # noqa: E731
-    try:
-        if kind == "gaussian":
-            return Gaussian(t(spec["mean"]), t(spec["cov"]))
-        if kind == "gaussian_mixture":
-            covs = t(spec["covs"]) if "covs" in spec else None
-            factors = t(spec["factors"]) if "factors" in spec else None
-            return GaussianMixture(t(spec["weights"]), t(spec["means"]), covs, factors=factors,
-                                   noise_std=float(spec.get("noise_std", 0.0)))
-        if kind == "low_rank_mixture":
-            return random_low_rank_mixture(
-                spec["shape"], int(spec["num_components"]), int(spec["rank"]),
-                scale=float(spec.get("scale", 1.0)), mean_scale=float(spec.get("mean_scale", 0.0)),
-                noise_std=float(spec.get("noise_std", 0.0)), seed=int(spec.get("seed", 0)),
-            )
-        data = spec["data"]
-        if isinstance(data, str):
-            data = _read_tensors(base_dir / data)[0]["data"]
-        return EmpiricalDenoiser(torch.as_tensor(data, dtype=torch.float32))
-    except KeyError as e:
-        raise PFDistError(f"a {kind!r} spec needs the field {e.args[0]!r}.") from None
+    required, optional = FIELDS[kind]
+    missing = sorted(required - set(spec))
+    if missing:
+        raise PFDistError(f"a {kind!r} spec needs the field {missing[0]!r}.")
+    unknown = sorted(set(spec) - required - optional)
+    if unknown:
+        raise PFDistError(f"a {kind!r} spec has unknown fields {unknown}; valid: {sorted(required | optional)}.")
+    t = checks.tensor
+    if kind == "gaussian":
+        return Gaussian(t("mean", spec["mean"]), t("cov", spec["cov"], ndim=2))
+    if kind == "gaussian_mixture":
+        if ("covs" in spec) == ("factors" in spec):
+            raise PFDistError("a 'gaussian_mixture' spec needs exactly one of 'covs' (K, d, d) or 'factors' (K, d, r).")
+        covs = t("covs", spec["covs"], ndim=3) if "covs" in spec else None
+        factors = t("factors", spec["factors"], ndim=3) if "factors" in spec else None
+        noise_std = spec.get("noise_std", 0.0)
+        noise_std = t("noise_std", noise_std) if isinstance(noise_std, (list, torch.Tensor)) else noise_std
+        return GaussianMixture(t("weights", spec["weights"], ndim=1), t("means", spec["means"]), covs,
+                               factors=factors, noise_std=noise_std)
+    if kind == "low_rank_mixture":
+        weights = t("weights", spec["weights"], ndim=1) if "weights" in spec else None
+        return random_low_rank_mixture(
+            spec["shape"], spec["num_components"], spec["rank"], scale=spec.get("scale", 1.0),
+            mean_scale=spec.get("mean_scale", 0.0), noise_std=spec.get("noise_std", 0.0),
+            seed=spec.get("seed", 0), weights=weights,
+        )
+    data = spec["data"]
+    if isinstance(data, str):
+        tensors = _read_tensors(inside(base_dir, data, "'data'"))[0]
+        if "data" not in tensors:
+            raise PFDistError(f"{base_dir / data} holds no tensor named 'data' (it has {sorted(tensors)}).")
+        data = tensors["data"]
+    return EmpiricalDenoiser(t("data", data, dtype=torch.float32))
 
 
 def save_distribution(dist: Any, path: str | os.PathLike) -> Path:
@@ -127,7 +160,7 @@ def load_spec(path: str | os.PathLike) -> Any:
     if spec.get("kind") == "pfdist.denoiser":
         from pfdist.training import load_denoiser
 
-        return load_denoiser(path.with_name(spec.get("tensors_file", path.stem + ".safetensors")))
+        return load_denoiser(path.with_suffix(".safetensors"))
     return build_distribution(spec, path.parent)
 
 
@@ -149,7 +182,6 @@ def _load_network_dir(path: Path) -> Any:
 
 
 def _from_tensors(kind: str, tensors: dict) -> Any:
-    if kind == "gaussian_mixture":
-        return GaussianMixture(tensors["weights"], tensors["means"], factors=tensors["factors"],
-                               noise_std=tensors.get("noise_std", torch.tensor(0.0)))
+    if kind not in TYPES:
+        raise PFDistError(f"'pfdist_type' metadata must be one of {TYPES}; got {kind!r}.")
     return build_distribution({"type": kind, **tensors})

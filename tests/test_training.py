@@ -99,7 +99,8 @@ def test_train_config_json_round_trip():
 
 
 def test_epoch_length():
-    assert TrainConfig(batch_size=128).steps_per_epoch(1000) == 8  # N rounded up to batches
+    assert TrainConfig(batch_size=128, epoch_images=None).steps_per_epoch(1000) == 8  # N rounded up to batches
+    assert TrainConfig(batch_size=128).steps_per_epoch(1000) == 100  # default: 12 800 images
     assert TrainConfig(batch_size=128, epoch_images=4096).steps_per_epoch(5) == 32
     assert TrainConfig(batch_size=128, epoch_images=4096).steps_per_epoch(65536) == 32
 

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.hashing import content_hash
 from pfdist.ode import expand_sigma
@@ -22,8 +23,10 @@ class Gaussian:
     """
 
     def __init__(self, mean: Tensor, cov: Tensor, *, compute_dtype: torch.dtype = torch.float64):
-        mean = torch.as_tensor(mean)
-        cov = torch.as_tensor(cov)
+        mean = checks.tensor("mean", mean, dtype=mean.dtype if isinstance(mean, Tensor) and mean.is_floating_point() else compute_dtype)
+        cov = checks.tensor("cov", cov, dtype=compute_dtype)
+        if mean.ndim == 0:
+            raise PFDistError("mean must have at least one dimension (a list, e.g. [0.0]), got a scalar.")
         d = mean.numel()
         if cov.shape != (d, d):
             raise PFDistError(

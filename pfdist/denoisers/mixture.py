@@ -8,9 +8,13 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from pfdist import checks
+from pfdist.checks import _short
 from pfdist.errors import PFDistError
 from pfdist.hashing import content_hash
 from pfdist.ode import expand_sigma
+
+MAX_FACTOR_VALUES = 1 << 28
 
 
 class GaussianMixture:
@@ -38,8 +42,15 @@ class GaussianMixture:
         compute_dtype: torch.dtype = torch.float64,
     ):
         cd = compute_dtype
-        weights = torch.as_tensor(weights, dtype=cd)
-        means = torch.as_tensor(means)
+        weights = checks.tensor("weights", weights, dtype=cd)
+        means = checks.tensor("means", means, dtype=means.dtype if isinstance(means, Tensor) and means.is_floating_point() else cd)
+        if isinstance(noise_std, Tensor) and noise_std.numel() != 1:
+            noise_std = checks.tensor("noise_std", noise_std, dtype=cd)
+            if noise_std.ndim != 1 or noise_std.shape[0] != weights.reshape(-1).shape[0] or (noise_std < 0).any():
+                raise PFDistError(f"noise_std must be a number >= 0 or one value >= 0 per component (K,); "
+                                  f"got {_short(noise_std)}.")
+        else:
+            noise_std = checks.real("noise_std", float(noise_std) if isinstance(noise_std, Tensor) else noise_std, lo=0.0)
         K = weights.shape[0] if weights.ndim == 1 else -1
         if weights.ndim != 1 or K < 1 or means.shape[0] != K:
             raise PFDistError(
@@ -56,7 +67,7 @@ class GaussianMixture:
         self.log_weights = torch.log(weights / weights.sum())
         noise_var = torch.as_tensor(noise_std, dtype=cd).expand(K) ** 2
         if covs is not None:
-            covs = torch.as_tensor(covs, dtype=cd)
+            covs = checks.tensor("covs", covs, dtype=cd)
             if covs.shape != (K, d, d):
                 raise PFDistError(f"covs must be (K, d, d) = ({K}, {d}, {d}); got {tuple(covs.shape)}.")
             lam, Q = torch.linalg.eigh(0.5 * (covs + covs.transpose(1, 2)))
@@ -65,7 +76,7 @@ class GaussianMixture:
             self.eigvecs, self.eigvals = Q, lam.clamp_min(0) + noise_var[:, None]
             self.iso = noise_var.clone()
         else:
-            factors = torch.as_tensor(factors, dtype=cd)
+            factors = checks.tensor("factors", factors, dtype=cd)
             if factors.ndim != 3 or factors.shape[:2] != (K, d):
                 raise PFDistError(f"factors must be (K, d, r) = ({K}, {d}, r); got {tuple(factors.shape)}.")
             Q, S, _ = torch.linalg.svd(factors, full_matrices=False)
@@ -156,12 +167,19 @@ def random_low_rank_mixture(
     U_k: (d, rank) orthonormal (QR of a Gaussian matrix), m_k ~ N(0, mean_scale^2 I) (0 by
     default, the MoLRG of the paper), equal weights unless given. Any ``shape``, images included.
     """
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    shape = checks.shape("shape", shape)
     d = math.prod(shape)
-    if not 1 <= rank <= d:
-        raise PFDistError(f"rank must be in [1, d={d}] (got {rank}).")
-    if num_components < 1:
-        raise PFDistError(f"num_components must be at least 1 (got {num_components}).")
+    num_components = checks.integer("num_components", num_components, lo=1)
+    rank = checks.integer("rank", rank, lo=1, hi=d)
+    scale = checks.real("scale", scale, lo=0.0)
+    mean_scale = checks.real("mean_scale", mean_scale, lo=0.0)
+    noise_std = checks.real("noise_std", noise_std, lo=0.0)
+    seed = checks.seed("seed", seed)
+    if num_components * d * rank > MAX_FACTOR_VALUES:
+        raise PFDistError(
+            f"a mixture of {num_components} rank-{rank} components in d = {d:,} needs {num_components * d * rank:,} "
+            f"factor values, more than {MAX_FACTOR_VALUES:,} (2 GiB in float64); use fewer components, a lower "
+            "rank or a smaller shape.")
     g = torch.Generator().manual_seed(seed)
     U = torch.linalg.qr(torch.randn(num_components, d, rank, generator=g, dtype=torch.float64))[0]
     means = mean_scale * torch.randn(num_components, *shape, generator=g, dtype=torch.float64)

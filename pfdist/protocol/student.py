@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
+from pfdist import checks
 from pfdist.atomic import atomic_write_json
 from pfdist.descriptors import Descriptor, resolve_descriptor
 from pfdist.errors import PFDistError
@@ -82,10 +83,13 @@ def teacher_student(
     them across students (they must be the teacher's maps on the evaluation / dataset seeds).
     """
     device = resolve_device(device)
-    shape = tuple(shape or data_shape(teacher) or ())
-    if not shape:
+    shape = shape if shape is not None else data_shape(teacher)
+    if shape is None:
         raise PFDistError("pass shape=...: the teacher does not say its data shape.")
-    net_config = normalize_config(net_config)
+    shape = checks.shape("shape", shape)
+    if not isinstance(net_config, dict):
+        raise PFDistError(f"net_config must be a dict such as {{'arch': 'mlp', 'width': 64}}, got {type(net_config).__name__}.")
+    net_config = normalize_config({"shape": list(shape), **net_config})
     if tuple(net_config["shape"]) != shape:
         raise PFDistError(
             f"the student's data shape {tuple(net_config['shape'])} differs from the teacher's {shape}; "

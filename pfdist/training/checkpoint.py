@@ -62,12 +62,24 @@ def _read_json(path: Path, what: str, fix: str) -> dict:
     return obj
 
 
-def _read_tensors(path: Path, sha256: str | None, fix: str) -> dict[str, Tensor]:
+def _tensors_path(json_path: Path, record: dict, fix: str) -> tuple[Path, str]:
+    """The tensors file a JSON record names: a bare file name beside it, with a sha256 to check."""
+    name, sha256 = record.get("tensors_file"), record.get("tensors_sha256")
+    if not isinstance(name, str) or not name or name in (".", "..") or Path(name).name != name or "\\" in name:
+        raise CheckpointError(f"{json_path} names tensors file {name!r}; it must be a bare file name in the "
+                              f"same directory; {fix}.")
+    if not isinstance(sha256, str) or len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+        raise CheckpointError(f"{json_path} has no valid 'tensors_sha256' for {name}, so its integrity cannot be "
+                              f"checked; {fix}.")
+    return json_path.parent / name, sha256
+
+
+def _read_tensors(path: Path, sha256: str, fix: str) -> dict[str, Tensor]:
     from safetensors.torch import load_file
 
     if not path.is_file():
         raise CheckpointError(f"tensors file {path} is missing; {fix}.")
-    if sha256 is not None and _sha256(path) != sha256:
+    if _sha256(path) != sha256:
         raise CheckpointError(f"tensors file {path} is corrupt (sha256 mismatch); {fix}.")
     try:
         return load_file(path, device="cpu")
@@ -105,8 +117,8 @@ def save_checkpoint(
     record = dict(info, format_version=FORMAT_VERSION, tensors_file=name,
                   tensors_sha256=_sha256(out_dir / name), optimizer_scalars=scalars)
     path = atomic_write_json(out_dir / CHECKPOINT_JSON, record)
-    for old in [*out_dir.glob("checkpoint-*.safetensors"), *out_dir.glob(".checkpoint-*.tmp")]:
-        if old.name != name:  # superseded pairs and temporaries of killed writes
+    for old in out_dir.glob("checkpoint-*.safetensors"):
+        if old.name != name:  # superseded tensors (temporaries of killed writers go with the lock's cleanup)
             old.unlink(missing_ok=True)
     return path
 
@@ -120,7 +132,7 @@ def load_checkpoint(out_dir: str | os.PathLike) -> Checkpoint:
                 "tensors_file", "tensors_sha256", "optimizer_scalars"):
         if key not in info:
             raise CheckpointError(f"checkpoint {out_dir / CHECKPOINT_JSON} lacks {key!r}; {fix}.")
-    tensors = _read_tensors(out_dir / info["tensors_file"], info["tensors_sha256"], fix)
+    tensors = _read_tensors(*_tensors_path(out_dir / CHECKPOINT_JSON, info, fix), fix)
     parts: dict[str, dict[str, Tensor]] = {"net": {}, "ema": {}, "optimizer": {}}
     for key, value in tensors.items():
         prefix, _, rest = key.partition(".")
@@ -172,10 +184,10 @@ def load_denoiser(path: str | os.PathLike, *, device: torch.device | str | None 
     json_path = _denoiser_json(path)
     fix = f"save the denoiser again (save_denoiser) or check the path {path}"
     record = _read_json(json_path, "denoiser config", fix)
-    if record.get("tensors_file") != path.name:
-        raise CheckpointError(
-            f"{json_path} describes {record.get('tensors_file')!r}, not {path.name}; {fix}.")
-    tensors = _read_tensors(path, record.get("tensors_sha256"), fix)
+    named, sha256 = _tensors_path(json_path, record, fix)
+    if named != path:
+        raise CheckpointError(f"{json_path} describes {named.name!r}, not {path.name}; {fix}.")
+    tensors = _read_tensors(path, sha256, fix)
     try:
         net = build_network(record["net_config"])
         net.load_state_dict(tensors)

@@ -11,11 +11,12 @@ block ``b`` being the row-wise argsort of a ``(K, N)`` uniform matrix from a gen
 by ``hash(seed, "order", b)`` (blocks keep tiny N cheap). A batch larger than N simply spans
 several passes, so every item appears about equally often.
 
-Epoch. An epoch is ``epoch_images`` training images rounded up to whole batches,
-``ceil(epoch_images / batch_size)`` steps, whatever N is; the paper does not define an epoch
-for small N, and a fixed count makes "epoch 100" the same amount of optimisation for every N.
-With ``epoch_images=None`` it is N rounded up to whole batches (the usual epoch); epochs then
-need not align with passes of the stream.
+Epoch. An epoch is ``epoch_images`` training images (default 12 800, as in the presets)
+rounded up to whole batches, ``ceil(epoch_images / batch_size)`` steps, whatever N is; the
+paper does not define an epoch for small N, and a fixed count makes "epoch 100" the same amount
+of optimisation for every N, in the API, the CLI and the presets alike. ``epoch_images=None``
+opts into N rounded up to whole batches (the usual epoch); epochs then need not align with
+passes of the stream.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from pfdist.training.checkpoint import has_checkpoint, load_checkpoint, restore_
 from pfdist.training.loss import edm_loss
 
 SCHEDULES = ("constant", "onecycle", "cosine")
+EPOCH_IMAGES = 12_800  # one epoch, in training images, unless epoch_images says otherwise
 _INIT, _ORDER, _NOISE, _DROPOUT = "init", "order", "noise", "dropout"
 
 
@@ -65,7 +67,7 @@ class TrainConfig:
     lr_schedule: str = "constant"
     warmup_images: int = 0
     epochs: int = 100
-    epoch_images: int | None = None
+    epoch_images: int | None = EPOCH_IMAGES
     ema_halflife_images: float | None = 500_000
     ema_rampup_ratio: float | None = 0.05
     adam_betas: tuple[float, float] = (0.9, 0.999)
@@ -235,7 +237,9 @@ def train_step(state: TrainState, data: Tensor, config: TrainConfig, total_steps
         torch.nn.utils.clip_grad_norm_(state.params, config.grad_clip, foreach=True)
     state.optimizer.step()
     with torch.no_grad():
-        torch._foreach_lerp_(state.ema_params, state.params, 1.0 - ema_beta(config, s))
+        weight = 1.0 - ema_beta(config, s)
+        for ema_param, param in zip(state.ema_params, state.params):
+            ema_param.lerp_(param, weight)
     state.step = s + 1
     return loss.detach()
 

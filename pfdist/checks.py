@@ -1,0 +1,113 @@
+"""Validators for values crossing pfdist's boundaries: each returns the value or raises one PFDistError.
+
+Nothing is coerced silently: ``4.7`` is not an integer, ``-0.2`` is not a standard deviation,
+``"4"`` is not a number and ``NaN`` is not finite. Configs call these at construction, so a bad
+value is refused before anything is written or trained.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from pfdist.errors import PFDistError
+
+SEED_MAX = 2**63 - 1  # seeds are derived into 64-bit generator states
+MAX_NUMEL = 1 << 24  # largest data shape (16.7 M values, e.g. 3 x 2048 x 2048) accepted from files and the CLI
+
+
+def integer(name: str, value: Any, *, lo: int | None = None, hi: int | None = None) -> int:
+    """An int (not a bool, not a float such as 4.7 or 4.0) in [lo, hi]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise PFDistError(f"{name} must be an integer, got {value!r}.")
+    value = int(value)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f">= {lo}" if hi is None else f"<= {hi}" if lo is None else f"in [{lo}, {hi}]"
+        raise PFDistError(f"{name} must be an integer {bounds}, got {value}.")
+    return value
+
+
+def real(name: str, value: Any, *, lo: float | None = None, positive: bool = False) -> float:
+    """A finite real number (not a bool or a string), >= lo, and > 0 when ``positive``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise PFDistError(f"{name} must be a finite number, got {value!r}.")
+    value = float(value)
+    if positive and value <= 0:
+        raise PFDistError(f"{name} must be positive, got {value}.")
+    if lo is not None and value < lo:
+        raise PFDistError(f"{name} must be >= {lo}, got {value}.")
+    return value
+
+
+def seed(name: str, value: Any) -> int:
+    return integer(name, value, lo=0, hi=SEED_MAX)
+
+
+def shape(name: str, value: Any, *, max_numel: int = MAX_NUMEL) -> tuple[int, ...]:
+    """A non-empty sequence of positive ints whose product is at most ``max_numel``."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        value = (value,)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
+        raise PFDistError(f"{name} must be a non-empty list of positive integers, got {value!r}.")
+    dims = tuple(integer(f"{name}[{i}]", v, lo=1) for i, v in enumerate(value))
+    if math.prod(dims) > max_numel:
+        raise PFDistError(f"{name} = {list(dims)} has {math.prod(dims):,} values per sample, more than the "
+                          f"{max_numel:,} pfdist accepts; check the shape.")
+    return dims
+
+
+def tensor(name: str, value: Any, *, ndim: int | None = None, dtype: torch.dtype = torch.float64) -> Tensor:
+    """A finite real tensor from a tensor or a rectangular nested list of numbers."""
+    if isinstance(value, Tensor):
+        if value.is_complex() or value.dtype == torch.bool:
+            raise PFDistError(f"{name} must hold real numbers, got a {value.dtype} tensor.")
+        t = value.to(dtype)
+    else:
+        if _has_non_number(value):
+            raise PFDistError(f"{name} must be a number or a nested list of numbers, got {_short(value)}.")
+        try:
+            t = torch.as_tensor(value, dtype=dtype)
+        except (TypeError, ValueError, RuntimeError):
+            raise PFDistError(f"{name} must be a rectangular nested list of numbers (every row the same "
+                              f"length), got {_short(value)}.") from None
+    if ndim is not None and t.ndim != ndim:
+        raise PFDistError(f"{name} must have {ndim} dimensions, got shape {list(t.shape)}.")
+    if not torch.isfinite(t).all():
+        raise PFDistError(f"{name} contains NaN or Inf.")
+    return t
+
+
+def _has_non_number(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(_has_non_number(v) for v in value)
+    return isinstance(value, bool) or not isinstance(value, numbers.Real)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def device(name: str, value: Any) -> torch.device:
+    """A torch device that exists here and can run models ('cpu', 'cuda', 'cuda:1', 'mps')."""
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        raise PFDistError(f"{name} {value!r} is not a torch device; use 'cpu', 'cuda', 'cuda:1', ...") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PFDistError(f"{name} {dev} was asked for but CUDA is not available here; use 'cpu'.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise PFDistError(f"{name} {dev} does not exist ({torch.cuda.device_count()} CUDA devices).")
+        return dev
+    if dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise PFDistError(f"{name} {dev} was asked for but MPS is not available here; use 'cpu'.")
+        return dev
+    raise PFDistError(f"{name} {dev} cannot run models; use 'cpu' or 'cuda' ('meta' holds no data).")

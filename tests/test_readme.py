@@ -1,0 +1,67 @@
+"""The README runs as written.
+
+Convention (see README.md): every fenced ```python block runs, in order, in one fresh temporary
+directory and one shared namespace; in ```console blocks, every line starting with ``$ `` is a
+shell command run in that same directory (``pfdist`` and ``python`` resolve to this checkout).
+```sh blocks are illustrative (GPUs, clusters, long runs) and are not run. The directory holds a
+copy of ``examples/``, so commands may name ``examples/teacher.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.S | re.M)
+
+
+def readme_steps(text: str) -> list[tuple[str, str]]:
+    """("python", source) and ("shell", command) in document order."""
+    steps = []
+    for lang, body in FENCE.findall(text):
+        if lang == "python":
+            steps.append(("python", body))
+        elif lang == "console":
+            steps += [("shell", line[2:]) for line in body.splitlines() if line.startswith("$ ")]
+    return steps
+
+
+def _shims(bin_dir: Path) -> dict:
+    """``pfdist`` and ``python`` on PATH, running this checkout with this interpreter."""
+    bin_dir.mkdir()
+    for name, argv in (("pfdist", f'"{sys.executable}" -m pfdist.cli'), ("python", f'"{sys.executable}"')):
+        path = bin_dir / name
+        path.write_text(f"#!/bin/sh\nexec {argv} \"$@\"\n")
+        path.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+               PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", OMP_NUM_THREADS="1")
+    return env
+
+
+def test_fence_parser_finds_each_kind():
+    text = "a\n```python\nx = 1\n```\n```console\n$ pfdist --help\noutput\n```\n```sh\nmake test\n```\n"
+    assert readme_steps(text) == [("python", "x = 1\n"), ("shell", "pfdist --help")]
+
+
+def test_readme_runs(tmp_path, monkeypatch):
+    steps = readme_steps((ROOT / "README.md").read_text(encoding="utf-8"))
+    assert any(kind == "python" for kind, _ in steps) and any(kind == "shell" for kind, _ in steps)
+    work = tmp_path / "work"
+    shutil.copytree(ROOT / "examples", work / "examples")
+    env = _shims(tmp_path / "bin")
+    monkeypatch.chdir(work)
+    namespace: dict = {"__name__": "__readme__"}
+    for i, (kind, source) in enumerate(steps):
+        if kind == "python":
+            exec(compile(source, f"README.md python block {i}", "exec"), namespace)
+        else:
+            r = subprocess.run(source, shell=True, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+            if r.returncode != 0:
+                pytest.fail(f"README command failed ({r.returncode}): $ {source}\n{r.stdout}\n{r.stderr}")
