@@ -46,24 +46,46 @@ def _umask() -> int:
 _MODE = 0o666 & ~_umask()
 
 
+def _host() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
 def temporary_name(path: Path) -> Path:
-    """Where the content of ``path`` is written before the rename (unique to this process)."""
-    return path.with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.tmp")
+    """Where the content of ``path`` is written before the rename: ``.<name>.<host>-<pid>-<token>.tmp``."""
+    return path.with_name(f".{path.name}.{_host()}-{os.getpid()}-{os.urandom(4).hex()}.tmp")
 
 
-def is_temporary(path: Path) -> bool:
-    return path.name.startswith(".") and path.name.endswith(".tmp")
+def _owner(path: Path) -> tuple[str, int] | None:
+    """(host, pid) of the process that writes the temporary ``path``, if it follows our naming."""
+    parts = path.name[: -len(".tmp")].rsplit(".", 1)[-1].split("-")
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def remove_temporaries(directory: str | os.PathLike) -> list[Path]:
-    """Delete the ``.*.tmp`` files under ``directory`` left by killed writers.
+    """Delete the ``.*.tmp`` files under ``directory`` whose writer (a process on this host) is dead.
 
-    Call it only while holding the directory's lock (:mod:`pfdist.lock`): then no live writer
-    owns any of them.
+    Temporaries of live processes, and of other hosts, are left alone: each writer removes its
+    own when a write fails, and a killed writer's are removed by the next run.
     """
-    removed = []
+    removed, host = [], _host()
     for path in Path(directory).rglob(".*.tmp"):
-        if path.is_file():
+        owner = _owner(path)
+        if owner is not None and owner[0] == host and owner[1] != os.getpid() and not _alive(owner[1]) and path.is_file():
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed

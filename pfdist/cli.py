@@ -220,6 +220,7 @@ def student(
     descriptor: Optional[Path] = typer.Option(None, help="TorchScript descriptor file; default: pixels."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache teacher maps here (keyed by content)."),
+    wait: bool = typer.Option(False, "--wait", help="If another process is training in DIR, wait for it instead of failing."),
 ) -> None:
     """Train one student on N teacher samples; report E_gen, E_mem, losses and copy share."""
     from pfdist.atomic import check_writable
@@ -233,7 +234,7 @@ def student(
         with bar:
             rec = teacher_student(model, n, net_cfg, train_cfg, out, shape=shape, eval_config=eval_cfg,
                                   dataset_index=dataset_index, descriptor=descriptor, eval_epochs=epochs,
-                                  device=device, cache_dir=cache_dir, progress=update)
+                                  device=device, cache_dir=cache_dir, progress=update, wait=wait)
     except (PFDistError, ValueError) as e:
         fail(str(e))
     typer.echo(f"|θ| = {rec['params']:,}  N = {n}")
@@ -291,7 +292,7 @@ def reproduce(
     teacher: Optional[Path] = typer.Option(None, help="Teacher file or checkpoint; replaces the preset's (paper needs one)."),
     workers: Optional[int] = typer.Option(None, help="Local engine: students trained in parallel processes (default: the preset's)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ..."),
-    shard: Optional[str] = typer.Option(None, help="Run only shard i of m ('i/m') of the students, e.g. on one of m machines."),
+    shard: Optional[str] = typer.Option(None, help="Run only shard i of m ('i/m') of the unique students, e.g. on one of m machines."),
     engine: str = typer.Option("local", help=ENGINE_HELP),
     address: Optional[str] = typer.Option(None, help="Ray: cluster address ('auto': the cluster of this machine; default: a new local one)."),
     cpus_per_unit: Optional[float] = typer.Option(None, help="Ray/Slurm: CPUs per unit (default 1)."),
@@ -302,6 +303,7 @@ def reproduce(
     units_per_task: int = typer.Option(1, help="Slurm: units run one after another in each array task (group small units)."),
     max_parallel: Optional[int] = typer.Option(None, help="Slurm: array tasks running at once."),
     overrides: Optional[str] = typer.Option(None, "--set", help='Preset changes, JSON or .json file, e.g. {"eval": {"num_samples": 500}, "dynamics": null}.'),
+    wait: bool = typer.Option(False, "--wait", help="If another run holds the directory, wait for it instead of failing."),
 ) -> None:
     """Run the three studies (scaling, dynamics, bias-variance); write CSVs, figures and a report.
 
@@ -336,10 +338,12 @@ def reproduce(
         if overrides:
             p = override(p, _json_option(overrides, "set"))
         summary = run(p, out or Path("runs") / p.name, workers=workers, device=device, shard=parts,
-                      engine=engine, engine_options=options)
+                      engine=engine, engine_options=options, wait=wait)
     except PFDistError as e:
         fail(str(e))
-    typer.echo(f"{summary['ran']} of {summary['units']} students trained now; wall {summary['wall_s']:.0f} s")
+    shared = summary["units"] - summary.get("unique", summary["units"])
+    typer.echo(f"{summary['ran']} students trained now; {summary.get('unique', summary['units'])} unique students "
+               f"({shared} shared between experiments); wall {summary['wall_s']:.0f} s")
     typer.echo(f"report: {summary['report'][0]} and {summary['report'][1]}")
 
 

@@ -77,13 +77,16 @@ def reproduce(
     show_progress: bool = True,
     engine: str = "local",
     engine_options: dict | None = None,
+    wait: bool = False,
 ) -> dict[str, Any]:
     """Run ``preset`` in ``run_dir`` (resuming) on ``engine`` (local, ray or slurm, see
-    :func:`run_preset`), then write figures and report.md / report.html."""
+    :func:`run_preset`), then write figures and report.md / report.html.
+
+    ``wait``: wait for another run holding ``run_dir`` instead of failing."""
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     summary = run_preset(preset, run_dir, workers=workers, device=device, shard=shard, show_progress=show_progress,
-                         engine=engine, engine_options=engine_options)
+                         engine=engine, engine_options=engine_options, wait=wait)
     save_sample_grid_tensors(Context(preset, run_dir, device))
     found = analyze(run_dir)
     figures = draw(run_dir, fits=(found["collapse"], found["copy_collapse"]))

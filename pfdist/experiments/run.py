@@ -1,7 +1,25 @@
-"""Running a preset: check the run directory, do the unfinished units, write the tables."""
+"""Running a preset: validate, lock and claim the run directory, do the unfinished units, write the tables.
+
+The steps are separate functions; an execution engine (:mod:`pfdist.experiments.engines`:
+local, ray, slurm) runs the units in the middle:
+
+1. :func:`prepare` validates everything (engine options, teacher loads, device exists, shard)
+   and writes nothing;
+2. :func:`claim_run_dir` records the preset in ``config.json`` (or refuses a directory made by
+   another config), under the run directory's lock;
+3. :func:`units_to_run` lists the unfinished unique students of this shard;
+4. the engine runs them (local workers end when this process dies);
+5. :func:`check_finished` and :func:`pfdist.experiments.tables.write_tables` write the CSVs.
+
+Locking: an unsharded run holds the run directory's lock (:class:`pfdist.lock.DirectoryLock`)
+from claim to tables, so a second run on the same ``--out`` is refused, naming the holder (or
+waits, with ``wait``). Sharded runs take it only to claim and to write tables, so shards on
+several machines can share the directory; each student's directory is locked while it trains.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -9,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pfdist import checks
 from pfdist.atomic import atomic_write_json
 from pfdist.errors import PFDistError
 from pfdist.experiments.config import Preset
@@ -16,25 +35,85 @@ from pfdist.experiments.engines import UnitJob, get_engine
 from pfdist.experiments.engines.job import remember
 from pfdist.experiments.tables import write_tables
 from pfdist.experiments.units import Context, Unit, units_of
+from pfdist.lock import DirectoryLock
 
 CONFIG = "config.json"
 
 
-def check_run_dir(preset: Preset, run_dir: Path) -> None:
-    """Claim ``run_dir`` for this preset, or fail if another config made it."""
+def prepare(preset: Preset, run_dir: str | os.PathLike, *, device: Any = None,
+            shard: tuple[int, int] | None = None) -> Context:
+    """Validate a run before anything is written: the directory is usable, the teacher loads,
+    the device exists, the shard is well formed."""
+    if not isinstance(preset, Preset):
+        raise PFDistError(f"preset must be a Preset, got {type(preset).__name__}.")
+    if shard is not None:
+        if not (isinstance(shard, tuple) and len(shard) == 2):
+            raise PFDistError(f"shard must be (i, m), got {shard!r}.")
+        m = checks.integer("shard m", shard[1], lo=1)
+        checks.integer("shard i", shard[0], lo=0, hi=m - 1)
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise PFDistError(f"{run_dir} exists and is not a directory; choose another --out.")
+    if device is not None:
+        checks.device("device", device)
+    return Context(preset, run_dir, device)
+
+
+def claim_run_dir(preset: Preset, run_dir: Path) -> None:
+    """Record ``preset`` in ``run_dir/config.json``, or fail if another config made the directory.
+
+    Call it holding the directory's lock, after :func:`prepare` (a failed start claims nothing).
+    """
     path = run_dir / CONFIG
     if path.is_file():
         try:
             saved = json.loads(path.read_text())
         except json.JSONDecodeError:
             raise PFDistError(f"{path} is corrupt; delete {run_dir} or choose another --out.") from None
-        if saved.get("key") != preset.key():
+        if not isinstance(saved, dict) or saved.get("key") != preset.key():
+            name = saved.get("preset", {}).get("name") if isinstance(saved, dict) else None
             raise PFDistError(
-                f"{run_dir} holds a run of another config (preset {saved.get('preset', {}).get('name')!r}); "
+                f"{run_dir} holds a run of another config (preset {name!r}); "
                 "choose another --out, or delete it to start over."
             )
         return
     atomic_write_json(path, {"key": preset.key(), "preset": preset.to_dict()})
+
+
+def check_run_dir(preset: Preset, run_dir: Path) -> None:
+    """Claim ``run_dir`` under its lock (kept for callers of the earlier API)."""
+    with DirectoryLock(run_dir):
+        claim_run_dir(preset, Path(run_dir))
+
+
+def units_to_run(ctx: Context, shard: tuple[int, int] | None = None) -> list[int]:
+    """Indices (into ``units_of(preset)``) of the unfinished unique students of this shard.
+
+    Experiments share students (scaling and bias-variance at dataset 0); each student is
+    counted once, and shards split the unique students, so no two shards train the same one.
+    """
+    units = units_of(ctx.preset)
+    seen: dict[str, int] = {}
+    for i, unit in enumerate(units):
+        seen.setdefault(ctx.key(unit), i)
+    unique = list(seen.values())
+    mine = unique if shard is None else unique[shard[0]::shard[1]]
+    return [i for i in mine if not ctx.is_done(units[i])]
+
+
+def check_finished(ctx: Context) -> None:
+    """Before writing tables from a whole run: every unit has verified results with its full
+    evaluation history (a unit that lost some would silently drop rows from the tables)."""
+    unfinished = [u for u in units_of(ctx.preset) if not ctx.is_done(u)]
+    if unfinished:
+        raise PFDistError(f"{len(unfinished)} students have no complete results after the run (first: "
+                          f"{_describe(unfinished[0])} in {ctx.unit_dir(unfinished[0])}); rerun to complete them.")
+
+
+def worker_count(requested: int | None, preset: Preset, todo: int) -> int:
+    """Local workers: at most the CPUs here and the units to do; at least 1."""
+    workers = checks.integer("workers", requested if requested is not None else preset.workers, lo=1)
+    return max(1, min(workers, os.cpu_count() or 1, todo))
 
 
 def run_preset(
@@ -47,53 +126,57 @@ def run_preset(
     show_progress: bool = True,
     engine: str = "local",
     engine_options: dict | None = None,
+    wait: bool = False,
 ) -> dict:
     """Do every unfinished unit of ``preset`` in ``run_dir`` and write its CSV tables.
 
     ``engine`` runs the units: ``local`` (this machine; ``workers`` > 1 runs units in that many
-    spawned processes, threads split between them, and a script calling this then needs the usual
-    ``if __name__ == "__main__":`` guard), ``ray`` or ``slurm``, with ``engine_options`` (see
-    :mod:`pfdist.experiments.engines`).
-    ``shard=(i, m)`` does only units i, i+m, i+2m, ... (for spreading one run over machines);
-    the tables are written from whatever results exist. Returns timing and counts.
+    spawned processes, at most the CPU count and the number of units, threads split between
+    them, and a script calling this then needs the usual ``if __name__ == "__main__":`` guard),
+    ``ray`` or ``slurm``, with ``engine_options`` (see :mod:`pfdist.experiments.engines`).
+    ``shard=(i, m)`` does only every m-th unique student (for spreading one run over machines
+    sharing the directory); the tables are written from whatever results exist. ``wait`` waits
+    for another run holding the directory instead of failing. Returns timing and counts.
     """
     run_dir = Path(run_dir)
+    t0 = time.perf_counter()
     options = dict(engine_options or {})
     if engine == "local":
-        options.setdefault("workers", preset.workers if workers is None else workers)
-    runner = get_engine(engine, **options)  # bad options are refused before the run directory is claimed
-    check_run_dir(preset, run_dir)
-    t0 = time.perf_counter()
-    ctx = Context(preset, run_dir, device)
+        options["workers"] = checks.integer("workers", options.get("workers", preset.workers if workers is None
+                                                                   else workers), lo=1)
+    get_engine(engine, **options)  # bad options are refused before the run directory is claimed
+    ctx = prepare(preset, run_dir, device=device, shard=shard)
     units = units_of(preset)
-    mine = [i for i in range(len(units)) if shard is None or i % shard[1] == shard[0]]
-    todo = [i for i in mine if not ctx.is_done(units[i])]
-    # Unique units only (experiments may share a student).
-    seen, unique = set(), []
-    for i in todo:
-        k = ctx.key(units[i])
-        if k not in seen:
-            seen.add(k)
-            unique.append(i)
-    ctx.teacher_outputs  # computed (and cached) once before fanning out
-    for i in unique:
-        ctx.train_data(units[i])  # nested stream and independent sets, cached on disk
-    device_name = None if device is None else str(device)
-    remember(ctx, device_name)  # units run in this process reuse the teacher's maps in memory
-    jobs = [UnitJob(preset.to_dict(), str(run_dir), i, _describe(units[i]), device_name) for i in unique]
-    bar = _bar(len(unique), show_progress)
+    whole = DirectoryLock(run_dir, wait=wait) if shard is None else contextlib.nullcontext()
+    with whole:
+        with DirectoryLock(run_dir, wait=wait):
+            claim_run_dir(preset, run_dir)
+            todo = units_to_run(ctx, shard)
+            ctx.teacher_outputs  # computed (and cached) once before fanning out
+            for i in todo:
+                ctx.train_data(units[i])  # nested stream and independent sets, cached on disk
+        if engine == "local":
+            options["workers"] = worker_count(options["workers"], preset, len(todo))
+        runner = get_engine(engine, **options)
+        device_name = None if device is None else str(device)
+        remember(ctx, device_name)  # units run in this process reuse the teacher's maps in memory
+        jobs = [UnitJob(preset.to_dict(), str(run_dir), i, _describe(units[i]), device_name) for i in todo]
+        bar = _bar(len(jobs), show_progress)
 
-    def done(job: UnitJob) -> None:
-        bar.set_postfix_str(job.label, refresh=False)
-        bar.update(1)
+        def done(job: UnitJob) -> None:
+            bar.set_postfix_str(job.label, refresh=False)
+            bar.update(1)
 
-    try:
-        runner.run(jobs, done)
-    finally:
-        bar.close()
-    tables = write_tables(ctx)
-    wall = time.perf_counter() - t0
-    return {"units": len(units), "ran": len(unique), "wall_s": wall, "tables": [str(p) for p in tables]}
+        try:
+            runner.run(jobs, done)
+        finally:
+            bar.close()
+        with DirectoryLock(run_dir, wait=True, cleanup=False):
+            if shard is None:
+                check_finished(ctx)
+            tables = write_tables(ctx)
+    return {"units": len(units), "unique": len({ctx.key(u) for u in units}), "ran": len(todo),
+            "wall_s": time.perf_counter() - t0, "tables": [str(p) for p in tables]}
 
 
 def _describe(unit: Unit) -> str:

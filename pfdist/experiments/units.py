@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 
 from pfdist.descriptors import identity
+from pfdist.errors import PFDistError
 from pfdist.flows import resolve_device
 from pfdist.experiments.config import Preset, Student
 from pfdist.nets import normalize_config
@@ -64,7 +65,7 @@ class Context:
         self.teacher = load_teacher(preset.teacher)
         shape = data_shape(self.teacher)
         if shape is None:
-            raise ValueError("the teacher does not say its data shape")
+            raise PFDistError("the preset's teacher does not say its data shape; use a distribution or checkpoint that does.")
         self.shape = shape
         self.cache = self.run_dir / "cache"
         self._teacher_outputs = None

@@ -8,14 +8,18 @@ sets for bias-variance. Evaluation seeds start at 100 000, test-loss samples at 
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from torch import Tensor
 
+from pfdist.atomic import CorruptFileError, atomic_save_tensors, load_tensors_checked, warn_corrupt
 from pfdist.denoisers import EmpiricalDenoiser
 from pfdist.errors import PFDistError
 from pfdist.flows import FlowSettings, flow_outputs
+from pfdist.hashing import content_hash, fingerprint
 from pfdist.ode import data_shape
 
 EVAL_SEED = 100_000
@@ -53,7 +57,12 @@ def teacher_samples(
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Tensor:
-    """The teacher's samples Phi_teacher(x_T) on ``seeds``, ``(len(seeds), *shape)`` on the CPU."""
+    """The teacher's samples Phi_teacher(x_T) on ``seeds``, ``(len(seeds), *shape)`` on the CPU.
+
+    With ``cache_dir`` (and a teacher with a content fingerprint) the samples are stored as a
+    checksummed safetensors file keyed by the teacher, seeds, shape and flow settings; a file
+    that fails its checksum is recomputed, with one warning line.
+    """
     if isinstance(teacher, EmpiricalDenoiser) and len(seeds) > len(teacher):
         raise PFDistError(
             f"the teacher is a finite set of {len(teacher)} points and cannot supply N = {len(seeds)} "
@@ -62,6 +71,29 @@ def teacher_samples(
     own = data_shape(teacher)
     if own is not None and own != tuple(shape):
         raise PFDistError(f"the teacher's data shape is {own}, not {tuple(shape)}.")
+    settings = settings or FlowSettings()
+    path = _cache_path(teacher, seeds, shape, settings, cache_dir)
+    if path is not None and path.is_file():
+        try:
+            values = load_tensors_checked(path)[0]["data"]
+            if tuple(values.shape) == (len(seeds), *shape):
+                if progress:
+                    progress(len(seeds))
+                return values
+            raise CorruptFileError(f"{path} holds {tuple(values.shape)}, not {(len(seeds), *shape)}")
+        except (CorruptFileError, KeyError) as e:
+            warn_corrupt(e if isinstance(e, CorruptFileError) else CorruptFileError(f"{path} has no 'data'"))
     out = flow_outputs(teacher, shape=shape, num_samples=len(seeds), seed=seeds.start, flow=settings,
-                       batch_size=batch_size, device=device, cache_dir=cache_dir, progress=progress)
+                       batch_size=batch_size, device=device, progress=progress)
+    if path is not None:
+        atomic_save_tensors(path, {"data": out.values}, checksum=True)
     return out.values
+
+
+def _cache_path(teacher: Any, seeds: range, shape: Sequence[int], settings: FlowSettings,
+                cache_dir: str | os.PathLike | None) -> Path | None:
+    fp = fingerprint(teacher) if cache_dir is not None else None
+    if fp is None:
+        return None
+    key = content_hash("teacher_samples/v1", fp, seeds.start, len(seeds), list(shape), dataclasses.asdict(settings))
+    return Path(cache_dir) / f"data-{key[:32]}.safetensors"

@@ -12,11 +12,12 @@ import torch
 from torch import Tensor
 
 from pfdist import checks
-from pfdist.atomic import atomic_write_json
+from pfdist.atomic import CorruptFileError, atomic_write_json, read_json_checked, warn_corrupt
 from pfdist.descriptors import Descriptor, resolve_descriptor
 from pfdist.errors import PFDistError
 from pfdist.flows import FlowOutputs, flow_outputs, resolve_device
 from pfdist.hashing import content_hash, fingerprint
+from pfdist.lock import DirectoryLock
 from pfdist.nets import count_parameters, normalize_config
 from pfdist.ode import data_shape
 from pfdist.protocol.data import TEST_SEED, dataset_seeds, teacher_samples
@@ -44,16 +45,34 @@ def student_key(teacher: Callable, n: int, net_config: dict, train_config: Train
                         eval_config.to_dict(), dataset_index, descriptor_fingerprint(descriptor), sorted(eval_epochs))
 
 
+def missing_evaluations(record: dict) -> list[int]:
+    """Evaluation epochs a results record asked for (``eval_epochs``) but has no history entry for."""
+    have = {h.get("epoch") for h in record.get("history", []) if isinstance(h, dict)}
+    return [e for e in record.get("eval_epochs", []) if e not in have]
+
+
 def read_results(out_dir: str | os.PathLike, key: str | None = None) -> dict | None:
-    """The finished results in ``out_dir`` (None if absent or for another key)."""
+    """The finished, verified results in ``out_dir``, or None (absent, for another key, or bad).
+
+    A record that fails its checksum, or whose history lacks some of its evaluation epochs, is
+    not used: one warning line says so and the unit counts as unfinished (rerunning it resumes
+    from its checkpoint, which holds the evaluations).
+    """
     path = Path(out_dir) / RESULTS
     if not path.is_file():
         return None
     try:
-        record = json.loads(path.read_text())
-    except json.JSONDecodeError:
+        record = read_json_checked(path)
+    except CorruptFileError as e:
+        warn_corrupt(e, "the student counts as unfinished")
         return None
-    return record if key is None or record.get("key") == key else None
+    if key is not None and record.get("key") != key:
+        return None
+    lost = missing_evaluations(record)
+    if lost:
+        warn_corrupt(CorruptFileError(f"{path} lacks the evaluations at epochs {lost}"), "the student counts as unfinished")
+        return None
+    return record
 
 
 def teacher_student(
@@ -73,6 +92,7 @@ def teacher_student(
     device: Any = None,
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    wait: bool = False,
 ) -> dict[str, Any]:
     """Train a student on N teacher samples and report E_gen, E_mem, losses and copy share.
 
@@ -81,6 +101,8 @@ def teacher_student(
     already there, returns them without recomputing. ``eval_epochs`` adds the same report at
     those epochs (``history``). ``teacher_outputs`` / ``train_data`` may be passed in to share
     them across students (they must be the teacher's maps on the evaluation / dataset seeds).
+    ``out_dir`` is locked while the student trains: another process gets a clear error naming
+    the holder, or waits for it with ``wait=True``.
     """
     device = resolve_device(device)
     shape = shape if shape is not None else data_shape(teacher)
@@ -95,57 +117,67 @@ def teacher_student(
             f"the student's data shape {tuple(net_config['shape'])} differs from the teacher's {shape}; "
             "set net_config['shape'] to the teacher's shape."
         )
+    if not isinstance(train_config, TrainConfig):
+        raise PFDistError(f"train_config must be a TrainConfig, got {type(train_config).__name__}.")
+    if not isinstance(eval_config, EvalConfig):
+        raise PFDistError(f"eval_config must be an EvalConfig, got {type(eval_config).__name__}.")
     desc = resolve_descriptor(descriptor)
-    eval_epochs = sorted({int(e) for e in eval_epochs})
+    eval_epochs = sorted({checks.integer("eval epoch", e, lo=0, hi=train_config.epochs) for e in eval_epochs})
+    seeds = dataset_seeds(n, checks.integer("dataset_index", dataset_index, lo=0),
+                          eval_seeds=range(eval_config.seed, eval_config.seed + eval_config.num_samples))
     key = student_key(teacher, n, net_config, train_config, eval_config, dataset_index, desc, eval_epochs)
     done = read_results(out_dir, key)
     if done is not None:
         return done
-    t0 = time.perf_counter()
-    seeds = dataset_seeds(n, dataset_index, eval_seeds=range(eval_config.seed, eval_config.seed + eval_config.num_samples))
-    if train_data is None:
-        train_data = teacher_samples(teacher, seeds, shape=shape, settings=eval_config.settings(), device=device,
-                                     cache_dir=cache_dir)
-    elif train_data.shape != (n, *shape):
-        raise PFDistError(f"train_data must be (N, *shape) = {(n, *shape)}; got {tuple(train_data.shape)}.")
-    test_data = teacher_samples(teacher, range(TEST_SEED, TEST_SEED + eval_config.test_samples), shape=shape,
-                                settings=eval_config.settings(), device=device, cache_dir=cache_dir)
-    if teacher_outputs is None:
-        teacher_outputs = teacher_map(teacher, shape, eval_config, device=device, cache_dir=cache_dir)
-    def evaluate(student: torch.nn.Module, cache: Any = None) -> dict[str, Any]:
-        return evaluate_student(student, teacher_outputs=teacher_outputs, train_data=train_data, test_data=test_data,
-                                config=eval_config, descriptor=desc, device=device, cache_dir=cache)
+    with DirectoryLock(out_dir, wait=wait):
+        done = read_results(out_dir, key)  # finished by another process while we waited
+        if done is not None:
+            return done
+        t0 = time.perf_counter()
+        if train_data is None:
+            train_data = teacher_samples(teacher, seeds, shape=shape, settings=eval_config.settings(), device=device,
+                                         cache_dir=cache_dir)
+        elif train_data.shape != (n, *shape):
+            raise PFDistError(f"train_data must be (N, *shape) = {(n, *shape)}; got {tuple(train_data.shape)}.")
+        test_data = teacher_samples(teacher, range(TEST_SEED, TEST_SEED + eval_config.test_samples), shape=shape,
+                                    settings=eval_config.settings(), device=device, cache_dir=cache_dir)
+        if teacher_outputs is None:
+            teacher_outputs = teacher_map(teacher, shape, eval_config, device=device, cache_dir=cache_dir)
 
-    history: list[dict] = []
+        def evaluate(student: torch.nn.Module, cache: Any = None) -> dict[str, Any]:
+            return evaluate_student(student, teacher_outputs=teacher_outputs, train_data=train_data, test_data=test_data,
+                                    config=eval_config, descriptor=desc, device=device, cache_dir=cache)
 
-    def callback(epoch: int, ema: torch.nn.Module, stats: dict) -> None:
-        ema.eval()
-        history.append({"epoch": epoch, "images": stats["images"], "epoch_train_loss": stats["loss"], **evaluate(ema)})
-        ema.train()
+        def callback(epoch: int, ema: torch.nn.Module, stats: dict) -> dict:
+            ema.eval()
+            record = {"epoch": epoch, "images": stats["images"], "epoch_train_loss": stats["loss"], **evaluate(ema)}
+            ema.train()
+            return record
 
-    out_dir = Path(out_dir)
-    t_train = time.perf_counter()
-    result = train(net_config, train_data.to(device), train_config, out_dir, callback=callback,
-                   epochs_to_eval=eval_epochs, progress=progress)
-    train_s = time.perf_counter() - t_train
-    student = result.denoiser.eval()
-    save_denoiser(out_dir / STUDENT, student, info={"n": n, "dataset_index": dataset_index, "key": key})
-    report = evaluate(student, cache_dir)  # the final map is cached for bias-variance and sample grids
-    record = {
-        "key": key,
-        "n": n,
-        "params": count_parameters(student),
-        "dataset_index": dataset_index,
-        "shape": list(shape),
-        "net_config": net_config,
-        "train_config": train_config.to_dict(),
-        "eval_config": eval_config.to_dict(),
-        "teacher": fingerprint(teacher),
-        "epochs": train_config.epochs,
-        "final_epoch_train_loss": result.history[-1] if result.history else None,
-        **report,
-        "history": history,
-        "wall_s": {"total": time.perf_counter() - t0, "train": train_s},
-    }
-    atomic_write_json(out_dir / RESULTS, record)
+        out_dir = Path(out_dir)
+        t_train = time.perf_counter()
+        result = train(net_config, train_data.to(device), train_config, out_dir, callback=callback,
+                       epochs_to_eval=eval_epochs, progress=progress)
+        train_s = time.perf_counter() - t_train
+        student = result.denoiser.eval()
+        save_denoiser(out_dir / STUDENT, student, info={"n": n, "dataset_index": dataset_index, "key": key})
+        report = evaluate(student, cache_dir)  # the final map is cached for bias-variance and sample grids
+        record = {
+            "key": key,
+            "n": n,
+            "params": count_parameters(student),
+            "dataset_index": dataset_index,
+            "shape": list(shape),
+            "net_config": net_config,
+            "train_config": train_config.to_dict(),
+            "eval_config": eval_config.to_dict(),
+            "teacher": fingerprint(teacher),
+            "epochs": train_config.epochs,
+            "final_epoch_train_loss": result.history[-1] if result.history else None,
+            **report,
+            "eval_epochs": eval_epochs,
+            "history": result.evaluations,
+            "wall_s": {"total": time.perf_counter() - t0, "train": train_s},
+        }
+        atomic_write_json(out_dir / RESULTS, record, checksum=True)
     return record

@@ -245,13 +245,49 @@ def train_step(state: TrainState, data: Tensor, config: TrainConfig, total_steps
 
 
 class TrainResult(NamedTuple):
-    """``denoiser``: the EMA network in eval mode; ``history[e - 1]``: mean train loss of epoch e."""
+    """``denoiser``: the EMA network in eval mode; ``history[e - 1]``: mean train loss of epoch e;
+    ``evaluations``: ``{"epoch": e, **callback's record}`` for every evaluated epoch, in order,
+    including those done before a resume (they are saved with each checkpoint)."""
 
     denoiser: EDMPrecond
     history: list[float]
+    evaluations: list[dict[str, Any]] = []
 
 
-Callback = Callable[[int, EDMPrecond, dict[str, Any]], None]
+Callback = Callable[[int, EDMPrecond, dict[str, Any]], "dict[str, Any] | None"]
+METRICS = "metrics.jsonl"
+
+
+def _flat(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}_"))
+        else:  # NaN / Inf (e.g. the train loss "before epoch 1") are not JSON; they become null
+            out[f"{prefix}{key}"] = None if isinstance(value, float) and not math.isfinite(value) else value
+    return out
+
+
+def write_metrics(out_dir: Path, history: list[float], evaluations: list[dict[str, Any]], images_per_epoch: int) -> Path:
+    """``metrics.jsonl``: one JSON object per epoch (0 only when evaluated), as EDM's stats.jsonl.
+
+    Each line has ``epoch``, ``images``, ``epoch_train_loss`` and, at evaluated epochs, the
+    callback's record flattened (``e_gen: {"pfd": ...}`` becomes ``e_gen_pfd``), so that
+    ``pandas.read_json(path, lines=True)`` gives one tidy table. Rewritten atomically with
+    each checkpoint, so it always matches the checkpoint's state.
+    """
+    import json
+
+    from pfdist.atomic import atomic_write_text
+
+    evaluated = {r["epoch"]: r for r in evaluations}
+    epochs = ([0] if 0 in evaluated else []) + list(range(1, len(history) + 1))
+    lines = []
+    for e in epochs:
+        row = {"epoch": e, "images": e * images_per_epoch, "epoch_train_loss": history[e - 1] if e else None}
+        row.update(_flat({k: v for k, v in evaluated.get(e, {}).items() if k != "epoch"}))
+        lines.append(json.dumps(row, sort_keys=True))
+    return atomic_write_text(out_dir / METRICS, "".join(line + "\n" for line in lines))
 
 
 def _check_data(data: Any, net_config: dict) -> Tensor:
@@ -323,21 +359,35 @@ def train(
     info = {"net_config": net_config, "train_config": config.to_dict(), "data_hash": content_hash(data),
             "data_shape": list(data.shape), "steps_per_epoch": steps_per_epoch}
     state = make_state(net_config, config, n, data.device)
-    start, history = 0, []
+    start, history, evaluations = 0, [], []
     if resume and has_checkpoint(out_dir):
         ckpt = load_checkpoint(out_dir)
         _check_resumable(ckpt.info, info, config, out_dir)
-        state.net.load_state_dict(ckpt.net)
-        state.ema.load_state_dict(ckpt.ema)
-        restore_optimizer(state.optimizer, ckpt.optimizer_state)
-        state.step, start, history = ckpt.info["step"], ckpt.info["epoch"], list(ckpt.info["history"])
+        saved = ckpt.info.get("evaluations", [])
+        lost = sorted(e for e in evals if e <= ckpt.info["epoch"]) if callback is not None else []
+        lost = [e for e in lost if e not in {r.get("epoch") for r in saved if isinstance(r, dict)}]
+        if lost:
+            import warnings
+
+            warnings.warn(f"checkpoint in {out_dir} lacks the evaluations at epochs {lost}; training again "
+                          "from the start so that the history is complete", RuntimeWarning, stacklevel=2)
+        else:
+            state.net.load_state_dict(ckpt.net)
+            state.ema.load_state_dict(ckpt.ema)
+            restore_optimizer(state.optimizer, ckpt.optimizer_state)
+            state.step, start, history = ckpt.info["step"], ckpt.info["epoch"], list(ckpt.info["history"])
+            evaluations = [r for r in saved if r.get("epoch") in evals]
+
+    def evaluate(epoch: int) -> None:
+        record = callback(epoch, state.ema, stats(epoch))
+        evaluations.append({**(record or {}), "epoch": epoch})
 
     def stats(epoch: int) -> dict[str, Any]:
         loss = history[epoch - 1] if epoch else math.nan
         return {"epoch": epoch, "step": state.step, "images": state.step * config.batch_size, "loss": loss}
 
     if callback is not None and start == 0 and 0 in evals:
-        callback(0, state.ema, stats(0))
+        evaluate(0)
     for epoch in range(start + 1, config.epochs + 1):
         first = state.step
         losses = torch.empty(steps_per_epoch, device=data.device)
@@ -355,9 +405,13 @@ def train(
                 f"and the last good checkpoint in {out_dir} was kept. "
                 f"Lower lr, add warmup_images or set grad_clip.")
         history.append(float(losses.mean()))
+        if callback is not None and epoch in evals:  # before the checkpoint, which then holds it
+            evaluate(epoch)
         if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
             save_checkpoint(out_dir, net=state.net, ema=state.ema, optimizer=state.optimizer,
-                            info={**info, "epoch": epoch, "step": state.step, "history": history})
-        if callback is not None and epoch in evals:
-            callback(epoch, state.ema, stats(epoch))
-    return TrainResult(state.ema, history)
+                            info={**info, "epoch": epoch, "step": state.step, "history": history,
+                                  "evaluations": evaluations})
+            write_metrics(out_dir, history, evaluations, steps_per_epoch * config.batch_size)
+    if start == config.epochs or config.epochs == 0:
+        write_metrics(out_dir, history, evaluations, steps_per_epoch * config.batch_size)
+    return TrainResult(state.ema, history, evaluations)

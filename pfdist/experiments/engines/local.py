@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from multiprocessing import get_context
@@ -10,6 +11,7 @@ from typing import Callable, Sequence
 import torch
 
 from pfdist.errors import PFDistError
+from pfdist.processes import exit_with_parent
 from pfdist.experiments.engines.job import UnitJob
 
 
@@ -29,7 +31,9 @@ class LocalEngine:
                 done(job)
             return
         threads = max(1, torch.get_num_threads() // self.workers)
-        with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn")) as pool:
+        # Workers end with this process (kill -9 included): see pfdist.processes.
+        with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=exit_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(replace(job, threads=job.threads or threads)): job for job in jobs}
             for fut in as_completed(futures):
                 fut.result()

@@ -1,0 +1,164 @@
+"""No silent data loss: the dynamics history survives a resume, corrupt files are detected and
+recomputed, metrics are logged per epoch, and nothing pfdist loads runs code."""
+
+import ast
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import pfdist
+from pfdist.atomic import (CorruptFileError, CorruptFileWarning, atomic_save_tensors, atomic_write_json,
+                           load_tensors_checked, read_json_checked)
+from pfdist.protocol import EvalConfig, read_results, teacher_samples, teacher_student
+from pfdist.training import TrainConfig, train
+
+EVAL = EvalConfig(num_samples=16, test_samples=16, loss_repeats=1, steps=4, batch_size=16)
+TRAIN = TrainConfig(batch_size=16, lr=2e-3, epochs=4, epoch_images=32, checkpoint_every=1)
+NET = {"arch": "mlp", "shape": [4], "width": 8, "depth": 1, "sigma_data": 1.0}
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    return pfdist.random_low_rank_mixture(4, 2, 2, scale=1.5, mean_scale=2.0, noise_std=0.1, seed=0)
+
+
+def record_of(epoch, ema, stats):
+    return {"weight_sum": float(sum(p.double().sum() for p in ema.parameters())), "loss": stats["loss"]}
+
+
+def test_history_is_restored_on_resume(tmp_path, one_thread):
+    data = torch.randn(8, 4)
+    full = train(NET, data, TRAIN, tmp_path / "full", callback=record_of, epochs_to_eval=(0, 1, 2, 3, 4))
+
+    def dies_at_3(epoch, ema, stats):
+        if epoch == 3:
+            raise KeyboardInterrupt  # killed after the epoch-2 checkpoint
+        return record_of(epoch, ema, stats)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(NET, data, TRAIN, tmp_path / "cut", callback=dies_at_3, epochs_to_eval=(0, 1, 2, 3, 4))
+    calls = []
+
+    def counting(epoch, ema, stats):
+        calls.append(epoch)
+        return record_of(epoch, ema, stats)
+
+    resumed = train(NET, data, TRAIN, tmp_path / "cut", callback=counting, epochs_to_eval=(0, 1, 2, 3, 4))
+    assert calls == [3, 4]  # only what the killed run had not done
+    assert [r["epoch"] for r in resumed.evaluations] == [0, 1, 2, 3, 4]
+
+    def same(a, b):  # NaN (the loss before epoch 1) equals itself here
+        return a.keys() == b.keys() and all(a[k] == b[k] or (a[k] != a[k] and b[k] != b[k]) for k in a)
+
+    assert all(same(a, b) for a, b in zip(resumed.evaluations, full.evaluations))  # bit-identical
+
+
+def test_checkpoint_without_the_history_is_not_resumed(tmp_path, one_thread):
+    data = torch.randn(8, 4)
+    train(NET, data, TrainConfig(**{**TRAIN.to_dict(), "epochs": 2}), tmp_path)  # no evaluations recorded
+    with pytest.warns(RuntimeWarning, match="lacks the evaluations at epochs"):
+        result = train(NET, data, TRAIN, tmp_path, callback=record_of, epochs_to_eval=(1, 3))
+    assert [r["epoch"] for r in result.evaluations] == [1, 3]
+
+
+def test_lost_results_of_a_dynamics_unit_keep_their_history(teacher, tmp_path, one_thread):
+    first = teacher_student(teacher, 8, NET, TRAIN, tmp_path, eval_config=EVAL, eval_epochs=(0, 2, 4))
+    (tmp_path / "results.json").unlink()
+    again = teacher_student(teacher, 8, NET, TRAIN, tmp_path, eval_config=EVAL, eval_epochs=(0, 2, 4))
+    assert [h["epoch"] for h in again["history"]] == [0, 2, 4]
+    assert [h["e_gen"] for h in again["history"]] == [h["e_gen"] for h in first["history"]]
+
+
+def test_interrupted_dynamics_unit_has_its_whole_history(teacher, tmp_path, one_thread):
+    def killed(step, total, loss):
+        if step == 6:  # in epoch 3, after the epoch-2 checkpoint
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        teacher_student(teacher, 8, NET, TRAIN, tmp_path, eval_config=EVAL, eval_epochs=(0, 1, 2, 3, 4), progress=killed)
+    rec = teacher_student(teacher, 8, NET, TRAIN, tmp_path, eval_config=EVAL, eval_epochs=(0, 1, 2, 3, 4))
+    assert [h["epoch"] for h in rec["history"]] == [0, 1, 2, 3, 4]
+    # metrics.jsonl: one JSON line per epoch, evaluations flattened into columns.
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1, 2, 3, 4]
+    assert [r["e_gen_pfd"] for r in rows] == [h["e_gen"]["pfd"] for h in rec["history"]]
+    assert rows[0]["epoch_train_loss"] is None and all(math.isfinite(r["epoch_train_loss"]) for r in rows[1:])
+    assert [r["images"] for r in rows] == [e * 32 for e in range(5)]
+
+
+def test_edited_or_malformed_results_are_an_unfinished_unit(teacher, tmp_path, one_thread):
+    rec = teacher_student(teacher, 8, NET, TRAIN, tmp_path, eval_config=EVAL)
+    path = tmp_path / "results.json"
+    good = path.read_text()
+    path.write_text(good.replace(json.dumps(rec["e_gen"]["pfd"]), json.dumps(rec["e_gen"]["pfd"] / 2)))
+    with pytest.warns(CorruptFileWarning, match="fails its checksum"):
+        assert read_results(tmp_path, rec["key"]) is None
+    for bad in ("{", "[]", '{"key": 1}'):
+        path.write_text(bad)
+        with pytest.warns(CorruptFileWarning):
+            assert read_results(tmp_path, rec["key"]) is None
+    with pytest.warns(CorruptFileWarning):
+        again = teacher_student(teacher, 8, NET, TRAIN, tmp_path, eval_config=EVAL)  # recomputed from the checkpoint
+    assert again["e_gen"] == rec["e_gen"]
+    assert read_results(tmp_path, rec["key"]) == again
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_corrupt_dataset_cache_is_a_miss(teacher, tmp_path, damage):
+    seeds = range(0, 16)
+    clean = teacher_samples(teacher, seeds, shape=(4,), cache_dir=tmp_path)
+    (path,) = tmp_path.glob("data-*.safetensors")
+    raw = bytearray(path.read_bytes())
+    if damage == "flip":
+        raw[-5] ^= 0x10  # a byte of the tensor data
+    else:
+        raw = raw[: len(raw) // 2]
+    path.write_bytes(bytes(raw))
+    with pytest.warns(CorruptFileWarning, match=str(path.name)):
+        again = teacher_samples(teacher, seeds, shape=(4,), cache_dir=tmp_path)
+    assert torch.equal(again, clean)
+    assert torch.equal(load_tensors_checked(path)[0]["data"], clean)  # rewritten, good again
+
+
+def test_checked_files_round_trip_and_detect_damage(tmp_path):
+    atomic_write_json(tmp_path / "r.json", {"a": [1, 2.5], "b": None}, checksum=True)
+    assert read_json_checked(tmp_path / "r.json") == {"a": [1, 2.5], "b": None}
+    atomic_save_tensors(tmp_path / "t.safetensors", {"x": torch.arange(6.0)}, {"note": "n"}, checksum=True)
+    tensors, meta = load_tensors_checked(tmp_path / "t.safetensors")
+    assert torch.equal(tensors["x"], torch.arange(6.0)) and meta == {"note": "n"}
+    atomic_save_tensors(tmp_path / "plain.safetensors", {"x": torch.ones(2)})
+    with pytest.raises(CorruptFileError, match="no pfdist_sha256"):
+        load_tensors_checked(tmp_path / "plain.safetensors")
+
+
+# ----------------------------------------------------------------- no code from data files
+
+ROOT = Path(__file__).resolve().parents[1] / "pfdist"
+# Modules documented to load files that are code (TorchScript / torch.export archives).
+CODE_LOADERS = {"descriptors.py", "descriptors"}
+
+
+def _calls(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            yield node, ast.unparse(node.func)
+
+
+def test_nothing_in_pfdist_unpickles_or_loads_code_from_data_files():
+    for path in ROOT.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        rel = path.relative_to(ROOT)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
+                assert not {"pickle", "dill", "cloudpickle", "marshal", "shelve"} & {str(n).split(".")[0] for n in names}, rel
+        for call, name in _calls(tree):
+            if name.endswith("torch.load"):
+                kwargs = {k.arg: k.value for k in call.keywords}
+                ok = "weights_only" in kwargs and isinstance(kwargs["weights_only"], ast.Constant) and kwargs["weights_only"].value is True
+                assert ok, f"{rel}:{call.lineno}: torch.load without weights_only=True"
+            if name.endswith(("jit.load", "export.load", "package.PackageImporter")) or name in ("eval", "exec"):
+                assert rel.parts[0] in CODE_LOADERS or rel.name in CODE_LOADERS, f"{rel}:{call.lineno}: {name} loads code"
