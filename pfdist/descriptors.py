@@ -1,4 +1,8 @@
-"""Descriptors Psi: identity, any callable, or a TorchScript file (the way SSCD ships)."""
+"""Descriptors Psi: identity, any callable, or a TorchScript file (the way SSCD ships).
+
+A TorchScript file is code, not data: ``torch.jit.load`` runs what its author put in it (PyTorch
+has no safe mode), so load only files you trust, as you would run a script.
+"""
 
 from __future__ import annotations
 

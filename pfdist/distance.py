@@ -1,4 +1,4 @@
-"""The distance layer: per-sample squared distances and the PFD result (PAPER.md, Definition 1).
+"""The distance layer: per-sample squared distances and the PFD result (docs/method.md, §2).
 
     PFD(p, q) = ( E_{x_T} |Psi(Phi_p(x_T)) - Psi(Phi_q(x_T))|^2 )^(1/2)
 

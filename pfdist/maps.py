@@ -1,6 +1,6 @@
 """Maps from noise to data as values: the PF-ODE map of a denoiser, or any generator.
 
-PFD compares two maps Phi_p, Phi_q on the same x_T (PAPER.md, Definition 1). A map need not be
+PFD compares two maps Phi_p, Phi_q on the same x_T (docs/method.md, §1-2). A map need not be
 an ODE: ``generator(fn)`` wraps any ``x_T -> x_0`` callable (a one- or few-step distilled
 student, a consistency model, a closed form such as ``Gaussian.flow_map``), so a student can
 be compared with its teacher's 35-NFE ODE map. Precomputed outputs

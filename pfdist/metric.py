@@ -1,4 +1,4 @@
-"""Probability flow distance between two maps on shared seeds (PAPER.md, Definition 1).
+"""Probability flow distance between two maps on shared seeds (docs/method.md, §2).
 
     PFD(p, q) = ( E_{x_T ~ N(0, T^2 I)} |Psi(Phi_p(x_T)) - Psi(Phi_q(x_T))|^2 )^(1/2)
 

@@ -149,6 +149,10 @@ def test_student_options_are_checked_before_training(specs, tmp_path, monkeypatc
                                        "--eval-epochs", "3"]), "--eval-epochs must be an integer in [0, 2]")
     one_line_error(runner.invoke(app, [*base, "-o", str(tmp_path / "s"), "--train", '{"batch_size": 2.5}']),
                    "batch_size must be an int")
+    one_line_error(runner.invoke(app, [*base, "-o", str(tmp_path / "s"), "--eval", '{"num_samples": 2.5}']),
+                   "num_samples must be an integer")
+    one_line_error(runner.invoke(app, [*base, "-o", str(tmp_path / "s"), "--eval", '{"loss_repeats": 0}']),
+                   "loss_repeats must be an integer")
     assert not (tmp_path / "s").exists()
 
 

@@ -191,3 +191,12 @@ def test_workers_are_capped():
     for bad in (0, -1, 2.5):
         with pytest.raises(pfdist.PFDistError, match="workers"):
             worker_count(bad, preset, 3)
+
+
+def test_tables_are_refused_when_a_unit_lacks_its_results(tmp_path, monkeypatch):
+    import pfdist.experiments.run as run_module
+
+    monkeypatch.setattr(run_module, "run_units", lambda *a, **k: None)  # as if a unit's results were lost
+    with pytest.raises(pfdist.PFDistError, match="no complete results"):
+        run_preset(tiny(bias_variance=None, scaling=Scaling((4,), (mlp(8),), TRAIN)), tmp_path, show_progress=False)
+    assert not (tmp_path / "scaling.csv").exists()

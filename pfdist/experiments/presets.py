@@ -80,7 +80,7 @@ def ddpmpp(model_channels: int) -> Student:
 
 
 def paper(teacher: str = "teacher.safetensors") -> Preset:
-    """The paper's setting (PAPER.md): an image teacher (e.g. EDM's CIFAR-10 network converted with
+    """The paper's setting (docs/method.md, §4): an image teacher (e.g. EDM's CIFAR-10 network converted with
     ``pfdist convert``), DDPM++ students of 0.88 M to 55.7 M parameters, N = 2^6..2^16, Heun 18
     steps, 10 000 evaluation seeds. For GPUs."""
     sizes = tuple(ddpmpp(c) for c in PAPER_WIDTHS)

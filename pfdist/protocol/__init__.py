@@ -3,10 +3,10 @@
 from pfdist.protocol.bias_variance import BiasVariance, bias_variance, decompose
 from pfdist.protocol.data import DATASET_STRIDE, EVAL_SEED, TEST_SEED, dataset_seeds, teacher_samples
 from pfdist.protocol.evaluate import EvalConfig, evaluate_student, mean_loss, memorization_ratio, wilson_interval
-from pfdist.protocol.student import read_results, student_key, teacher_map, teacher_student
+from pfdist.protocol.student import missing_evaluations, read_results, student_key, teacher_map, teacher_student
 
 __all__ = [
     "BiasVariance", "DATASET_STRIDE", "EVAL_SEED", "EvalConfig", "TEST_SEED", "bias_variance", "dataset_seeds",
-    "decompose", "evaluate_student", "mean_loss", "memorization_ratio", "read_results", "student_key",
+    "decompose", "evaluate_student", "mean_loss", "memorization_ratio", "missing_evaluations", "read_results", "student_key",
     "teacher_map", "teacher_samples", "teacher_student", "wilson_interval",
 ]

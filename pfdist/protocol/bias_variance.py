@@ -1,4 +1,4 @@
-"""Bias-variance decomposition of E_gen over students on independent datasets (PAPER.md, Def. 3).
+"""Bias-variance decomposition of E_gen over students on independent datasets (docs/method.md, §5).
 
 With K students and the 1/K mean m(x_T) = mean_k Psi(Phi_k(x_T)):
 

@@ -30,10 +30,10 @@ MAX_N = 1 << 20
 
 def dataset_seeds(n: int, index: int = 0, *, eval_seeds: range = range(EVAL_SEED, EVAL_SEED + 10_000)) -> range:
     """Seeds of training set ``index`` of size ``n``; checked disjoint from ``eval_seeds`` and the test seeds."""
-    if not isinstance(n, int) or n < 1:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise PFDistError(f"N must be a positive integer (got {n!r}).")
-    if index < 0:
-        raise PFDistError(f"dataset index must be >= 0 (got {index}).")
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise PFDistError(f"dataset index must be an integer >= 0 (got {index!r}).")
     if n > MAX_N:
         raise PFDistError(f"N = {n} exceeds the largest supported training set ({MAX_N}).")
     seeds = range(index * DATASET_STRIDE, index * DATASET_STRIDE + n)

@@ -1,4 +1,4 @@
-"""E_gen, E_mem, losses and the memorization ratio of one student (PAPER.md, Definition 2)."""
+"""E_gen, E_mem, losses and the memorization ratio of one student (docs/method.md, §3)."""
 
 from __future__ import annotations
 
