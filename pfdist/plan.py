@@ -19,6 +19,7 @@ from torch import Tensor
 
 from pfdist import distributed
 from pfdist.descriptors import Descriptor, resolve_descriptor
+from pfdist import checks
 from pfdist.errors import NonFiniteError, PFDistError
 from pfdist.maps import GeneratorMap, ODEMap, label_dim
 from pfdist.noise import noise, seeded_labels
@@ -33,15 +34,7 @@ def resolve_device(device: Any, *models: Any) -> torch.device:
     """The requested device, else the first module's, else the CPU; refuses devices that are absent."""
     if device is None:
         return next((d for d in map(_module_device, models) if d is not None), torch.device("cpu"))
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise PFDistError(f"device {device!r} is not a torch device; use 'cpu', 'cuda', 'cuda:1', ...") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise PFDistError(f"device {device} was asked for but CUDA is not available here; pass device='cpu'.")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise PFDistError(f"device {device} does not exist ({torch.cuda.device_count()} CUDA devices).")
-    return device
+    return checks.device("device", device)  # refuses absent devices and 'meta'
 
 
 def _module(model: Any) -> torch.nn.Module | None:
@@ -229,7 +222,7 @@ def _common_shape(sources: dict[str, Source], shape: Sequence[int] | None) -> tu
         if not known:
             raise PFDistError("pass shape=(...): no model says its data shape.")
         return next(iter(known.values()))
-    shape = tuple(int(s) for s in shape)
+    shape = checks.shape("shape", shape)  # positive ints only: (0,) or (-1,) are refused
     for name, own in known.items():
         if own != shape:
             raise PFDistError(f"{name} works on data of shape {own} but shape={shape} was asked for; "

@@ -191,3 +191,29 @@ def test_denoiser_records_need_a_bare_name_and_a_checksum(tmp_path, edit, match)
         pfdist.load_denoiser(path)
     with pytest.raises(pfdist.CheckpointError, match=match):
         load_spec(path.with_suffix(".json"))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(batch_size=2.5), "batch_size"), (dict(batch_size=None), "batch_size"),
+    (dict(seed=1.5), "seed must be an integer"), (dict(seed=2**64), "seed must be an integer"),
+    (dict(seed=-1), "seed must be an integer"), (dict(shape=(-1,)), "shape"),
+    (dict(num_samples=2.5), "num_samples"), (dict(device="meta"), "cannot run models"),
+])
+@pytest.mark.parametrize("api", ["pfd", "flow_outputs"])
+def test_api_arguments_are_checked(api, kwargs, match):
+    a, b = pfdist.Gaussian(torch.zeros(2), torch.eye(2)), pfdist.Gaussian(torch.ones(2), torch.eye(2))
+    if "shape" in kwargs:  # a callable that does not say its shape
+        a = b = lambda x, sigma: x * 0
+    with pytest.raises(pfdist.PFDistError, match=match):
+        if api == "pfd":
+            pfdist.pfd(a, b, **{"num_samples": 4, **kwargs})
+        else:
+            pfdist.flow_outputs(a, **{"num_samples": 4, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(steps="4"), "steps"), (dict(steps=2.5), "steps"),
+                                           (dict(rho=float("inf")), "rho"), (dict(sigma_max=float("nan")), "sigma_max")])
+def test_flow_settings_are_checked(kwargs, match):
+    g = pfdist.Gaussian(torch.zeros(2), torch.eye(2))
+    with pytest.raises(pfdist.PFDistError, match=match):
+        pfdist.pfd(g, g, num_samples=4, **kwargs)
