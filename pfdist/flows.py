@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from pfdist import distributed
-from pfdist.atomic import atomic_save_tensors
+from pfdist.atomic import CorruptFileError, atomic_save_tensors, load_tensors_checked, warn_corrupt
 from pfdist.descriptors import Descriptor, descriptor_fingerprint
 from pfdist import checks
 from pfdist.errors import PFDistError
@@ -75,15 +75,23 @@ def flow_outputs(
         key = content_hash("flow_outputs/v2", num_samples, {**record, "flow": side.flow and side.flow.to_dict()})
     path = Path(cache_dir) / f"flow-{key}.safetensors" if cache_dir is not None and key else None
     if path is not None and distributed.all_true(path.is_file()):  # every rank of a group, or none
-        from safetensors.torch import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            out = FlowOutputs.from_metadata(f.get_tensor("values"), json.loads(f.metadata()["pfdist"]))
-        if progress:
-            progress(num_samples)
-        return out
+        out = _read_cache(path)
+        if distributed.all_true(out is not None):  # a damaged entry anywhere is a miss everywhere
+            if progress:
+                progress(num_samples)
+            return out
     values = p.evaluate_range(range(seed, seed + num_samples), progress)
     out = FlowOutputs(values, nfe=side.nfe, key=key, descriptor_object=p.descriptor, **record)
     if path is not None and distributed.is_main():
-        atomic_save_tensors(path, {"values": values}, metadata={"pfdist": json.dumps(out.metadata())})
+        atomic_save_tensors(path, {"values": values}, metadata={"pfdist": json.dumps(out.metadata())}, checksum=True)
     return out
+
+
+def _read_cache(path: Path) -> FlowOutputs | None:
+    """A verified cache entry, or None (with one warning line) when it is damaged or unverifiable."""
+    try:
+        tensors, meta = load_tensors_checked(path)
+        return FlowOutputs.from_metadata(tensors["values"], json.loads(meta["pfdist"]))
+    except (CorruptFileError, KeyError, ValueError) as e:
+        warn_corrupt(e if isinstance(e, CorruptFileError) else CorruptFileError(f"{path} is malformed ({e})"))
+        return None

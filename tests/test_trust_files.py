@@ -184,3 +184,19 @@ def test_docstrings_cite_sections_of_docs_method_that_exist():
                 assert n in sections, f"{path} cites docs/method.md §{n}, which does not exist"
                 cited += 1
     assert cited >= 4
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_corrupt_flow_cache_is_a_miss(teacher, tmp_path, damage):
+    clean = pfdist.flow_outputs(teacher, num_samples=8, flow=pfdist.FlowSettings(steps=4), cache_dir=tmp_path).values
+    (path,) = tmp_path.glob("flow-*.safetensors")
+    raw = bytearray(path.read_bytes())
+    if damage == "flip":
+        raw[-3] ^= 0x01  # one bit of the last value: a silently different map without a checksum
+    else:
+        raw = raw[: len(raw) - 7]
+    path.write_bytes(bytes(raw))
+    with pytest.warns(CorruptFileWarning, match=path.name):
+        again = pfdist.flow_outputs(teacher, num_samples=8, flow=pfdist.FlowSettings(steps=4), cache_dir=tmp_path).values
+    assert torch.equal(again, clean)
+    assert torch.equal(pfdist.flow_outputs(teacher, num_samples=8, flow=pfdist.FlowSettings(steps=4), cache_dir=tmp_path).values, clean)
