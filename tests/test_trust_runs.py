@@ -196,7 +196,11 @@ def test_workers_are_capped():
 def test_tables_are_refused_when_a_unit_lacks_its_results(tmp_path, monkeypatch):
     import pfdist.experiments.run as run_module
 
-    monkeypatch.setattr(run_module, "run_units", lambda *a, **k: None)  # as if a unit's results were lost
+    class Idle:  # an engine that runs nothing, as if a unit's results were lost
+        def run(self, jobs, done):
+            pass
+
+    monkeypatch.setattr(run_module, "get_engine", lambda name, **options: Idle())
     with pytest.raises(pfdist.PFDistError, match="no complete results"):
         run_preset(tiny(bias_variance=None, scaling=Scaling((4,), (mlp(8),), TRAIN)), tmp_path, show_progress=False)
     assert not (tmp_path / "scaling.csv").exists()
