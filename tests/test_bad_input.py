@@ -104,6 +104,8 @@ def one_line_error(result, match):
     (["--device", "meta"], "cannot run models"),
     (["--device", "cuda:7" if torch.cuda.is_available() else "cuda"], "cuda"),
     (["--device", "banana"], "not a torch device"),
+    pytest.param(["--device", "mps"], "MPS is not available", marks=pytest.mark.skipif(
+        hasattr(torch.backends, "mps") and torch.backends.mps.is_available(), reason="this machine has MPS")),
     (["--steps", "100000000"], "--steps must be an integer"),
     (["--steps", "0"], "--steps must be an integer"),
     (["--batch-size", "0"], "--batch-size must be an integer"),
