@@ -8,6 +8,7 @@ from pfdist.denoisers import (
     nearest_neighbors,
     random_low_rank_mixture,
 )
+from pfdist.data import digits_mixture, load_digits
 from pfdist.descriptors import TorchScriptDescriptor
 from pfdist.errors import CheckpointError, DistributedError, NonFiniteError, PFDistError
 from pfdist.distance import PFDResult, squared_distances
@@ -56,6 +57,7 @@ __all__ = [
     "PFDResult",
     "PFDistError",
     "TorchScriptDescriptor",
+    "digits_mixture",
     "dpmpp_2m",
     "edm_sigmas",
     "euler",
@@ -63,6 +65,7 @@ __all__ = [
     "flow_outputs",
     "gaussian_pfd",
     "heun",
+    "load_digits",
     "nearest_neighbors",
     "noise",
     "pfd",

@@ -10,6 +10,8 @@ A spec is one of
     ``mean_scale``, ``noise_std``, ``seed`` (a random mixture of low-rank Gaussians);
   - ``"empirical"``: ``data``, a safetensors file (relative to the JSON) holding ``data``
     (N, *shape);
+  - ``"digits_mixture"``: optional ``rank`` (default 8): the exact mixture fitted to
+    scikit-learn's digits (:func:`pfdist.data.digits_mixture`);
   Tensor fields may instead live in a safetensors file named by ``"tensors"``.
 * a ``.safetensors`` file whose metadata has ``pfdist_type`` (one of the types above) and whose
   tensors are the fields (see :func:`save_distribution`);
@@ -33,7 +35,7 @@ from pfdist.denoisers import EmpiricalDenoiser, Gaussian, GaussianMixture, rando
 from pfdist.errors import PFDistError
 from pfdist.ode import data_shape  # noqa: F401  (the one shape look-up; re-exported for the CLI)
 
-TYPES = ("gaussian", "gaussian_mixture", "low_rank_mixture", "empirical")
+TYPES = ("gaussian", "gaussian_mixture", "low_rank_mixture", "empirical", "digits_mixture")
 
 
 def _read_tensors(path: Path) -> tuple[dict, dict]:
@@ -54,6 +56,7 @@ FIELDS = {
     "gaussian_mixture": ({"weights", "means"}, {"covs", "factors", "noise_std"}),
     "low_rank_mixture": ({"shape", "num_components", "rank"}, {"scale", "mean_scale", "noise_std", "seed", "weights"}),
     "empirical": ({"data"}, set()),
+    "digits_mixture": (set(), {"rank"}),
 }
 
 
@@ -104,6 +107,13 @@ def build_distribution(spec: dict, base_dir: Path = Path(".")) -> Any:
             mean_scale=spec.get("mean_scale", 0.0), noise_std=spec.get("noise_std", 0.0),
             seed=spec.get("seed", 0), weights=weights,
         )
+    if kind == "digits_mixture":
+        from pfdist.data import digits_mixture
+
+        rank = spec.get("rank", 8)
+        if not isinstance(rank, int) or isinstance(rank, bool):
+            raise PFDistError(f"a 'digits_mixture' spec's rank must be an integer (got {rank!r}).")
+        return digits_mixture(rank)
     data = spec["data"]
     if isinstance(data, str):
         tensors = _read_tensors(inside(base_dir, data, "'data'"))[0]
