@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pfdist.analysis.collapse import CollapseFit, collapse_x, fit_scaling
-from pfdist.analysis.dynamics import DynamicsReport, detect_run_dynamics, dynamics_key
+from pfdist.analysis.dynamics import DynamicsReport, detect_run_dynamics, dynamics_key, mean_over_seeds
 from pfdist.analysis.results import BIAS_VARIANCE, DYNAMICS, SCALING, SCHEMAS, read_rows
 from pfdist.atomic import atomic_write
 from pfdist.errors import PFDistError
@@ -256,7 +256,7 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
         fits = fits if fits is not None else fit_scaling(rows)
         paths += plot_scaling(rows, fits[0], out, copy_fit=fits[1])
     if rows_of.get(DYNAMICS):
-        paths += plot_dynamics(rows_of[DYNAMICS], detect_run_dynamics(rows_of[DYNAMICS]), out)
+        paths += plot_dynamics(mean_over_seeds(rows_of[DYNAMICS]), detect_run_dynamics(rows_of[DYNAMICS]), out)
     if rows_of.get(BIAS_VARIANCE):
         paths += plot_bias_variance(rows_of[BIAS_VARIANCE], out)
     return paths

@@ -94,6 +94,28 @@ def _bias_variance_blocks(rows: Sequence[dict[str, Any]] | None) -> list[Block]:
     ]
 
 
+def _real_vs_synthetic_blocks(rows: Sequence[dict[str, Any]] | None) -> list[Block]:
+    """Students trained on N real images next to the same students on N teacher samples."""
+    if not rows:
+        return []
+    pairs: dict[tuple, dict[str, dict]] = {}
+    for r in rows:
+        pairs.setdefault((r["params"], r["student"], r["n"]), {})["synthetic" if r["train_data"] == "teacher"
+                                                                  else "real"] = r
+    table = []
+    for (params, student, n), p in sorted(pairs.items()):
+        real, syn = p.get("real", {}), p.get("synthetic", {})
+        table.append((student, f"{params:,}", n, _fmt(real.get("e_mem", math.nan)), _fmt(syn.get("e_mem", math.nan)),
+                      _fmt(real.get("mem_ratio", math.nan)), _fmt(syn.get("mem_ratio", math.nan)),
+                      _fmt(real.get("e_gen", math.nan)), _fmt(syn.get("e_gen", math.nan))))
+    header = ("student", "|θ|", "N", "E_mem real", "E_mem synthetic", "copy share real", "copy share synthetic",
+              "E_gen real", "E_gen synthetic")
+    return [("h2", "Real vs synthetic training data"),
+            ("p", "The same students trained on N real training images or on N teacher samples; E_mem and the "
+                  "copy share refer to each student's own training set, E_gen to the teacher."),
+            ("table", header, table)]
+
+
 def _markdown(blocks: list[Block]) -> str:
     def cell(v: Any) -> str:
         return str(v).replace("|", "\\|").replace("\n", " ")
@@ -148,6 +170,7 @@ def write_report(
     wall_time_s: float,
     figures: Sequence[str | os.PathLike],
     copy_collapse: CollapseFit | None = None,
+    real_vs_synthetic_rows: Sequence[dict[str, Any]] | None = None,
 ) -> tuple[Path, Path]:
     """Write run_dir/report.md and run_dir/report.html; figures are linked relative to run_dir."""
     run_dir = Path(run_dir)
@@ -158,6 +181,7 @@ def write_report(
         blocks += _collapse_blocks(copy_collapse, "the memorization ratio (copy share)")
     blocks += _dynamics_blocks(dynamics)
     blocks += _bias_variance_blocks(bias_variance_rows)
+    blocks += _real_vs_synthetic_blocks(real_vs_synthetic_rows)
     if figures:
         blocks.append(("h2", "Figures"))
         for fig in figures:

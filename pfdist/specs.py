@@ -17,7 +17,8 @@ A spec is one of
   tensors are the fields (see :func:`save_distribution`);
 * a trained network: a directory or ``.json`` written by ``pfdist.training`` (loaded by
   :func:`pfdist.training.load_denoiser`), or by ``pfdist convert`` (``model.safetensors``);
-* an EDM snapshot ``.pkl``, read without running its code (:func:`pfdist.models.edm.load_edm`).
+* an EDM snapshot ``.pkl``, read without running its code (:func:`pfdist.models.edm.load_edm`);
+* ``pfdist:<name>``: a model shipped inside pfdist (``pfdist:digits-unet``).
 """
 
 from __future__ import annotations
@@ -140,7 +141,12 @@ def save_distribution(dist: Any, path: str | os.PathLike) -> Path:
 
 
 def load_spec(path: str | os.PathLike) -> Any:
-    """A denoiser from a spec file or a trained network (see the module docstring)."""
+    """A denoiser from a spec file or a trained network (see the module docstring), or a model
+    shipped with pfdist by name (``pfdist:digits-unet``)."""
+    from pfdist.data import PREFIX, packaged_path
+
+    if os.fspath(path).startswith(PREFIX):
+        path = packaged_path(os.fspath(path))
     path = Path(path)
     if not path.exists():
         raise PFDistError(f"{path} does not exist; give a distribution file (.json, .safetensors) or a checkpoint.")

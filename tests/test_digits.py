@@ -59,3 +59,10 @@ def test_digits_mixture_matches_class_statistics_and_total_variance():
     target = ((x - x.mean(0)) ** 2).sum(1).mean()
     assert abs(sq.mean() - target) < 4 * sq.std() / 40_000**0.5
     assert build_distribution({"type": "digits_mixture", "rank": 6}).fingerprint() == gm.fingerprint()
+
+
+def test_unknown_packaged_model_is_one_clear_error():
+    from pfdist.specs import load_spec
+
+    with pytest.raises(pfdist.PFDistError, match="pfdist:digits-unet"):
+        load_spec("pfdist:nope")

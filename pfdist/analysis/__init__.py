@@ -2,11 +2,11 @@
 
 from pfdist.analysis.collapse import CollapseFit, collapse_x, fit_collapse, fit_collapse_rows
 from pfdist.analysis.dynamics import (DoubleDescent, DynamicsReport, detect_dynamics, detect_run_dynamics,
-                                      dynamics_key)
+                                      dynamics_key, mean_over_seeds)
 from pfdist.analysis.results import BIAS_VARIANCE, DYNAMICS, SCALING, SCHEMAS, read_rows
 
 __all__ = [
     "BIAS_VARIANCE", "DYNAMICS", "SCALING", "SCHEMAS", "CollapseFit", "DoubleDescent", "DynamicsReport",
     "collapse_x", "detect_dynamics", "detect_run_dynamics", "dynamics_key", "fit_collapse",
-    "fit_collapse_rows", "read_rows",
+    "fit_collapse_rows", "mean_over_seeds", "read_rows",
 ]

@@ -172,8 +172,43 @@ def dynamics_key(student: str, n: int) -> str:
     return f"{student} N={n}"
 
 
+def mean_over_seeds(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of ``dynamics.csv`` averaged over training seeds: one row per (student, N, epoch).
+
+    Numeric columns become the mean over the S seeds; ``e_gen_stderr`` and ``e_mem_stderr``
+    become the standard error of that mean, ``max(std_between / sqrt(S), rms(stderr) / sqrt(S))``
+    (the between-seed spread, floored by the evaluation noise when S is small and the seeds agree
+    by chance); ``seeds`` = S. Rows without a ``seed`` column, or with one seed, pass through.
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["student"], row["params"], row["n"], row["epoch"]), []).append(row)
+    out = []
+    for group in groups.values():
+        if len(group) == 1:
+            out.append({**group[0], "seeds": 1})
+            continue
+        mean = dict(group[0], seeds=len(group))
+        for key, value in group[0].items():
+            if key in ("student", "params", "n", "epoch", "seed") or not isinstance(value, (int, float)):
+                continue
+            values = np.array([r[key] for r in group], dtype=float)
+            mean[key] = float(values.mean())
+        for name in ("e_gen", "e_mem"):
+            if name in group[0]:
+                values = np.array([r[name] for r in group], dtype=float)
+                given = np.array([r.get(f"{name}_stderr", np.nan) for r in group], dtype=float)
+                eval_se = float(np.sqrt(np.nanmean(given**2))) if np.isfinite(given).any() else 0.0
+                mean[f"{name}_stderr"] = max(float(values.std(ddof=1)), eval_se) / np.sqrt(len(group))
+        mean.pop("seed", None)
+        out.append(mean)
+    return out
+
+
 def detect_run_dynamics(rows: Sequence[dict[str, Any]]) -> dict[str, DynamicsReport]:
-    """``detect_dynamics`` for every (student, N) in rows of ``dynamics.csv``, by size then N."""
+    """``detect_dynamics`` for every (student, N) in rows of ``dynamics.csv``, by size then N, on the
+    mean curve over training seeds with its between-seed standard error (:func:`mean_over_seeds`)."""
+    rows = mean_over_seeds(rows)
     runs: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         runs.setdefault((row["params"], row["n"], row["student"]), []).append(row)

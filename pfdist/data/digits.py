@@ -15,6 +15,8 @@ the class frequencies, means the class means. Its denoiser and flow are exact.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import Tensor
 
@@ -23,6 +25,8 @@ from pfdist.errors import PFDistError
 
 SHAPE = (1, 8, 8)
 NUM_DIGITS = 1797
+# Trained by ``pfdist teacher digits`` (pfdist.experiments.digits_teacher); loaded as ``pfdist:digits-unet``.
+DIGITS_TEACHER = Path(__file__).parent / "teachers" / "digits-unet.safetensors"
 
 
 def _sklearn_digits():

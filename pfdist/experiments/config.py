@@ -30,12 +30,39 @@ class Scaling:
 
 @dataclass(frozen=True)
 class Dynamics:
-    """E_gen, E_mem and losses against epochs, for one student at N in each regime."""
+    """E_gen, E_mem and losses against epochs, for one student at N in each regime, trained once
+    per seed in ``seeds`` (replicates: detection runs on the mean curve, with its between-seed
+    interval)."""
 
     ns: tuple[int, ...]
     student: Student
     train: TrainConfig
     eval_epochs: tuple[int, ...]
+    seeds: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        seeds = tuple(self.seeds)
+        if not seeds or len(set(seeds)) != len(seeds) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in seeds):
+            raise PFDistError(f"Dynamics: seeds must be distinct ints >= 0, at least one; got {self.seeds!r}.")
+        object.__setattr__(self, "seeds", seeds)
+
+
+@dataclass(frozen=True)
+class RealVsSynthetic:
+    """Students trained on N real training images (``data``, a name in ``pfdist.data.REAL_DATA``)
+    next to the same students trained on N teacher samples: E_mem and copy share side by side."""
+
+    ns: tuple[int, ...]
+    students: tuple[Student, ...]
+    train: TrainConfig
+    data: str = "digits"
+
+    def __post_init__(self) -> None:
+        from pfdist.data import REAL_DATA
+
+        if self.data not in REAL_DATA:
+            raise PFDistError(f"RealVsSynthetic: unknown real data {self.data!r}; choose one of {sorted(REAL_DATA)}.")
 
 
 @dataclass(frozen=True)
@@ -58,13 +85,14 @@ class Preset:
     scaling: Scaling | None = None
     dynamics: Dynamics | None = None
     bias_variance: BiasVarianceStudy | None = None
+    real_vs_synthetic: RealVsSynthetic | None = None
     workers: int = 1
     notes: str = ""
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["eval"] = self.eval.to_dict()
-        for name in ("scaling", "dynamics", "bias_variance"):
+        for name in ("scaling", "dynamics", "bias_variance", "real_vs_synthetic"):
             part = getattr(self, name)
             if part is not None:
                 d[name]["train"] = part.train.to_dict()
@@ -76,6 +104,11 @@ class Preset:
         d.pop("workers")
         d.pop("notes")
         d.pop("name")
+        # Fields added later are left out at their defaults, so older run directories keep their key.
+        if d["real_vs_synthetic"] is None:
+            del d["real_vs_synthetic"]
+        if d["dynamics"] is not None and tuple(d["dynamics"]["seeds"]) == (0,):
+            del d["dynamics"]["seeds"]
         return content_hash("preset/v1", d)
 
     @classmethod
@@ -83,7 +116,7 @@ class Preset:
         """A preset from the form of :meth:`to_dict` (a parsed JSON file): missing keys take their
         defaults (an EvalConfig / TrainConfig field, ``workers``, ``notes``, an absent study);
         unknown keys, missing required ones and wrong types are refused with a PFDistError."""
-        d = _fields(d, "preset", {"name", "teacher"}, {"eval", "scaling", "dynamics", "bias_variance", "workers", "notes"})
+        d = _fields(d, "preset", {"name", "teacher"}, {"eval", "scaling", "dynamics", "bias_variance", "real_vs_synthetic", "workers", "notes"})
         if not isinstance(d["name"], str) or not d["name"]:
             raise PFDistError(f"preset: name must be a non-empty string (got {d['name']!r}).")
         if not isinstance(d["teacher"], (str, dict)):
@@ -93,9 +126,10 @@ class Preset:
             s = _fields(d["scaling"], "scaling", {"ns", "students"}, {"train"})
             d["scaling"] = Scaling(_ns(s["ns"], "scaling"), _students(s["students"], "scaling"), _train(s, "scaling"))
         if d.get("dynamics") is not None:
-            s = _fields(d["dynamics"], "dynamics", {"ns", "student", "eval_epochs"}, {"train"})
+            s = _fields(d["dynamics"], "dynamics", {"ns", "student", "eval_epochs"}, {"train", "seeds"})
             d["dynamics"] = Dynamics(_ns(s["ns"], "dynamics"), _students([s["student"]], "dynamics")[0],
-                                     _train(s, "dynamics"), _ints(s["eval_epochs"], "dynamics.eval_epochs", 0))
+                                     _train(s, "dynamics"), _ints(s["eval_epochs"], "dynamics.eval_epochs", 0),
+                                     _ints(s.get("seeds", [0]), "dynamics.seeds", 0))
         if d.get("bias_variance") is not None:
             s = _fields(d["bias_variance"], "bias_variance", {"ns", "students"}, {"train", "k"})
             k = s.get("k", 4)
@@ -103,6 +137,11 @@ class Preset:
                 raise PFDistError(f"bias_variance.k must be an integer >= 2 (got {k!r}).")
             d["bias_variance"] = BiasVarianceStudy(_ns(s["ns"], "bias_variance"), _students(s["students"], "bias_variance"),
                                                    _train(s, "bias_variance"), k)
+        if d.get("real_vs_synthetic") is not None:
+            s = _fields(d["real_vs_synthetic"], "real_vs_synthetic", {"ns", "students"}, {"train", "data"})
+            d["real_vs_synthetic"] = RealVsSynthetic(_ns(s["ns"], "real_vs_synthetic"),
+                                                     _students(s["students"], "real_vs_synthetic"),
+                                                     _train(s, "real_vs_synthetic"), s.get("data", "digits"))
         if not _is_int(d.get("workers", 1)) or d.get("workers", 1) < 1:
             raise PFDistError(f"preset: workers must be an integer >= 1 (got {d['workers']!r}).")
         if not isinstance(d.get("notes", ""), str):

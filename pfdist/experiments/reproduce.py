@@ -56,7 +56,8 @@ def draw(run_dir: str | os.PathLike, *, fits: tuple | None = None) -> list[Path]
 
 
 def analyze(run_dir: Path) -> dict[str, Any]:
-    out: dict[str, Any] = {"collapse": None, "copy_collapse": None, "dynamics": None, "bias_variance_rows": None}
+    out: dict[str, Any] = {"collapse": None, "copy_collapse": None, "dynamics": None, "bias_variance_rows": None,
+                           "real_vs_synthetic_rows": None}
     if (run_dir / "scaling.csv").is_file():
         out["collapse"], out["copy_collapse"] = fit_scaling(read_rows(run_dir / "scaling.csv"))
     if (run_dir / "dynamics.csv").is_file():
@@ -64,6 +65,8 @@ def analyze(run_dir: Path) -> dict[str, Any]:
         out["dynamics"] = detect_run_dynamics(rows) if rows else None
     if (run_dir / "bias_variance.csv").is_file():
         out["bias_variance_rows"] = read_rows(run_dir / "bias_variance.csv")
+    if (run_dir / "real_vs_synthetic.csv").is_file():
+        out["real_vs_synthetic_rows"] = read_rows(run_dir / "real_vs_synthetic.csv")
     return out
 
 
@@ -94,7 +97,8 @@ def reproduce(
     unit_wall = _unit_wall_total(run_dir)
     md, html = write_report(run_dir, config=preset.to_dict(), collapse=found["collapse"], dynamics=found["dynamics"],
                             bias_variance_rows=found["bias_variance_rows"], wall_time_s=wall, figures=figures,
-                            copy_collapse=found["copy_collapse"])
+                            copy_collapse=found["copy_collapse"],
+                            real_vs_synthetic_rows=found["real_vs_synthetic_rows"])
     summary.update({"wall_s": wall, "unit_wall_s_total": unit_wall, "report": [str(md), str(html)],
                     "figures": [str(f) for f in figures]})
     atomic_write_json(run_dir / "summary.json", summary)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,8 +19,9 @@ if TYPE_CHECKING:
 
 SCALING_COLUMNS = ["student", "params", "n", "e_gen", "e_gen_stderr", "e_gen_ci_low", "e_gen_ci_high", "e_mem",
                    "e_mem_stderr", "mem_ratio", "mem_ratio_ci_low", "mem_ratio_ci_high", "train_loss", "test_loss"]
-DYNAMICS_COLUMNS = ["student", "params", "n", "epoch", "images", "e_gen", "e_gen_stderr", "e_mem", "e_mem_stderr",
-                    "mem_ratio", "train_loss", "test_loss", "epoch_train_loss"]
+DYNAMICS_COLUMNS = ["student", "params", "n", "seed", "epoch", "images", "e_gen", "e_gen_stderr", "e_mem",
+                    "e_mem_stderr", "mem_ratio", "train_loss", "test_loss", "epoch_train_loss"]
+REAL_COLUMNS = ["student", "params", "n", "train_data", *SCALING_COLUMNS[3:]]
 BV_COLUMNS = ["student", "params", "n", "k", "e_bias", "e_var", "mean_e_gen_sq", "e_gen", "identity_gap"]
 
 
@@ -45,7 +47,8 @@ def _point(label: str, rec: dict, entry: dict) -> dict:
 
 
 def write_tables(ctx: "Context") -> list[Path]:
-    """scaling.csv, dynamics.csv, bias_variance.csv for the finished units of ``ctx``'s preset."""
+    """scaling.csv, dynamics.csv, bias_variance.csv, real_vs_synthetic.csv for the finished units of
+    ``ctx``'s preset."""
     from pfdist.experiments.units import Unit
 
     preset, written = ctx.preset, []
@@ -62,10 +65,11 @@ def write_tables(ctx: "Context") -> list[Path]:
         d = preset.dynamics
         rows = []
         for n in d.ns:
-            rec = result(Unit("dynamics", d.student, n, d.train, 0, d.eval_epochs))
-            for h in (rec or {}).get("history", []):
-                rows.append({**_point(d.student.label, rec, h), "epoch": h["epoch"], "images": h["images"],
-                             "epoch_train_loss": h["epoch_train_loss"]})
+            for seed in d.seeds:
+                rec = result(Unit("dynamics", d.student, n, replace(d.train, seed=seed), 0, d.eval_epochs))
+                for h in (rec or {}).get("history", []):
+                    rows.append({**_point(d.student.label, rec, h), "seed": seed, "epoch": h["epoch"],
+                                 "images": h["images"], "epoch_train_loss": h["epoch_train_loss"]})
         written.append(write_csv(ctx.run_dir / "dynamics.csv", DYNAMICS_COLUMNS, rows))
     if preset.bias_variance:
         b = preset.bias_variance
@@ -82,6 +86,12 @@ def write_tables(ctx: "Context") -> list[Path]:
                              "e_var": bv.e_var, "mean_e_gen_sq": bv.mean_e_gen_sq, "e_gen": bv.mean_e_gen_sq**0.5,
                              "identity_gap": bv.identity_gap})
         written.append(write_csv(ctx.run_dir / "bias_variance.csv", BV_COLUMNS, rows))
+    if preset.real_vs_synthetic:
+        r = preset.real_vs_synthetic
+        rows = [{**_point(st.label, rec, rec), "train_data": source} for st in r.students for n in r.ns
+                for source in (r.data, "teacher")
+                if (rec := result(Unit("real_vs_synthetic", st, n, r.train, source=source))) is not None]
+        written.append(write_csv(ctx.run_dir / "real_vs_synthetic.csv", REAL_COLUMNS, rows))
     return written
 
 

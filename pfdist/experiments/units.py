@@ -8,15 +8,17 @@ that need the same student (scaling and bias-variance at dataset 0) share it.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from pfdist.data import real_data
 from pfdist.descriptors import identity
 from pfdist.errors import PFDistError
 from pfdist.flows import resolve_device
+from pfdist.hashing import content_hash
 from pfdist.experiments.config import Preset, Student
 from pfdist.nets import normalize_config
 from pfdist.protocol import EvalConfig, dataset_seeds, read_results, student_key, teacher_map, teacher_samples, teacher_student
@@ -26,12 +28,13 @@ from pfdist.training import TrainConfig
 
 @dataclass(frozen=True)
 class Unit:
-    experiment: str  # "scaling" | "dynamics" | "bias_variance"
+    experiment: str  # "scaling" | "dynamics" | "bias_variance" | "real_vs_synthetic"
     student: Student
     n: int
     train: TrainConfig
     dataset_index: int = 0
     eval_epochs: tuple[int, ...] = ()
+    source: str = "teacher"  # "teacher" (its samples) or a real data name (pfdist.data.REAL_DATA)
 
 
 def load_teacher(spec: Any) -> Any:
@@ -49,10 +52,15 @@ def units_of(preset: Preset) -> list[Unit]:
         units += [Unit("scaling", st, n, s.train) for st in s.students for n in s.ns]
     if preset.dynamics:
         d = preset.dynamics
-        units += [Unit("dynamics", d.student, n, d.train, 0, d.eval_epochs) for n in d.ns]
+        units += [Unit("dynamics", d.student, n, replace(d.train, seed=seed), 0, d.eval_epochs)
+                  for n in d.ns for seed in d.seeds]
     if preset.bias_variance:
         b = preset.bias_variance
         units += [Unit("bias_variance", st, n, b.train, i) for st in b.students for n in b.ns for i in range(b.k)]
+    if preset.real_vs_synthetic:
+        r = preset.real_vs_synthetic
+        units += [Unit("real_vs_synthetic", st, n, r.train, source=source)
+                  for st in r.students for n in r.ns for source in (r.data, "teacher")]
     return units
 
 
@@ -70,13 +78,23 @@ class Context:
         self.cache = self.run_dir / "cache"
         self._teacher_outputs = None
         self._datasets: dict[tuple[int, int], torch.Tensor] = {}
+        self._real_data: dict[str, torch.Tensor] = {}
+        self._data_keys: dict[tuple[str, int], str] = {}
 
     def net_config(self, student: Student) -> dict:
         return normalize_config({**student.net, "shape": list(self.shape)})
 
+    def data_key(self, unit: Unit) -> str | None:
+        """None for teacher samples; else the real data's name and content hash."""
+        if unit.source == "teacher":
+            return None
+        if (unit.source, unit.n) not in self._data_keys:
+            self._data_keys[unit.source, unit.n] = f"{unit.source}:{content_hash(self.train_data(unit))}"
+        return self._data_keys[unit.source, unit.n]
+
     def key(self, unit: Unit) -> str:
         return student_key(self.teacher, unit.n, self.net_config(unit.student), unit.train, self.preset.eval,
-                           unit.dataset_index, identity, unit.eval_epochs)
+                           unit.dataset_index, identity, unit.eval_epochs, self.data_key(unit))
 
     def unit_dir(self, unit: Unit) -> Path:
         return self.run_dir / "units" / self.key(unit)[:16]
@@ -92,11 +110,27 @@ class Context:
         return self._teacher_outputs
 
     def train_data(self, unit: Unit) -> torch.Tensor:
-        """Nested sets: dataset 0 of every size is a prefix of one stream (computed once, cached)."""
+        """Nested sets: dataset 0 of every size is a prefix of one stream (computed once, cached);
+        real data are the first N of their fixed shuffled order."""
+        if unit.source != "teacher":
+            return self._real(unit.source, unit.n)
         if unit.dataset_index == 0:
-            n_max = max(u.n for u in units_of(self.preset) if u.dataset_index == 0)
+            n_max = max(u.n for u in units_of(self.preset) if u.dataset_index == 0 and u.source == "teacher")
             return self._dataset(n_max, 0)[: unit.n]
         return self._dataset(unit.n, unit.dataset_index)
+
+    def _real(self, name: str, n: int) -> torch.Tensor:
+        if name not in self._real_data:
+            data = real_data(name)
+            if tuple(data.shape[1:]) != self.shape:
+                raise PFDistError(f"real data {name!r} have shape {tuple(data.shape[1:])}, the teacher {self.shape}; "
+                                  "compare real and synthetic data of one shape.")
+            self._real_data[name] = data
+        data = self._real_data[name]
+        if n > data.shape[0]:
+            raise PFDistError(f"real data {name!r} hold {data.shape[0]} items, fewer than N = {n}; "
+                              "use smaller N in real_vs_synthetic.")
+        return data[:n]
 
     def _dataset(self, n: int, index: int) -> torch.Tensor:
         if (n, index) not in self._datasets:
@@ -111,5 +145,5 @@ class Context:
             self.teacher, unit.n, self.net_config(unit.student), unit.train, self.unit_dir(unit), shape=self.shape,
             eval_config=self.preset.eval, dataset_index=unit.dataset_index, teacher_outputs=self.teacher_outputs,
             train_data=self.train_data(unit), eval_epochs=unit.eval_epochs, device=self.device,
-            cache_dir=self.cache, progress=progress,
+            cache_dir=self.cache, progress=progress, data_key=self.data_key(unit),
         )

@@ -37,12 +37,14 @@ def teacher_map(teacher: Callable, shape: Sequence[int], config: EvalConfig, *, 
 
 
 def student_key(teacher: Callable, n: int, net_config: dict, train_config: TrainConfig, eval_config: EvalConfig,
-                dataset_index: int, descriptor: Descriptor, eval_epochs: Sequence[int]) -> str:
-    """Content hash naming one unit of work: rerunning the same unit finds its results."""
+                dataset_index: int, descriptor: Descriptor, eval_epochs: Sequence[int], data_key: str | None = None) -> str:
+    """Content hash naming one unit of work: rerunning the same unit finds its results.
+    ``data_key`` names training data that are not the teacher's samples (e.g. real images)."""
     from pfdist.descriptors import descriptor_fingerprint
 
-    return content_hash("student/v1", fingerprint(teacher), n, normalize_config(net_config), train_config.to_dict(),
-                        eval_config.to_dict(), dataset_index, descriptor_fingerprint(descriptor), sorted(eval_epochs))
+    parts = ["student/v1", fingerprint(teacher), n, normalize_config(net_config), train_config.to_dict(),
+             eval_config.to_dict(), dataset_index, descriptor_fingerprint(descriptor), sorted(eval_epochs)]
+    return content_hash(*parts, *([] if data_key is None else [{"train_data": data_key}]))
 
 
 def missing_evaluations(record: dict) -> list[int]:
@@ -93,6 +95,7 @@ def teacher_student(
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[int, int, float], None] | None = None,
     wait: bool = False,
+    data_key: str | None = None,
 ) -> dict[str, Any]:
     """Train a student on N teacher samples and report E_gen, E_mem, losses and copy share.
 
@@ -103,6 +106,8 @@ def teacher_student(
     them across students (they must be the teacher's maps on the evaluation / dataset seeds).
     ``out_dir`` is locked while the student trains: another process gets a clear error naming
     the holder, or waits for it with ``wait=True``.
+    Training data of another origin (real images) need ``train_data`` and a ``data_key`` naming
+    them; it enters the content key and the record (E_mem and the copy share then refer to them).
     """
     device = resolve_device(device)
     shape = shape if shape is not None else data_shape(teacher)
@@ -125,7 +130,9 @@ def teacher_student(
     eval_epochs = sorted({checks.integer("eval epoch", e, lo=0, hi=train_config.epochs) for e in eval_epochs})
     seeds = dataset_seeds(n, checks.integer("dataset_index", dataset_index, lo=0),
                           eval_seeds=range(eval_config.seed, eval_config.seed + eval_config.num_samples))
-    key = student_key(teacher, n, net_config, train_config, eval_config, dataset_index, desc, eval_epochs)
+    if data_key is not None and train_data is None:
+        raise PFDistError("data_key names training data that are not the teacher's; pass them as train_data.")
+    key = student_key(teacher, n, net_config, train_config, eval_config, dataset_index, desc, eval_epochs, data_key)
     done = read_results(out_dir, key)
     if done is not None:
         return done
@@ -167,6 +174,7 @@ def teacher_student(
             "n": n,
             "params": count_parameters(student),
             "dataset_index": dataset_index,
+            "train_data": data_key or "teacher",
             "shape": list(shape),
             "net_config": net_config,
             "train_config": train_config.to_dict(),
