@@ -286,6 +286,7 @@ ENGINE_HELP = "Where units run: local (this machine, --workers processes), ray (
 @app.command()
 def reproduce(
     preset: str = typer.Option("quick", help="quick (about 6.5 min on 2 CPU cores), full (37 min), paper (GPUs), "
+                                             "digits (U-Nets on real 8x8 digits, CPU), digits-full, "
                                              "or a JSON file in the form of Preset.to_dict() (missing keys take defaults)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<preset>); shared storage "
                                                                 "when units run on several machines."),
@@ -373,6 +374,51 @@ def _engine_options(engine: str, *, workers, address, cpus_per_unit, gpus_per_un
         return {"partition": partition, "time_min": time_min, "units_per_task": units_per_task,
                 "max_parallel": max_parallel, "cpus_per_unit": int(cpus_per_unit or 1), "gpus_per_unit": int(gpus)}
     return {}
+
+
+teacher_app = typer.Typer(help="Train the teachers that ship with pfdist.", no_args_is_help=True)
+app.add_typer(teacher_app, name="teacher")
+
+
+@teacher_app.command("digits")
+def teacher_digits(
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Weights file (.safetensors; .json and .png beside it). "
+                                       "Default: the packaged pfdist:digits-unet."),
+    seed: Optional[int] = typer.Option(None, help="Training seed (default: the shipped teacher's, 0)."),
+    train_config: Optional[str] = typer.Option(None, "--train", help="TrainConfig fields replacing the shipped "
+                                               'teacher\'s, JSON, e.g. {"epochs": 1, "epoch_images": 256}.'),
+    num_samples: int = typer.Option(1000, help="Teacher samples for the copy-share report."),
+    work_dir: Optional[Path] = typer.Option(None, help="Keep the training checkpoint here (a rerun resumes)."),
+    threads: int = typer.Option(1, help="CPU threads (the shipped teacher was trained on 1; results are bit-exact "
+                                        "only for the same thread count and torch build)."),
+) -> None:
+    """Train the U-Net teacher on all 1 797 scikit-learn digits (EDM loss); report its copy share."""
+    import torch
+
+    from pfdist.data import DIGITS_TEACHER
+    from pfdist.experiments.digits_teacher import DIGITS_TEACHER_TRAIN, train_digits_teacher
+    from pfdist.training import TrainConfig
+
+    try:
+        changes = {**_json_option(train_config, "train"), **({} if seed is None else {"seed": seed})}
+        config = TrainConfig.from_dict({**DIGITS_TEACHER_TRAIN.to_dict(), **changes})
+        path = out or DIGITS_TEACHER
+        if path.suffix != ".safetensors":
+            fail(f"--out must end in .safetensors (got {path}).")
+        if threads < 1:
+            fail(f"--threads must be >= 1 (got {threads}).")
+        torch.set_num_threads(threads)
+        bar, update = _train_bar()
+        with bar:
+            rep = train_digits_teacher(path, train_config=config, num_samples=num_samples, work_dir=work_dir,
+                                       progress=update)
+    except PFDistError as e:
+        fail(str(e))
+    cs, ideal = rep["copy_share"], rep["ideal_copier_copy_share"]
+    typer.echo(f"|θ| = {rep['params']:,}; trained in {rep['train_s']:.0f} s")
+    typer.echo(f"copy share = {cs['value']:.3f} (95% CI [{cs['ci95'][0]:.3f}, {cs['ci95'][1]:.3f}]); "
+               f"ideal copier {ideal['value']:.3f}")
+    typer.echo(f"wrote {path}, {path.with_suffix('.json')} and {path.with_suffix('.png')}")
 
 
 @app.command()

@@ -9,6 +9,7 @@ from typing import Any
 
 from pfdist.errors import PFDistError
 from pfdist.experiments.config import BiasVarianceStudy, Dynamics, Preset, Scaling, Student
+from pfdist.experiments.digits_presets import digits, digits_full
 from pfdist.protocol import EvalConfig
 from pfdist.training import TrainConfig
 
@@ -98,7 +99,7 @@ def paper(teacher: str = "teacher.safetensors") -> Preset:
     )
 
 
-PRESETS = {"quick": quick, "full": full, "paper": paper}
+PRESETS = {"quick": quick, "full": full, "paper": paper, "digits": digits, "digits-full": digits_full}
 
 
 def _merge(base: Any, changes: Any, where: str) -> Any:

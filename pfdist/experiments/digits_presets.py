@@ -1,0 +1,80 @@
+"""The image setting at CPU scale: the shipped digits teacher and EDM U-Net students on 1x8x8.
+
+Teacher: ``pfdist:digits-unet`` (a SongUNet trained on all 1 797 scikit-learn digits by
+``pfdist teacher digits``). Students: EDM-preconditioned DDPM++ SongUNets with channel_mult
+[1, 2] and 2 blocks at several widths, plus an MLP family as an architecture control. Real vs
+synthetic compares students trained on N real digits with students trained on N teacher
+samples. Sizing notes are in docs/digits.md.
+"""
+
+from __future__ import annotations
+
+from pfdist.experiments.config import BiasVarianceStudy, Dynamics, Preset, RealVsSynthetic, Scaling, Student
+from pfdist.protocol import EvalConfig
+from pfdist.training import TrainConfig
+
+TEACHER = "pfdist:digits-unet"
+SIGMA_DATA = 0.75  # pixel standard deviation of the digits in [-1, 1]
+BATCH = 128
+EPOCH_IMAGES = 100 * BATCH  # an "epoch" is 12 800 images (100 steps) whatever N is
+
+
+def unet(model_channels: int) -> Student:
+    """DDPM++ SongUNet on 1x8x8: levels 8x8 and 4x4 (channel_mult [1, 2]), 2 blocks, no attention."""
+    return Student(f"unet-{model_channels}", {
+        "arch": "songunet", "model_channels": model_channels, "channel_mult": [1, 2], "num_blocks": 2,
+        "attn_resolutions": [], "dropout": 0.0, "precond": "edm", "sigma_data": SIGMA_DATA})
+
+
+def mlp(width: int) -> Student:
+    return Student(f"mlp-w{width}", {"arch": "mlp", "width": width, "depth": 3, "sigma_data": SIGMA_DATA})
+
+
+def onecycle(epochs: int, lr: float = 2e-3) -> TrainConfig:
+    """Runs that finish trained: one-cycle lr, EMA half-life 5% of training."""
+    return TrainConfig(batch_size=BATCH, lr=lr, lr_schedule="onecycle", epochs=epochs, epoch_images=EPOCH_IMAGES,
+                       ema_halflife_images=0.05 * epochs * EPOCH_IMAGES, ema_rampup_ratio=None, checkpoint_every=5)
+
+
+def constant(epochs: int, lr: float = 1e-3) -> TrainConfig:
+    """Training dynamics: constant lr after a 100-step warm-up, EMA half-life half an epoch."""
+    return TrainConfig(batch_size=BATCH, lr=lr, lr_schedule="constant", warmup_images=100 * BATCH, epochs=epochs,
+                       epoch_images=EPOCH_IMAGES, ema_halflife_images=0.5 * EPOCH_IMAGES, ema_rampup_ratio=None,
+                       checkpoint_every=5)
+
+
+def digits(teacher: str = TEACHER) -> Preset:
+    """<= 2 hours on 2 CPU cores (estimated from per-step costs; see docs/digits.md)."""
+    unets = (unet(4), unet(8), unet(12), unet(24))  # 16 k .. 554 k parameters (34x)
+    train = onecycle(10)
+    return Preset(
+        name="digits",
+        teacher=teacher,
+        eval=EvalConfig(num_samples=500, test_samples=1000, loss_repeats=2, batch_size=500),
+        scaling=Scaling(tuple(2**k for k in range(3, 14, 2)), (*unets, mlp(256)), train),
+        dynamics=Dynamics((2**9, 2**12), unet(8), constant(16), (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16),
+                          seeds=(0, 1, 2)),
+        bias_variance=BiasVarianceStudy((2**5, 2**11), (unet(4), unet(8), unet(24)), train, k=3),
+        real_vs_synthetic=RealVsSynthetic((2**3, 2**5, 2**7, 2**9), (unet(8),), train, "digits"),
+        workers=2,
+        notes="<= 2 hours on 2 CPU cores: U-Net students on the digits teacher, a subset of digits-full.",
+    )
+
+
+def digits_full(teacher: str = TEACHER) -> Preset:
+    """The complete grid of the digits setting, for a GPU or a night of CPU."""
+    unets = tuple(unet(c) for c in (4, 8, 12, 16, 24, 32))  # 16 k .. 0.98 M parameters (61x)
+    train = onecycle(40)
+    return Preset(
+        name="digits-full",
+        teacher=teacher,
+        eval=EvalConfig(num_samples=2000, test_samples=2000, loss_repeats=2, batch_size=500),
+        scaling=Scaling(tuple(2**k for k in range(3, 15)), (*unets, mlp(128), mlp(256), mlp(512)), train),
+        dynamics=Dynamics((2**6, 2**10, 2**14), unet(16), constant(100),
+                          (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 72, 80, 90, 100),
+                          seeds=(0, 1, 2, 3, 4)),
+        bias_variance=BiasVarianceStudy((2**5, 2**9, 2**14), unets, train, k=4),
+        real_vs_synthetic=RealVsSynthetic(tuple(2**k for k in range(3, 11)), (unet(8), unet(24)), train, "digits"),
+        workers=2,
+        notes="The full digits grid: six U-Net widths and three MLPs, N = 2^3..2^14.",
+    )
