@@ -9,7 +9,7 @@ from pfdist.denoisers import (
     random_low_rank_mixture,
 )
 from pfdist.data import digits_mixture, load_digits
-from pfdist.descriptors import TorchScriptDescriptor
+from pfdist.descriptors import SSCD, KernelDescriptor, TorchScriptDescriptor
 from pfdist.errors import CheckpointError, DistributedError, NonFiniteError, PFDistError
 from pfdist.distance import PFDResult, squared_distances
 from pfdist.flows import flow_outputs
@@ -53,9 +53,11 @@ __all__ = [
     "FlowSettings",
     "Gaussian",
     "GaussianMixture",
+    "KernelDescriptor",
     "NonFiniteError",
     "PFDResult",
     "PFDistError",
+    "SSCD",
     "TorchScriptDescriptor",
     "digits_mixture",
     "dpmpp_2m",

@@ -58,6 +58,11 @@ def _root() -> None:
     """Probability flow distance (PFD) for measuring generalization in diffusion models."""
 
 
+DESCRIPTOR_HELP = ("Descriptor file; default: pixels. A .safetensors kernel descriptor (no code), or a TorchScript / "
+                   ".pt2 network such as SSCD. TorchScript and .pt2 files are CODE and run when loaded: use only "
+                   "files you trust.")
+
+
 def fail(message: str | None) -> None:
     """Exit with status 2 and one line (none on the non-zero ranks of a process group)."""
     if message is not None:
@@ -80,7 +85,7 @@ def distance(
     steps: int = typer.Option(FlowSettings.steps, help=f"Sigma-grid steps, 1..{MAX_STEPS} (Heun: 2*steps-1 denoiser calls)."),
     solver: str = typer.Option(FlowSettings.solver, help="heun, euler, dpmpp_2m or reference (adaptive dopri5)."),
     sigma_max: float = typer.Option(FlowSettings.sigma_max, help="T: x_T ~ N(0, T^2 I)."),
-    descriptor: Optional[Path] = typer.Option(None, help="TorchScript descriptor file (e.g. SSCD); default: pixels."),
+    descriptor: Optional[Path] = typer.Option(None, help=DESCRIPTOR_HELP),
     batch_size: int = typer.Option(256, help="Seeds per batch (does not change the result)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: cpu)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result JSON here."),
@@ -217,7 +222,7 @@ def student(
     eval_config: Optional[str] = typer.Option(None, "--eval", help=EVAL_HELP),
     eval_epochs: str = typer.Option("", help="Comma-separated epochs at which to evaluate too, e.g. 0,10,20."),
     dataset_index: int = typer.Option(0, help="Training set index: 0 = seeds 0..N-1; i = independent set i."),
-    descriptor: Optional[Path] = typer.Option(None, help="TorchScript descriptor file; default: pixels."),
+    descriptor: Optional[Path] = typer.Option(None, help=DESCRIPTOR_HELP),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache teacher maps here (keyed by content)."),
     wait: bool = typer.Option(False, "--wait", help="If another process is training in DIR, wait for it instead of failing."),
@@ -255,7 +260,7 @@ def bias_variance_cmd(
     net: Optional[str] = typer.Option(None, help=NET_HELP),
     train_config: Optional[str] = typer.Option(None, "--train", help=TRAIN_HELP),
     eval_config: Optional[str] = typer.Option(None, "--eval", help=EVAL_HELP),
-    descriptor: Optional[Path] = typer.Option(None, help="TorchScript descriptor file; default: pixels."),
+    descriptor: Optional[Path] = typer.Option(None, help=DESCRIPTOR_HELP),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache teacher maps here (keyed by content)."),
 ) -> None:

@@ -1,6 +1,6 @@
 """The teacher-student protocol: training sets, students, E_gen / E_mem, bias-variance."""
 
-from pfdist.protocol.bias_variance import BiasVariance, bias_variance, decompose
+from pfdist.protocol.bias_variance import SEED_MODES, BiasVariance, bias_variance, decompose, student_train_config
 from pfdist.protocol.data import DATASET_STRIDE, EVAL_SEED, TEST_SEED, dataset_seeds, teacher_samples
 from pfdist.protocol.evaluate import EvalConfig, evaluate_student, mean_loss, memorization_ratio, wilson_interval
 from pfdist.protocol.student import missing_evaluations, read_results, student_key, teacher_map, teacher_student
@@ -8,5 +8,5 @@ from pfdist.protocol.student import missing_evaluations, read_results, student_k
 __all__ = [
     "BiasVariance", "DATASET_STRIDE", "EVAL_SEED", "EvalConfig", "TEST_SEED", "bias_variance", "dataset_seeds",
     "decompose", "evaluate_student", "mean_loss", "memorization_ratio", "missing_evaluations", "read_results", "student_key",
-    "teacher_map", "teacher_samples", "teacher_student", "wilson_interval",
+    "SEED_MODES", "student_train_config", "teacher_map", "teacher_samples", "teacher_student", "wilson_interval",
 ]

@@ -1,18 +1,24 @@
 """Bias-variance decomposition of E_gen over students on independent datasets (docs/method.md, §5).
 
-With K students and the 1/K mean m(x_T) = mean_k Psi(Phi_k(x_T)):
+With K students and the 1/K mean m(x_T) = mean_k Psi(Phi_k(x_T)), the plug-in terms
 
-    mean_k E_gen_k^2 = E_bias^2 + E_var,
-    E_bias^2 = E_x |Psi(Phi_data(x)) - m(x)|^2,   E_var = mean_k E_x |Psi(Phi_k(x)) - m(x)|^2,
+    E_bias^2 = E_x |Psi(Phi_data(x)) - m(x)|^2,   E_var = mean_k E_x |Psi(Phi_k(x)) - m(x)|^2
 
-exactly (the cross term sums to zero over k). Everything is accumulated in float64.
+satisfy mean_k E_gen_k^2 = E_bias^2 + E_var exactly (the cross term sums to zero over k), but
+with few students they are biased: E[plug-in E_var] = (K-1)/K Var and E[plug-in E_bias^2] =
+Bias^2 + Var/K. The unbiased estimates are
+
+    E_var_unbiased = K/(K-1) E_var,      E_bias^2_unbiased = E_bias^2 - E_var_unbiased / K,
+
+which obey the same identity (their sum is the plug-in sum). E_bias^2_unbiased can be negative
+when the bias is small against the variance; ``e_bias_unbiased`` is then 0. Accumulated in float64.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -26,7 +32,20 @@ from pfdist.ode import data_shape
 from pfdist.protocol.evaluate import EvalConfig, apply_descriptor
 from pfdist.protocol.student import teacher_map, teacher_student
 from pfdist.descriptors import resolve_descriptor
-from pfdist.training import TrainConfig, load_denoiser
+from pfdist.training import TrainConfig, derive_seed, load_denoiser
+
+SEED_MODES = ("shared", "per_student")
+
+
+def student_train_config(train_config: TrainConfig, index: int, seeds: str = "shared") -> TrainConfig:
+    """Training settings of student ``index``: the same initialisation and noise seeds for every
+    student ("shared": E_var is the variance over datasets alone) or its own ("per_student": data
+    plus training variance). Student 0 keeps ``train_config.seed`` either way."""
+    if seeds not in SEED_MODES:
+        raise PFDistError(f"seeds must be one of {SEED_MODES} (got {seeds!r}).")
+    if seeds == "shared" or index == 0:
+        return train_config
+    return replace(train_config, seed=derive_seed(train_config.seed, "student", index))
 
 
 @dataclass(frozen=True)
@@ -38,9 +57,15 @@ class BiasVariance:
     identity_gap: float  # mean_e_gen_sq - (e_bias^2 + e_var)
     k: int
     num_samples: int
+    e_bias_sq_unbiased: float  # e_bias^2 - e_var_unbiased / k (may be < 0)
+    e_var_unbiased: float  # e_var * k / (k - 1)
+
+    @property
+    def e_bias_unbiased(self) -> float:
+        return math.sqrt(max(self.e_bias_sq_unbiased, 0.0))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "e_bias_unbiased": self.e_bias_unbiased}
 
 
 def decompose(teacher: Tensor, students: Sequence[Tensor], *, batch_size: int = 1024) -> BiasVariance:
@@ -61,7 +86,9 @@ def decompose(teacher: Tensor, students: Sequence[Tensor], *, batch_size: int = 
         gen_sq += ((s - t) ** 2).sum((1, 2))
     bias_sq, var, gen_sq = bias_sq / m, var / m, gen_sq / m
     mean_gen_sq = float(gen_sq.mean())
-    return BiasVariance(math.sqrt(bias_sq), var, gen_sq.tolist(), mean_gen_sq, mean_gen_sq - (bias_sq + var), k, m)
+    var_u = var * k / (k - 1)
+    return BiasVariance(math.sqrt(bias_sq), var, gen_sq.tolist(), mean_gen_sq, mean_gen_sq - (bias_sq + var), k, m,
+                        bias_sq - var_u / k, var_u)
 
 
 def bias_variance(
@@ -78,14 +105,19 @@ def bias_variance(
     device: Any = None,
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    seeds: str = "shared",
 ) -> dict[str, Any]:
     """Train K students on independent datasets (indices 0..K-1) and decompose their E_gen.
 
-    Each student is an independent unit in ``out_dir/student-<i>`` (resumable); the report is
-    ``out_dir/bias_variance.json``.
+    ``seeds``: "shared" (default) trains every student from the same initialisation and noise
+    seeds, so E_var is the variance due to the data alone; "per_student" gives each its own
+    (data plus training variance). Each student is an independent unit in ``out_dir/student-<i>``
+    (resumable); the report is ``out_dir/bias_variance.json``.
     """
     if k < 2:
         raise PFDistError(f"k must be at least 2 (got {k}).")
+    if seeds not in SEED_MODES:
+        raise PFDistError(f"seeds must be one of {SEED_MODES} (got {seeds!r}).")
     shape = tuple(shape or data_shape(teacher) or ())
     if not shape:
         raise PFDistError("pass shape=...: the teacher does not say its data shape.")
@@ -94,7 +126,7 @@ def bias_variance(
     records, outputs = [], []
     for i in range(k):
         sub = Path(out_dir) / f"student-{i}"
-        rec = teacher_student(teacher, n, net_config, train_config, sub, shape=shape, eval_config=eval_config,
+        rec = teacher_student(teacher, n, net_config, student_train_config(train_config, i, seeds), sub, shape=shape, eval_config=eval_config,
                               dataset_index=i, descriptor=desc, teacher_outputs=t_out, device=device,
                               cache_dir=cache_dir, progress=progress)
         student = load_denoiser(sub / "student.safetensors", device=device)
@@ -104,7 +136,8 @@ def bias_variance(
         records.append(rec)
         outputs.append(apply_descriptor(s_out, desc, eval_config.batch_size).values)
     bv = decompose(apply_descriptor(t_out, desc, eval_config.batch_size).values, outputs)
-    report = {"n": n, "params": records[0]["params"], "net_config": records[0]["net_config"], **bv.to_dict(),
+    report = {"n": n, "params": records[0]["params"], "net_config": records[0]["net_config"], "seeds": seeds,
+              **bv.to_dict(),
               "e_gen": [r["e_gen"]["pfd"] for r in records], "students": [f"student-{i}" for i in range(k)]}
     atomic_write_json(Path(out_dir) / "bias_variance.json", report)
     return report

@@ -1,0 +1,154 @@
+"""A saturating descriptor: random Fourier features of a Gaussian (RBF) kernel.
+
+For frequencies w_1..w_F/2 ~ N(0, I) (seeded) and bandwidth h,
+
+    Psi(x) = sqrt(2/F) [cos(W x / h), sin(W x / h)],   |Psi(x)| = 1 exactly,
+    Psi(a) . Psi(b) = mean_j cos(w_j . (a - b) / h)  ~  k(a, b) = exp(-|a - b|^2 / (2 h^2)),
+
+so |Psi(a) - Psi(b)|^2 = 2 - 2 Psi(a).Psi(b) ~ 2 - 2 k(a, b) (Rahimi & Recht, 2007): about
+|a - b|^2 / h^2 for points much closer than h, and 2 for unrelated points, as a copy-detection
+descriptor's unit vectors saturate. PFD in this space lies in [0, 2]. ``fit`` takes h as a
+multiple (default 1/2) of the median nearest-neighbour distance among teacher samples, so "close"
+means "closer than typical neighbours of the data". Images are flattened.
+
+Stored as safetensors (the frequencies) with a JSON header (bandwidth, seed, sizes): no code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from pfdist.errors import PFDistError
+
+FORMAT = "pfdist.kernel_descriptor/v1"
+
+
+def median_nn_distance(samples: Tensor, *, batch_size: int = 1024) -> float:
+    """Median over samples of the Euclidean distance to the nearest other sample. samples: (n, *shape)."""
+    x = samples.detach().flatten(1).double().cpu()
+    if x.shape[0] < 2:
+        raise PFDistError(f"the median nearest-neighbour distance needs at least 2 samples (got {x.shape[0]}).")
+    nearest = []
+    for i in range(0, x.shape[0], batch_size):
+        d = torch.cdist(x[i : i + batch_size], x)
+        d[torch.arange(d.shape[0]), torch.arange(i, i + d.shape[0])] = math.inf
+        nearest.append(d.min(1).values)
+    return float(torch.cat(nearest).median())
+
+
+class KernelDescriptor:
+    """Random Fourier features of the RBF kernel of bandwidth h; see the module docstring.
+
+    frequencies: (F/2, dim) standard normal draws; bandwidth: h > 0. Build one with :meth:`fit`
+    or :meth:`load`.
+    """
+
+    def __init__(self, frequencies: Tensor, bandwidth: float, *, seed: int | None = None):
+        if frequencies.ndim != 2 or frequencies.shape[0] < 1:
+            raise PFDistError(f"frequencies must be (num_features / 2, dim); got {tuple(frequencies.shape)}.")
+        if not (isinstance(bandwidth, (int, float)) and math.isfinite(bandwidth) and bandwidth > 0):
+            raise PFDistError(f"bandwidth must be a finite number > 0 (got {bandwidth!r}).")
+        if not torch.isfinite(frequencies).all():
+            raise PFDistError("frequencies contain NaN or Inf.")
+        self.frequencies = frequencies.detach().to(torch.float64).cpu().contiguous()
+        self.bandwidth = float(bandwidth)
+        self.seed = seed
+        self._scaled: dict[tuple, Tensor] = {}
+        self._fingerprint: str | None = None
+
+    @property
+    def num_features(self) -> int:
+        return 2 * self.frequencies.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.frequencies.shape[1]
+
+    @classmethod
+    def fit(cls, samples: Tensor, *, num_features: int = 2048, seed: int = 0, bandwidth_factor: float = 0.5
+            ) -> "KernelDescriptor":
+        """h = bandwidth_factor * median nearest-neighbour distance of ``samples`` (n, *shape), n >= 2."""
+        if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 2 or num_features % 2:
+            raise PFDistError(f"num_features must be an even integer >= 2 (got {num_features!r}).")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise PFDistError(f"seed must be an integer (got {seed!r}).")
+        if not (isinstance(bandwidth_factor, (int, float)) and math.isfinite(bandwidth_factor) and bandwidth_factor > 0):
+            raise PFDistError(f"bandwidth_factor must be a finite number > 0 (got {bandwidth_factor!r}).")
+        h = bandwidth_factor * median_nn_distance(samples)
+        if h <= 0:
+            raise PFDistError("the median nearest-neighbour distance of the samples is 0 (duplicates); "
+                              "fit on distinct samples or give a bandwidth.")
+        return cls.random(samples[0].numel(), h, num_features=num_features, seed=seed)
+
+    @classmethod
+    def random(cls, dim: int, bandwidth: float, *, num_features: int = 2048, seed: int = 0) -> "KernelDescriptor":
+        """Fresh seeded frequencies for data of ``dim`` numbers and a given bandwidth."""
+        g = torch.Generator().manual_seed(seed)
+        return cls(torch.randn(num_features // 2, dim, generator=g, dtype=torch.float64), bandwidth, seed=seed)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """x: (batch, *shape) with prod(shape) = dim -> (batch, num_features), unit rows."""
+        flat = x.flatten(1)
+        if flat.shape[1] != self.dim:
+            raise PFDistError(f"this kernel descriptor was fitted on data of {self.dim} numbers per sample; "
+                              f"got samples of shape {tuple(x.shape[1:])}. Fit one on this data.")
+        key = (x.device, x.dtype)
+        if key not in self._scaled:
+            self._scaled[key] = (self.frequencies / self.bandwidth).T.to(device=x.device, dtype=x.dtype)
+        z = flat @ self._scaled[key]
+        return torch.cat([torch.cos(z), torch.sin(z)], dim=1) * math.sqrt(2.0 / self.num_features)
+
+    def kernel(self, a: Tensor, b: Tensor) -> Tensor:
+        """The exact kernel exp(-|a - b|^2 / (2 h^2)) per pair of rows, the features' target."""
+        d2 = ((a.double() - b.double()) ** 2).flatten(1).sum(1)
+        return torch.exp(-d2 / (2 * self.bandwidth**2))
+
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            from pfdist.hashing import content_hash
+
+            self._fingerprint = "kernel:" + content_hash(FORMAT, self.frequencies, self.bandwidth)
+        return self._fingerprint
+
+    def config(self) -> dict:
+        return {"format": FORMAT, "bandwidth": self.bandwidth, "num_features": self.num_features, "dim": self.dim,
+                "seed": self.seed, "fingerprint": self.fingerprint()}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """One safetensors file: the frequencies, and the JSON config in its header."""
+        from pfdist.atomic import atomic_save_tensors
+
+        return atomic_save_tensors(Path(path), {"frequencies": self.frequencies},
+                                   metadata={"pfdist": json.dumps(self.config())})
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "KernelDescriptor":
+        from safetensors import SafetensorError
+        from safetensors.torch import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise PFDistError(f"kernel descriptor file {path} does not exist.")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = json.loads((f.metadata() or {}).get("pfdist", "null"))
+                frequencies = f.get_tensor("frequencies")
+        except (SafetensorError, OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+            raise PFDistError(f"{path} is not a readable kernel descriptor file ({type(e).__name__}: {e}); "
+                              "save one with KernelDescriptor.save(path).") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise PFDistError(f"{path} is a safetensors file but not a pfdist kernel descriptor ({FORMAT}).")
+        desc = cls(frequencies, meta.get("bandwidth"), seed=meta.get("seed"))
+        if meta.get("fingerprint") not in (None, desc.fingerprint()):
+            raise PFDistError(f"kernel descriptor {path} is corrupt: its content does not match its recorded "
+                              "fingerprint; fit and save it again.")
+        return desc
+
+    def __repr__(self) -> str:
+        return f"KernelDescriptor(num_features={self.num_features}, dim={self.dim}, bandwidth={self.bandwidth:.6g})"

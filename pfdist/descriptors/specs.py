@@ -1,0 +1,101 @@
+"""Descriptor specs: the JSON a preset or the command line uses to name a descriptor.
+
+    "pixels"                                           identity
+    {"type": "kernel", "num_features": 2048,           random Fourier features, fitted on
+     "bandwidth_rule": "median_nn/2", "seed": 0,       ``fit_samples`` teacher samples
+     "fit_samples": 1000}
+    {"type": "sscd", "path": "sscd.pt", "size": 320,   SSCD from a TorchScript / .pt2 file (code:
+     "interpolation": "bilinear", "quantize": false}   trusted files only)
+    {"type": "file", "path": "net.pt2", "normalize": false}   any descriptor network file (code)
+    {"type": "saved", "path": "kernel.safetensors"}   a saved kernel descriptor (no code)
+
+An optional "name" labels the space in tables (default: the type; "pixels" for identity).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+from torch import Tensor
+
+from pfdist.descriptors.base import Descriptor, identity
+from pfdist.errors import PFDistError
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "kernel": {"num_features": 2048, "bandwidth_rule": "median_nn/2", "seed": 0, "fit_samples": 1000},
+    "sscd": {"path": None, "size": 320, "interpolation": "bilinear", "quantize": False},
+    "file": {"path": None, "normalize": False},
+    "saved": {"path": None},
+}
+RULE = re.compile(r"^median_nn(?:/(\d+(?:\.\d+)?)|\*(\d+(?:\.\d+)?))?$")
+
+
+def bandwidth_factor(rule: str) -> float:
+    """'median_nn' -> 1, 'median_nn/2' -> 0.5, 'median_nn*0.3' -> 0.3."""
+    m = RULE.match(rule) if isinstance(rule, str) else None
+    if m is None:
+        raise PFDistError(f"bandwidth_rule must be 'median_nn', 'median_nn/<d>' or 'median_nn*<f>' (got {rule!r}).")
+    factor = 1 / float(m.group(1)) if m.group(1) else float(m.group(2)) if m.group(2) else 1.0
+    if not factor > 0 or factor == float("inf"):
+        raise PFDistError(f"bandwidth_rule {rule!r} gives a factor that is not a positive number.")
+    return factor
+
+
+def check_spec(spec: Any) -> dict:
+    """A complete, validated spec (defaults filled in); one clear error for anything else."""
+    if spec in ("pixels", "identity") or (isinstance(spec, dict) and spec.get("type") in ("pixels", "identity")):
+        name = spec.get("name", "pixels") if isinstance(spec, dict) else "pixels"
+        return {"type": "pixels", "name": name}
+    if not isinstance(spec, dict) or spec.get("type") not in DEFAULTS:
+        raise PFDistError(f"a descriptor spec is 'pixels' or a JSON object with type one of "
+                          f"{sorted(DEFAULTS)} (got {spec!r}).")
+    kind = spec["type"]
+    unknown = set(spec) - set(DEFAULTS[kind]) - {"type", "name"}
+    if unknown:
+        raise PFDistError(f"unknown field(s) {sorted(unknown)} in {kind} descriptor spec; known: {sorted(DEFAULTS[kind])}.")
+    full = {"type": kind, "name": spec.get("name", kind), **DEFAULTS[kind], **{k: v for k, v in spec.items() if k != "type"}}
+    if not isinstance(full["name"], str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", full["name"]):
+        raise PFDistError(f"descriptor name must be letters and digits, starting with a letter (got {full['name']!r}).")
+    if kind == "kernel":
+        for field in ("num_features", "seed", "fit_samples"):
+            if not isinstance(full[field], int) or isinstance(full[field], bool):
+                raise PFDistError(f"kernel descriptor {field} must be an integer (got {full[field]!r}).")
+        if full["num_features"] < 2 or full["num_features"] % 2:
+            raise PFDistError(f"kernel descriptor num_features must be even and >= 2 (got {full['num_features']}).")
+        if full["fit_samples"] < 2:
+            raise PFDistError(f"kernel descriptor fit_samples must be >= 2 (got {full['fit_samples']}).")
+        bandwidth_factor(full["bandwidth_rule"])
+    elif not isinstance(full["path"], str) or not full["path"]:
+        raise PFDistError(f"a {kind} descriptor spec needs a 'path' string.")
+    return full
+
+
+def spec_name(spec: Any) -> str:
+    return check_spec(spec)["name"]
+
+
+def build_descriptor(spec: Any, samples: Callable[[int], Tensor] | None = None) -> Descriptor:
+    """The descriptor a spec names. ``samples(n)`` gives n teacher samples for fitting (kernel only)."""
+    spec = check_spec(spec)
+    kind = spec["type"]
+    if kind == "pixels":
+        return identity
+    if kind == "kernel":
+        from pfdist.descriptors.kernel import KernelDescriptor
+
+        if samples is None:
+            raise PFDistError("a kernel descriptor spec is fitted on teacher samples; none were given.")
+        return KernelDescriptor.fit(samples(spec["fit_samples"]), num_features=spec["num_features"], seed=spec["seed"],
+                                    bandwidth_factor=bandwidth_factor(spec["bandwidth_rule"]))
+    if kind == "saved":
+        from pfdist.descriptors.kernel import KernelDescriptor
+
+        return KernelDescriptor.load(spec["path"])
+    if kind == "sscd":
+        from pfdist.descriptors.sscd import SSCD
+
+        return SSCD(spec["path"], size=spec["size"], interpolation=spec["interpolation"], quantize=spec["quantize"])
+    from pfdist.descriptors.files import TorchScriptDescriptor
+
+    return TorchScriptDescriptor(spec["path"], normalize=spec["normalize"])
