@@ -15,6 +15,7 @@ from pfdist.distance import PFDResult, squared_distances
 from pfdist.flows import flow_outputs
 from pfdist.maps import GeneratorMap, ODEMap, flow_map, generator, ode_map
 from pfdist.metric import pfd
+from pfdist.models.diffusers import from_diffusers
 from pfdist.noise import noise, seeded_labels
 from pfdist.ode import Denoiser, data_shape, score, velocity
 from pfdist.outputs import FlowOutputs
@@ -65,6 +66,7 @@ __all__ = [
     "euler",
     "flow_map",
     "flow_outputs",
+    "from_diffusers",
     "gaussian_pfd",
     "heun",
     "load_digits",
