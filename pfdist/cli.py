@@ -78,7 +78,7 @@ def progress_bar(total: int, desc: str, disable: bool = False):
 
 @app.command()
 def distance(
-    a: Path = typer.Argument(..., help="First model: a distribution file (.json/.safetensors) or a checkpoint."),
+    a: Path = typer.Argument(..., help="First model: a distribution file (.json/.safetensors), a checkpoint, a diffusers directory or a .pt2 program."),
     b: Path = typer.Argument(..., help="Second model, same data shape."),
     num_samples: int = typer.Option(10_000, "--num-samples", "-n", help="Shared noise seeds M."),
     seed: int = typer.Option(100_000, help="First evaluation seed; seeds are seed..seed+M-1."),
@@ -449,6 +449,27 @@ def convert(
     c = net.config
     typer.echo(f"{type(net).__name__} around {c['arch']} for {c['shape']}, label_dim {net.label_dim}, "
                f"sigma in [{net.sigma_min:g}, {net.sigma_max:g}]; wrote {path} and {path.with_suffix('.json')}")
+
+
+@app.command()
+def export(
+    model: Path = typer.Argument(..., help="Any model pfdist loads: a checkpoint, an EDM snapshot, a diffusers directory, a distribution file."),
+    out: Path = typer.Option(..., "--out", "-o", help="The .pt2 file to write."),
+) -> None:
+    """Write MODEL as a torch.export program (.pt2) with a dynamic batch dimension.
+
+    A .pt2 file is a program, not data: share and load only files you trust.
+    """
+    from pfdist.models.export import export_denoiser
+    from pfdist.specs import load_spec
+
+    if out.suffix != ".pt2":
+        fail(f"--out must end in .pt2 (got {out}).")
+    try:
+        export_denoiser(load_spec(model), out, source=model.name)
+    except PFDistError as e:
+        fail(str(e))
+    typer.echo(f"wrote {out} (a program: load only .pt2 files you trust)")
 
 
 @app.command()

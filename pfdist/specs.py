@@ -19,6 +19,7 @@ A spec is one of
   :func:`pfdist.training.load_denoiser`), or by ``pfdist convert`` (``model.safetensors``);
 * an EDM snapshot ``.pkl``, read without running its code (:func:`pfdist.models.edm.load_edm`);
 * a diffusers ``save_pretrained`` directory (see :func:`pfdist.models.diffusers.load_diffusers`);
+* a ``.pt2`` program written by ``pfdist export`` (a program: trust it; see :mod:`pfdist.models.export`);
 * ``pfdist:<name>``: a model shipped inside pfdist (``pfdist:digits-unet``).
 """
 
@@ -159,6 +160,10 @@ def load_spec(path: str | os.PathLike) -> Any:
         from pfdist.models.edm import load_edm
 
         return load_edm(path)
+    if path.suffix == ".pt2":
+        from pfdist.models.export import load_exported
+
+        return load_exported(path)
     if path.suffix == ".safetensors":
         tensors, meta = _read_tensors(path)
         kind = meta.get("pfdist_type")
