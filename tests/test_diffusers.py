@@ -136,10 +136,10 @@ def test_load_spec_reads_a_saved_pipeline_with_safetensors(unet, tmp_path):
     diffusers.DDPMPipeline(unet=unet.float(), scheduler=scheduler).save_pretrained(tmp_path / "pipe")
     unet.double()
     assert not list((tmp_path / "pipe").rglob("*.bin"))
-    from pfdist.specs import data_shape, load_spec
+    from pfdist.specs import load_spec
 
     D = load_spec(tmp_path / "pipe")
-    assert data_shape(D) == SHAPE and D.prediction_type == "v_prediction"
+    assert pfdist.data_shape(D) == SHAPE and D.prediction_type == "v_prediction"
     ref = pfdist.from_diffusers(unet, scheduler)
     x = x_t_batch(7)
     assert rel_err(D.double()(x, 2.0), ref(x, 2.0)) < 1e-6
@@ -178,3 +178,19 @@ def test_cli_distance_between_two_diffusers_directories(tmp_path):
     a, b = (load_spec(tmp_path / n) for n in "ab")
     expected = pfdist.pfd(a, b, shape=SHAPE, num_samples=3, steps=3)
     assert json.loads(out.read_text())["pfd"] == pytest.approx(expected.value, rel=1e-5)
+
+
+def test_class_conditional_adapter_runs_through_pfd():
+    import copy
+
+    unet = tiny_unet(seed=3, num_class_embeds=4).float()
+    D = pfdist.from_diffusers(unet, diffusers.DDPMScheduler())
+    assert pfdist.pfd(D, D, num_samples=2, steps=2).value == 0.0  # labels drawn per seed, shared by both maps
+    # A fixed class reads only its own row of the class embedding.
+    for row, changes in ((1, False), (0, True)):
+        other = copy.deepcopy(unet)
+        with torch.no_grad():
+            other.class_embedding.weight[row] += 1.0
+        E = pfdist.from_diffusers(other, diffusers.DDPMScheduler())
+        value = pfdist.pfd(pfdist.ode_map(D, class_labels=0), pfdist.ode_map(E, class_labels=0), num_samples=2, steps=2).value
+        assert (value > 0) == changes

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from pfdist.atomic import atomic_write
 from pfdist.errors import PFDistError
-from pfdist.ode import expand_sigma
+from pfdist.ode import data_shape, expand_sigma
 
 FORMAT = "pfdist.denoiser.pt2"
 FORMAT_VERSION = 1
@@ -64,8 +64,6 @@ def export_denoiser(denoiser: Any, path: str | os.PathLike, *, shape: tuple[int,
     ``shape`` defaults to the model's own ``shape``; ``dtype`` to its parameters' (else float32).
     ``sigma_min`` / ``sigma_max`` / ``label_dim`` attributes are recorded when the model has them.
     """
-    from pfdist.specs import data_shape
-
     shape = tuple(shape) if shape is not None else data_shape(denoiser)
     if shape is None:
         raise PFDistError("the model does not say its data shape; pass shape=(C, H, W) or (d,).")
