@@ -18,6 +18,7 @@ import io
 import json
 import os
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -93,7 +94,9 @@ def export_denoiser(denoiser: Any, path: str | os.PathLike, *, shape: tuple[int,
         if value is not None:
             meta[name] = float(value)
     buffer = io.BytesIO()
-    torch.export.save(program, buffer, extra_files={META_FILE: json.dumps(meta)})
+    with warnings.catch_warnings():  # views of one storage: torch saves the span they cover, as it says
+        warnings.filterwarnings("ignore", "No complete tensor found")
+        torch.export.save(program, buffer, extra_files={META_FILE: json.dumps(meta)})
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
 
 
