@@ -347,9 +347,9 @@ def reproduce(
                       engine=engine, engine_options=options, wait=wait)
     except PFDistError as e:
         fail(str(e))
-    shared = summary["units"] - summary.get("unique", summary["units"])
-    typer.echo(f"{summary['ran']} students trained now; {summary.get('unique', summary['units'])} unique students "
-               f"({shared} shared between experiments); wall {summary['wall_s']:.0f} s")
+    typer.echo(f"{summary['units']} units = {summary['students']} distinct students ({summary['shared']} shared between "
+               f"experiments); {summary['ran']} trained now; wall {summary['wall_s']:.0f} s "
+               f"(compute of the run, summed over students: {summary['unit_wall_s_total']:.0f} s)")
     typer.echo(f"report: {summary['report'][0]} and {summary['report'][1]}")
 
 
@@ -470,6 +470,30 @@ def export(
     except PFDistError as e:
         fail(str(e))
     typer.echo(f"wrote {out} (a program: load only .pt2 files you trust)")
+
+
+@app.command()
+def rescore(
+    run_dir: Path = typer.Argument(..., help="A run directory written by pfdist reproduce."),
+    descriptor: str = typer.Option(..., help="'pixels'; a JSON spec, e.g. '{\"type\": \"kernel\", \"num_features\": "
+                                             "4096}' or '{\"type\": \"sscd\", \"path\": \"sscd.pt\"}'; or a file "
+                                             "(.safetensors kernel descriptor; TorchScript / .pt2, which are CODE: "
+                                             "trusted files only)."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ..."),
+) -> None:
+    """Recompute E_gen, E_mem, copy share, the ideal copier and bias-variance of every finished
+    student under another descriptor, from the run's cached maps (no retraining)."""
+    from pfdist.experiments import rescore as run_rescore, spec_from_text
+
+    try:
+        summary = run_rescore(run_dir, spec_from_text(descriptor), device=device)
+    except PFDistError as e:
+        fail(str(e))
+    alpha = summary.get("collapse_alpha")
+    typer.echo(f"{summary.get('students', 0)} students rescored in {summary['descriptor']['name']} space"
+               + (f"; collapse alpha = {alpha['alpha']:.3f}" if alpha else ""))
+    for t in summary["tables"]:
+        typer.echo(f"wrote {t}")
 
 
 @app.command()

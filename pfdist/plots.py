@@ -59,41 +59,84 @@ def _errorbar(ax, x, rows: Rows, name: str, **kw) -> None:
     ax.errorbar(x, _col(rows, name), yerr=err, marker="o", ms=3, capsize=2, **kw)
 
 
+def _space_label(space: str | None) -> str:
+    return f" ({space})" if space else ""
+
+
+def _copy_share(ax, x, rows: Rows, name: str, **kw) -> None:
+    """The copy share with its 95% Wilson interval as asymmetric error bars."""
+    y = _col(rows, name)
+    if f"{name}_ci_low" in rows[0]:
+        err = np.vstack([y - _col(rows, f"{name}_ci_low"), _col(rows, f"{name}_ci_high") - y])
+        ax.errorbar(x, y, yerr=np.clip(err, 0, None), marker="o", ms=3, capsize=2, **kw)
+    else:
+        ax.plot(x, y, "o-", ms=3, **kw)
+
+
+def _copier_line(ax, copier_rows: Rows | None, col: str) -> None:
+    if copier_rows and col in copier_rows[0]:
+        g = sorted(copier_rows, key=lambda r: r["n"])
+        ax.errorbar(np.log2(_col(g, "n")), _col(g, col), yerr=_col(g, f"{col}_stderr") if f"{col}_stderr" in g[0]
+                    else None, color="black", ls="--", marker="x", ms=4, lw=1, capsize=2, label="ideal copier")
+
+
 def plot_scaling(rows: Rows, fit: CollapseFit | None, out_dir: str | os.PathLike,
-                 copy_fit: CollapseFit | None = None) -> list[Path]:
-    """E_gen, E_mem, memorization ratio vs log2 N per size; with a fit, the MtoG collapse too."""
+                 copy_fit: CollapseFit | None = None, *, spaces: Sequence[str] = ("",),
+                 copier_rows: Rows | None = None, space_fits: dict[str, CollapseFit | None] | None = None) -> list[Path]:
+    """E_gen, E_mem, copy share vs log2 N per size, one row of panels per descriptor space (primary
+    first), with the ideal copier (exact empirical flow of each training set) as a reference; with
+    a fit, the MtoG collapse too (primary space, copy share, and E_gen in the other spaces)."""
     _require(rows, SCALING)
+    spaces = [s for i, s in enumerate(spaces) if i == 0 or f"e_gen_{s}" in rows[0]] or [""]
     groups = _by_student(rows, "n")
     colors = _colors(len(groups))
-    fig = Figure(figsize=(13, 3.8), layout="constrained")
-    axes = fig.subplots(1, 3)
-    for (student, params, g), c in zip(groups, colors):
-        label = f"{student} ({params:,})"
-        log_n = np.log2(_col(g, "n"))
-        _errorbar(axes[0], log_n, g, "e_gen", color=c, label=label)
-        _errorbar(axes[1], log_n, g, "e_mem", color=c, label=label)
-        axes[2].plot(log_n, _col(g, "mem_ratio"), "o-", ms=3, color=c, label=label)
-    for ax, name in zip(axes, ("E_gen", "E_mem", "memorization ratio")):
-        ax.set(xlabel="log2 N", ylabel=name)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, title="student (|θ|)", title_fontsize=7)
+    fig = Figure(figsize=(13, 3.6 * len(spaces)), layout="constrained")
+    axes = fig.subplots(len(spaces), 3, squeeze=False)
+    for i, (space, ax_row) in enumerate(zip(spaces, axes)):
+        suffix = "" if i == 0 else f"_{space}"
+        for (student, params, g), c in zip(groups, colors):
+            label = f"{student} ({params:,})"
+            log_n = np.log2(_col(g, "n"))
+            _errorbar(ax_row[0], log_n, g, f"e_gen{suffix}", color=c, label=label)
+            _errorbar(ax_row[1], log_n, g, f"e_mem{suffix}", color=c, label=label)
+            _copy_share(ax_row[2], log_n, g, f"mem_ratio{suffix}", color=c, label=label)
+        _copier_line(ax_row[0], copier_rows, f"e_gen{suffix}")
+        for ax, name in zip(ax_row, ("E_gen", "E_mem", "copy share (95% CI)")):
+            ax.set(xlabel="log2 N", ylabel=name + _space_label(space))
+            ax.grid(alpha=0.3)
+        ax_row[0].legend(fontsize=7, title="student (|θ|)", title_fontsize=7)
     paths = [_save(fig, Path(out_dir) / "scaling.png")]
     if fit is None:
         return paths
 
-    fig = Figure(figsize=(15 if copy_fit else 10, 3.8), layout="constrained")
-    axes = fig.subplots(1, 3 if copy_fit else 2)
+    others = [(s, f) for s, f in (space_fits or {}).items() if s != spaces[0] and f is not None]
+    n_panels = 2 + (copy_fit is not None) + len(others)
+    fig = Figure(figsize=(5 * n_panels, 3.8), layout="constrained")
+    axes = list(fig.subplots(1, n_panels, squeeze=False)[0])
+    panel = 2
     if copy_fit is not None:
+        ax = axes[panel]
         for (student, params, g), c in zip(groups, colors):
             x = collapse_x(_col(g, "n"), params, copy_fit.alpha)
-            axes[2].plot(x, _col(g, "mem_ratio"), "o", ms=3, color=c, label=student)
+            _copy_share(ax, x, g, "mem_ratio", color=c, label=student, ls="none")
             log_n = np.linspace(np.log2(_col(g, "n")).min(), np.log2(_col(g, "n")).max(), 200)
-            axes[2].plot(collapse_x(2.0 ** log_n, params, copy_fit.alpha), copy_fit.predict(2.0 ** log_n, params),
-                         "--", color=c, lw=1)
+            ax.plot(collapse_x(2.0 ** log_n, params, copy_fit.alpha), copy_fit.predict(2.0 ** log_n, params),
+                    "--", color=c, lw=1)
         lo, hi = copy_fit.alpha_ci
-        axes[2].set(xlabel=f"log2(N / |θ|^{copy_fit.alpha:.2f})", ylabel="memorization ratio (dashed: fit)",
-                    title=f"copy share: α = {copy_fit.alpha:.2f} ({lo:.2f}–{hi:.2f})")
-        axes[2].grid(alpha=0.3)
+        ax.set(xlabel=f"log2(N / |θ|^{copy_fit.alpha:.2f})", ylabel="copy share" + _space_label(spaces[0]),
+               title=f"copy share: α = {copy_fit.alpha:.2f} ({lo:.2f}–{hi:.2f})")
+        ax.grid(alpha=0.3)
+        panel += 1
+    for space, f in others:
+        ax = axes[panel]
+        for (student, params, g), c in zip(groups, colors):
+            _errorbar(ax, collapse_x(_col(g, "n"), params, f.alpha), g, f"e_gen_{space}", color=c, label=student,
+                      ls="none")
+        lo, hi = f.alpha_ci
+        ax.set(xlabel=f"log2(N / |θ|^{f.alpha:.2f})", ylabel=f"E_gen ({space})",
+               title=f"{space}: α = {f.alpha:.2f} ({lo:.2f}–{hi:.2f}), R² = {f.r2:.2f}")
+        ax.grid(alpha=0.3)
+        panel += 1
     for (student, params, g), c in zip(groups, colors):
         x = collapse_x(_col(g, "n"), params, fit.alpha)
         _errorbar(axes[0], x, g, "e_gen", color=c, label=student, ls="none")
@@ -103,11 +146,11 @@ def plot_scaling(rows: Rows, fit: CollapseFit | None, out_dir: str | os.PathLike
             axes[0].plot(collapse_x(2.0 ** log_n, params, fit.alpha), fit.predict(2.0 ** log_n, params),
                          "--", color=c, lw=1)
     lo, hi = fit.alpha_ci
-    fig.suptitle(f"MtoG collapse: α = {fit.alpha:.3f} (95% CI {lo:.3f}–{hi:.3f}), "
-                 f"midpoint {fit.midpoint:.2f}, R² = {fit.r2:.3f}", fontsize=10)
+    fig.suptitle(f"E_gen{_space_label(spaces[0])} collapses on N / |θ|^α with α = {fit.alpha:.3f} "
+                 f"(95% CI {lo:.3f}–{hi:.3f}), R² = {fit.r2:.3f}", fontsize=10)
     for ax, name in zip(axes, ("E_gen (dashed: fit)", "E_mem")):
         ax.axvline(fit.midpoint, color="gray", lw=0.8, ls=":")
-        ax.set(xlabel=f"log2(N / |θ|^{fit.alpha:.2f})", ylabel=name)
+        ax.set(xlabel=f"log2(N / |θ|^{fit.alpha:.2f})", ylabel=name + _space_label(spaces[0]))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     paths.append(_save(fig, Path(out_dir) / "collapse.png"))
@@ -133,15 +176,24 @@ def _mark(ax, report: DynamicsReport | None) -> None:
         mark(dd.peak_epoch, dd.peak_value, "^", "purple", "double descent: peak")
 
 
-def plot_dynamics(rows: Rows, reports: dict[str, DynamicsReport] | None, out_dir: str | os.PathLike) -> list[Path]:
-    """One row of panels per N: E_gen, E_mem, train/test loss vs epoch; marks detected shapes."""
+def plot_dynamics(rows: Rows, reports: dict[str, DynamicsReport] | None, out_dir: str | os.PathLike, *,
+                  spaces: Sequence[str] = ("",)) -> list[Path]:
+    """One row of panels per N: E_gen (primary space), E_gen in the other spaces, E_mem, train/test
+    loss against epochs; marks detected shapes. Columns carry headers, the x axis the epoch size."""
     _require(rows, DYNAMICS)
     reports = reports or {}
     ns = sorted({r["n"] for r in rows})
+    extra = [s for s in spaces[1:] if f"e_gen_{s}" in rows[0]]
     groups = _by_student(rows, "epoch")
     colors = _colors(len(groups))
-    fig = Figure(figsize=(13, 3.2 * len(ns)), layout="constrained")
-    axes = fig.subplots(len(ns), 3, squeeze=False)
+    per_epoch = [r["images"] / r["epoch"] for r in rows if r.get("epoch") and r.get("images")]
+    unit = f"epoch (1 epoch = {per_epoch[0]:,.0f} images)" if per_epoch else "epoch"
+    headers = ([f"E_gen{_space_label(spaces[0])}"] + [f"E_gen ({s})" for s in extra]
+               + [f"E_mem{_space_label(spaces[0])}", "loss (solid: train, dashed: test)"])
+    fig = Figure(figsize=(4.3 * len(headers), 3.0 * len(ns)), layout="constrained")
+    axes = fig.subplots(len(ns), len(headers), squeeze=False)
+    for ax, header in zip(axes[0], headers):
+        ax.set_title(header, fontsize=10, fontweight="bold")
     for ax_row, n in zip(axes, ns):
         for (student, params, g), c in zip(groups, colors):
             g = [r for r in g if r["n"] == n]
@@ -149,21 +201,25 @@ def plot_dynamics(rows: Rows, reports: dict[str, DynamicsReport] | None, out_dir
                 continue
             epoch = _col(g, "epoch")
             _errorbar(ax_row[0], epoch, g, "e_gen", color=c, label=student)
-            _errorbar(ax_row[1], epoch, g, "e_mem", color=c, label=student)
-            ax_row[2].plot(epoch, _col(g, "train_loss"), "-", color=c, label=f"{student} train")
-            ax_row[2].plot(epoch, _col(g, "test_loss"), "--", color=c, label=f"{student} test")
+            for j, space in enumerate(extra, start=1):
+                _errorbar(ax_row[j], epoch, g, f"e_gen_{space}", color=c, label=student)
+            _errorbar(ax_row[-2], epoch, g, "e_mem", color=c, label=student)
+            ax_row[-1].plot(epoch, _col(g, "train_loss"), "-", color=c, label=f"{student} train")
+            ax_row[-1].plot(epoch, _col(g, "test_loss"), "--", color=c, label=f"{student} test")
             _mark(ax_row[0], reports.get(dynamics_key(student, n)))
-        for ax, name in zip(ax_row, ("E_gen", "E_mem", "loss (solid train, dashed test)")):
-            ax.set(xlabel="epoch", ylabel=name, title=f"N = {n} (log2 N = {np.log2(n):.1f})")
+        for ax in ax_row:
+            ax.set(xlabel=unit)
             ax.grid(alpha=0.3)
+        ax_row[0].set_ylabel(f"N = {n} (log2 N = {np.log2(n):.0f})", fontweight="bold")
         if np.all(_col([r for r in rows if r["n"] == n], "train_loss") > 0):
-            ax_row[2].set_yscale("log")
+            ax_row[-1].set_yscale("log")
         ax_row[0].legend(fontsize=7)
     return [_save(fig, Path(out_dir) / "dynamics.png")]
 
 
-def plot_bias_variance(rows: Rows, out_dir: str | os.PathLike) -> list[Path]:
-    """E_bias and E_var vs log2 N per size; at the largest N, E_bias² + E_var against mean E_gen²."""
+def plot_bias_variance(rows: Rows, out_dir: str | os.PathLike, *, space: str = "") -> list[Path]:
+    """E_bias and E_var vs log2 N per size (solid: plug-in, dashed: unbiased finite-K estimates);
+    at the largest N, E_bias² + E_var against mean E_gen². Primary space."""
     _require(rows, BIAS_VARIANCE)
     groups = _by_student(rows, "n")
     colors = _colors(len(groups))
@@ -173,8 +229,11 @@ def plot_bias_variance(rows: Rows, out_dir: str | os.PathLike) -> list[Path]:
         log_n = np.log2(_col(g, "n"))
         axes[0].plot(log_n, _col(g, "e_bias"), "o-", ms=3, color=c, label=f"{student} ({params:,})")
         axes[1].plot(log_n, _col(g, "e_var"), "o-", ms=3, color=c)
-    axes[0].set(xlabel="log2 N", ylabel="E_bias")
-    axes[1].set(xlabel="log2 N", ylabel="E_var (squared units)")
+        if "e_var_unbiased" in g[0]:
+            axes[0].plot(log_n, _col(g, "e_bias_unbiased"), "o--", ms=3, mfc="none", color=c, lw=1)
+            axes[1].plot(log_n, _col(g, "e_var_unbiased"), "o--", ms=3, mfc="none", color=c, lw=1)
+    axes[0].set(xlabel="log2 N", ylabel="E_bias" + _space_label(space) + " (dashed: unbiased)")
+    axes[1].set(xlabel="log2 N", ylabel="E_var, squared units (dashed: unbiased)")
     axes[0].legend(fontsize=7)
     n_max = max(r["n"] for r in rows)
     top = [(s, next(r for r in g if r["n"] == n_max)) for s, _, g in groups if any(r["n"] == n_max for r in g)]
@@ -241,22 +300,29 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
     """Redraw every figure whose CSV is in ``run_dir`` (default output: run_dir/figures).
 
     Missing experiments, and CSVs with a header but no rows yet, are skipped. ``fits`` (E_gen,
-    copy share) are fitted from scaling.csv unless given.
+    copy share) are fitted from scaling.csv unless given; the descriptor names come from the run's
+    config.json and the ideal copier from copier.csv.
     """
+    from pfdist.analysis.spaces import fit_spaces, run_spaces
+
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir / "figures"
     present = [name for name in (SCALING, DYNAMICS, BIAS_VARIANCE) if (run_dir / name).is_file()]
     if not present:
         raise PFDistError(f"{run_dir} has none of {SCALING}, {DYNAMICS}, {BIAS_VARIANCE}; "
                           "pass the directory an experiment wrote its results to")
+    spaces = run_spaces(run_dir)
     rows_of = {name: read_rows(run_dir / name) for name in present}
     paths: list[Path] = []
     if rows_of.get(SCALING):
         rows = rows_of[SCALING]
         fits = fits if fits is not None else fit_scaling(rows)
-        paths += plot_scaling(rows, fits[0], out, copy_fit=fits[1])
+        copier = read_rows(run_dir / "copier.csv") if (run_dir / "copier.csv").is_file() else None
+        paths += plot_scaling(rows, fits[0], out, copy_fit=fits[1], spaces=spaces, copier_rows=copier,
+                              space_fits=fit_spaces(rows, spaces) if len(spaces) > 1 else None)
     if rows_of.get(DYNAMICS):
-        paths += plot_dynamics(mean_over_seeds(rows_of[DYNAMICS]), detect_run_dynamics(rows_of[DYNAMICS]), out)
+        paths += plot_dynamics(mean_over_seeds(rows_of[DYNAMICS]), detect_run_dynamics(rows_of[DYNAMICS]), out,
+                               spaces=spaces)
     if rows_of.get(BIAS_VARIANCE):
-        paths += plot_bias_variance(rows_of[BIAS_VARIANCE], out)
+        paths += plot_bias_variance(rows_of[BIAS_VARIANCE], out, space=spaces[0])
     return paths

@@ -123,7 +123,8 @@ def test_report_contains_the_numbers(run_dir):
         assert f"{fit.plateau_high:.4g}" in text and f"{fit.midpoint:.4g}" in text
         assert "w16 N=4096" in text and "early_learning" in text and "absent" in text
         assert f"{bv[0]['e_bias']:.4g}" in text and "holds" in text and "1h 02m 03s" in text
-    assert "figures/bias_variance.png" in md and 'src="figures/bias_variance.png"' in page
+    assert "figures/bias_variance.png" in md and 'src="data:image/png;base64,' in page  # self-contained
+    assert "dashed: unbiased" in md  # every figure has a caption
     assert "&lt;gmm &amp; co&gt;" in page and "<gmm" not in page and "<gmm & co>" in md
 
 

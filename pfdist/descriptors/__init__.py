@@ -4,6 +4,7 @@ files, or any callable. TorchScript and .pt2 files are code: load only files you
 from pfdist.descriptors.base import PIXEL_NAMES, Descriptor, descriptor_fingerprint, identity, resolve_descriptor
 from pfdist.descriptors.files import TorchScriptDescriptor, load_module
 from pfdist.descriptors.kernel import KernelDescriptor, median_nn_distance
+from pfdist.descriptors.named import NamedDescriptors
 from pfdist.descriptors.specs import bandwidth_factor, build_descriptor, check_spec, spec_name
 from pfdist.descriptors.sscd import SSCD
 
@@ -12,6 +13,7 @@ __all__ = [
     "SSCD",
     "Descriptor",
     "KernelDescriptor",
+    "NamedDescriptors",
     "TorchScriptDescriptor",
     "bandwidth_factor",
     "build_descriptor",

@@ -45,6 +45,10 @@ def resolve_descriptor(descriptor: Descriptor | str | os.PathLike | None) -> Des
         from pfdist.descriptors.files import TorchScriptDescriptor
 
         return TorchScriptDescriptor(path)
+    from pfdist.descriptors.named import NamedDescriptors
+
+    if isinstance(descriptor, NamedDescriptors):  # several spaces: the protocol measures each
+        return descriptor
     if not callable(descriptor):
         raise PFDistError(
             f"descriptor must be None, 'pixels', a callable or a descriptor file path; got {type(descriptor).__name__}."

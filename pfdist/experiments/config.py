@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from pfdist.descriptors import check_spec
 from pfdist.errors import PFDistError
 from pfdist.hashing import content_hash
-from pfdist.protocol import EvalConfig
+from pfdist.protocol import SEED_MODES, EvalConfig
 from pfdist.training import TrainConfig
 
 
@@ -67,17 +68,31 @@ class RealVsSynthetic:
 
 @dataclass(frozen=True)
 class BiasVarianceStudy:
-    """K students per (N, size) on independent datasets."""
+    """K students per (N, size) on independent datasets; ``seeds``: "shared" initialisation and
+    training noise for the K students (variance over data alone) or "per_student" (data + training)."""
 
     ns: tuple[int, ...]
     students: tuple[Student, ...]
     train: TrainConfig
     k: int = 4
+    seeds: str = "shared"
+
+    def __post_init__(self):
+        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 2:
+            raise PFDistError(f"bias_variance.k must be an integer >= 2 (got {self.k!r}).")
+        if self.seeds not in SEED_MODES:
+            raise PFDistError(f"bias_variance.seeds must be one of {SEED_MODES} (got {self.seeds!r}).")
 
 
 @dataclass(frozen=True)
 class Preset:
-    """Everything one ``pfdist reproduce`` run does. ``teacher`` is a spec dict or a file path."""
+    """Everything one ``pfdist reproduce`` run does. ``teacher`` is a spec dict or a file path.
+
+    ``descriptors``: the spaces every error is measured in (specs of ``pfdist.descriptors.specs``),
+    the first one primary (tables' unsuffixed columns, figures, fits); the others get columns
+    suffixed with their name. A kernel descriptor is fitted on teacher samples at the start of the
+    run and saved in the run directory.
+    """
 
     name: str
     teacher: Any
@@ -88,9 +103,26 @@ class Preset:
     real_vs_synthetic: RealVsSynthetic | None = None
     workers: int = 1
     notes: str = ""
+    descriptors: tuple = ("pixels",)
+
+    def __post_init__(self):
+        if isinstance(self.descriptors, (str, dict)) or not self.descriptors:
+            raise PFDistError("Preset.descriptors must be a non-empty list of descriptor specs, e.g. "
+                              '["pixels"] or [{"type": "kernel"}, "pixels"].')
+        specs = tuple(check_spec(s) for s in self.descriptors)
+        names = [s["name"] for s in specs]
+        if len(set(names)) != len(names):
+            raise PFDistError(f"descriptor names must be distinct (got {names}); give one a \"name\".")
+        object.__setattr__(self, "descriptors", specs)
+
+    @property
+    def spaces(self) -> tuple[str, ...]:
+        """Descriptor names, primary first."""
+        return tuple(s["name"] for s in self.descriptors)
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["descriptors"] = list(self.descriptors)
         d["eval"] = self.eval.to_dict()
         for name in ("scaling", "dynamics", "bias_variance", "real_vs_synthetic"):
             part = getattr(self, name)
@@ -116,7 +148,8 @@ class Preset:
         """A preset from the form of :meth:`to_dict` (a parsed JSON file): missing keys take their
         defaults (an EvalConfig / TrainConfig field, ``workers``, ``notes``, an absent study);
         unknown keys, missing required ones and wrong types are refused with a PFDistError."""
-        d = _fields(d, "preset", {"name", "teacher"}, {"eval", "scaling", "dynamics", "bias_variance", "real_vs_synthetic", "workers", "notes"})
+        d = _fields(d, "preset", {"name", "teacher"}, {"eval", "scaling", "dynamics", "bias_variance", "real_vs_synthetic",
+                                                  "workers", "notes", "descriptors"})
         if not isinstance(d["name"], str) or not d["name"]:
             raise PFDistError(f"preset: name must be a non-empty string (got {d['name']!r}).")
         if not isinstance(d["teacher"], (str, dict)):
@@ -131,12 +164,12 @@ class Preset:
                                      _train(s, "dynamics"), _ints(s["eval_epochs"], "dynamics.eval_epochs", 0),
                                      _ints(s.get("seeds", [0]), "dynamics.seeds", 0))
         if d.get("bias_variance") is not None:
-            s = _fields(d["bias_variance"], "bias_variance", {"ns", "students"}, {"train", "k"})
+            s = _fields(d["bias_variance"], "bias_variance", {"ns", "students"}, {"train", "k", "seeds"})
             k = s.get("k", 4)
             if not _is_int(k) or k < 2:
                 raise PFDistError(f"bias_variance.k must be an integer >= 2 (got {k!r}).")
             d["bias_variance"] = BiasVarianceStudy(_ns(s["ns"], "bias_variance"), _students(s["students"], "bias_variance"),
-                                                   _train(s, "bias_variance"), k)
+                                                   _train(s, "bias_variance"), k, s.get("seeds", "shared"))
         if d.get("real_vs_synthetic") is not None:
             s = _fields(d["real_vs_synthetic"], "real_vs_synthetic", {"ns", "students"}, {"train", "data"})
             d["real_vs_synthetic"] = RealVsSynthetic(_ns(s["ns"], "real_vs_synthetic"),
@@ -146,6 +179,10 @@ class Preset:
             raise PFDistError(f"preset: workers must be an integer >= 1 (got {d['workers']!r}).")
         if not isinstance(d.get("notes", ""), str):
             raise PFDistError("preset: notes must be a string.")
+        if "descriptors" in d:
+            if not isinstance(d["descriptors"], (list, tuple)):
+                raise PFDistError('preset: descriptors must be a list of descriptor specs, e.g. [{"type": "kernel"}, "pixels"].')
+            d["descriptors"] = tuple(d["descriptors"])
         return cls(**d)
 
     def replace(self, **changes: Any) -> "Preset":

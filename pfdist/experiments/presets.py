@@ -18,6 +18,12 @@ from pfdist.training import TrainConfig
 MIXTURE_TEACHER = {"type": "low_rank_mixture", "shape": [16], "num_components": 4, "rank": 4, "scale": 1.0,
                    "mean_scale": 1.5, "noise_std": 0.22, "seed": 0}
 
+# Errors are measured in a saturating kernel space first (random Fourier features, bandwidth half
+# the median nearest-neighbour distance of 1000 teacher samples), where a copier sits at a flat
+# plateau as under the paper's SSCD, and in pixels second.
+KERNEL = {"type": "kernel", "num_features": 2048, "bandwidth_rule": "median_nn/2", "seed": 0, "fit_samples": 1000}
+SPACES = (KERNEL, "pixels")
+
 BATCH = 256
 EPOCH_IMAGES = 50 * BATCH  # an "epoch" is 12 800 images (50 steps) whatever N is
 
@@ -50,6 +56,7 @@ def quick() -> Preset:
         bias_variance=BiasVarianceStudy((2**4, 2**10), (mlp(32), mlp(64), mlp(128)), onecycle(80), k=4),
         workers=2,
         notes="about 6.5 minutes on 2 CPU cores (6 min 25 s measured): MtoG on three MLP sizes; small dynamics and bias-variance runs.",
+        descriptors=SPACES,
     )
 
 
@@ -65,6 +72,7 @@ def full() -> Preset:
         bias_variance=BiasVarianceStudy((2**2, 2**5, 2**8, 2**11, 2**14), sizes, onecycle(100), k=4),
         workers=2,
         notes="<= 2 hours on 2 CPU cores: all three findings on four MLP sizes.",
+        descriptors=SPACES,
     )
 
 
@@ -80,10 +88,11 @@ def ddpmpp(model_channels: int) -> Student:
         "attn_resolutions": [16], "dropout": 0.13, "precond": "edm", "sigma_data": 0.5})
 
 
-def paper(teacher: str = "teacher.safetensors") -> Preset:
+def paper(teacher: str = "teacher.safetensors", sscd: str | None = None) -> Preset:
     """The paper's setting (docs/method.md, §4): an image teacher (e.g. EDM's CIFAR-10 network converted with
     ``pfdist convert``), DDPM++ students of 0.88 M to 55.7 M parameters, N = 2^6..2^16, Heun 18
-    steps, 10 000 evaluation seeds. For GPUs."""
+    steps, 10 000 evaluation seeds. For GPUs. With ``sscd`` (the path of a trusted SSCD TorchScript
+    or .pt2 file: code) SSCD is the primary space, as in the paper; otherwise the kernel descriptor."""
     sizes = tuple(ddpmpp(c) for c in PAPER_WIDTHS)
     train = TrainConfig(batch_size=128, lr=1e-3, lr_schedule="constant", warmup_images=1_000_000, epochs=400,
                         epoch_images=50_000, ema_halflife_images=500_000, checkpoint_every=10)
@@ -96,6 +105,7 @@ def paper(teacher: str = "teacher.safetensors") -> Preset:
         bias_variance=BiasVarianceStudy((2**6, 2**10, 2**14, 2**16), sizes, train, k=4),
         workers=1,
         notes="GPU scale; an 'epoch' is 50 000 images (one CIFAR-10 pass).",
+        descriptors=(({"type": "sscd", "path": sscd},) if sscd else ()) + SPACES,
     )
 
 

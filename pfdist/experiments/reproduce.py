@@ -56,10 +56,18 @@ def draw(run_dir: str | os.PathLike, *, fits: tuple | None = None) -> list[Path]
 
 
 def analyze(run_dir: Path) -> dict[str, Any]:
+    from pfdist.analysis.spaces import copier_plateaus, fit_spaces, run_spaces
+
     out: dict[str, Any] = {"collapse": None, "copy_collapse": None, "dynamics": None, "bias_variance_rows": None,
-                           "real_vs_synthetic_rows": None}
+                           "real_vs_synthetic_rows": None, "spaces": run_spaces(run_dir), "space_fits": None, "plateaus": None}
     if (run_dir / "scaling.csv").is_file():
-        out["collapse"], out["copy_collapse"] = fit_scaling(read_rows(run_dir / "scaling.csv"))
+        rows = read_rows(run_dir / "scaling.csv")
+        out["collapse"], out["copy_collapse"] = fit_scaling(rows)
+        spaces = out["spaces"]
+        others = fit_spaces(rows, spaces) if len(spaces) > 1 else {}
+        out["space_fits"] = {s: f for s, f in others.items() if s != spaces[0]}
+    if (run_dir / "copier.csv").is_file():
+        out["plateaus"] = copier_plateaus(read_rows(run_dir / "copier.csv"), out["spaces"])
     if (run_dir / "dynamics.csv").is_file():
         rows = read_rows(run_dir / "dynamics.csv")
         out["dynamics"] = detect_run_dynamics(rows) if rows else None
@@ -95,14 +103,38 @@ def reproduce(
     figures = draw(run_dir, fits=(found["collapse"], found["copy_collapse"]))
     wall = time.perf_counter() - t0
     unit_wall = _unit_wall_total(run_dir)
+    ctx = Context(preset, run_dir, device)
+    from pfdist.experiments.units import units_of
+
+    distinct = len({ctx.key(u) for u in units_of(preset)})
+    counts = {"units": summary["units"], "students": distinct, "shared": summary["units"] - distinct,
+              "trained_now": summary["ran"]}
+    previous = _previous_summary(run_dir)
+    training_wall = previous.get("training_wall_s", 0.0) + (wall if summary["ran"] else 0.0)
+    timing = {"unit_compute_s": unit_wall, "training_wall_s": training_wall}
     md, html = write_report(run_dir, config=preset.to_dict(), collapse=found["collapse"], dynamics=found["dynamics"],
                             bias_variance_rows=found["bias_variance_rows"], wall_time_s=wall, figures=figures,
                             copy_collapse=found["copy_collapse"],
-                            real_vs_synthetic_rows=found["real_vs_synthetic_rows"])
-    summary.update({"wall_s": wall, "unit_wall_s_total": unit_wall, "report": [str(md), str(html)],
-                    "figures": [str(f) for f in figures]})
+                            real_vs_synthetic_rows=found["real_vs_synthetic_rows"], spaces=found["spaces"],
+                            space_fits=found["space_fits"], plateaus=found["plateaus"], timing=timing, counts=counts)
+    summary.update({"wall_s": wall, "unit_wall_s_total": unit_wall, "training_wall_s": training_wall, **counts,
+                    "report": [str(md), str(html)], "figures": [str(f) for f in figures],
+                    "collapse_alpha": {s: (None if f is None else {"alpha": f.alpha, "ci95": list(f.alpha_ci)})
+                                       for s, f in {found["spaces"][0]: found["collapse"],
+                                                    **(found["space_fits"] or {})}.items()},
+                    "copier_plateau": {s: {"low": p.low, "high": p.high, "max_over_min": p.ratio}
+                                       for s, p in (found["plateaus"] or {}).items()}})
     atomic_write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def _previous_summary(run_dir: Path) -> dict:
+    import json
+
+    try:
+        return json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _unit_wall_total(run_dir: Path) -> float:

@@ -15,13 +15,13 @@ from typing import Any, Callable
 import torch
 
 from pfdist.data import real_data
-from pfdist.descriptors import identity
 from pfdist.errors import PFDistError
 from pfdist.flows import resolve_device
 from pfdist.hashing import content_hash
 from pfdist.experiments.config import Preset, Student
 from pfdist.nets import normalize_config
-from pfdist.protocol import EvalConfig, dataset_seeds, read_results, student_key, teacher_map, teacher_samples, teacher_student
+from pfdist.protocol import (EvalConfig, dataset_seeds, read_results, student_key, student_train_config, teacher_map,
+                             teacher_samples, teacher_student)
 from pfdist.specs import build_distribution, data_shape, load_spec
 from pfdist.training import TrainConfig
 
@@ -56,7 +56,8 @@ def units_of(preset: Preset) -> list[Unit]:
                   for n in d.ns for seed in d.seeds]
     if preset.bias_variance:
         b = preset.bias_variance
-        units += [Unit("bias_variance", st, n, b.train, i) for st in b.students for n in b.ns for i in range(b.k)]
+        units += [Unit("bias_variance", st, n, student_train_config(b.train, i, b.seeds), i)
+                  for st in b.students for n in b.ns for i in range(b.k)]
     if preset.real_vs_synthetic:
         r = preset.real_vs_synthetic
         units += [Unit("real_vs_synthetic", st, n, r.train, source=source)
@@ -80,6 +81,17 @@ class Context:
         self._datasets: dict[tuple[int, int], torch.Tensor] = {}
         self._real_data: dict[str, torch.Tensor] = {}
         self._data_keys: dict[tuple[str, int], str] = {}
+        self._descriptors = None
+
+    @property
+    def descriptors(self):
+        """The run's descriptor spaces (kernels fitted on teacher samples once, saved in the run dir)."""
+        if self._descriptors is None:
+            from pfdist.experiments.spaces import build_spaces, fit_samples
+
+            samples = fit_samples(self.teacher, self.shape, self.preset.eval, device=self.device, cache_dir=self.cache)
+            self._descriptors = build_spaces(self.preset.descriptors, self.run_dir, samples)
+        return self._descriptors
 
     def net_config(self, student: Student) -> dict:
         return normalize_config({**student.net, "shape": list(self.shape)})
@@ -94,7 +106,7 @@ class Context:
 
     def key(self, unit: Unit) -> str:
         return student_key(self.teacher, unit.n, self.net_config(unit.student), unit.train, self.preset.eval,
-                           unit.dataset_index, identity, unit.eval_epochs, self.data_key(unit))
+                           unit.dataset_index, self.descriptors, unit.eval_epochs, self.data_key(unit))
 
     def unit_dir(self, unit: Unit) -> Path:
         return self.run_dir / "units" / self.key(unit)[:16]
@@ -144,6 +156,6 @@ class Context:
         return teacher_student(
             self.teacher, unit.n, self.net_config(unit.student), unit.train, self.unit_dir(unit), shape=self.shape,
             eval_config=self.preset.eval, dataset_index=unit.dataset_index, teacher_outputs=self.teacher_outputs,
-            train_data=self.train_data(unit), eval_epochs=unit.eval_epochs, device=self.device,
+            train_data=self.train_data(unit), eval_epochs=unit.eval_epochs, device=self.device, descriptor=self.descriptors,
             cache_dir=self.cache, progress=progress, data_key=self.data_key(unit),
         )

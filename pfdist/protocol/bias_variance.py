@@ -29,7 +29,7 @@ from pfdist.atomic import atomic_write_json
 from pfdist.errors import PFDistError
 from pfdist.flows import flow_outputs
 from pfdist.ode import data_shape
-from pfdist.protocol.evaluate import EvalConfig, apply_descriptor
+from pfdist.protocol.evaluate import EvalConfig, describe
 from pfdist.protocol.student import teacher_map, teacher_student
 from pfdist.descriptors import resolve_descriptor
 from pfdist.training import TrainConfig, derive_seed, load_denoiser
@@ -134,8 +134,8 @@ def bias_variance(
                              flow=eval_config.settings(), batch_size=eval_config.batch_size, device=device,
                              cache_dir=cache_dir)
         records.append(rec)
-        outputs.append(apply_descriptor(s_out, desc, eval_config.batch_size).values)
-    bv = decompose(apply_descriptor(t_out, desc, eval_config.batch_size).values, outputs)
+        outputs.append(describe(s_out.values, desc, eval_config.batch_size))
+    bv = decompose(describe(t_out.values, desc, eval_config.batch_size), outputs)
     report = {"n": n, "params": records[0]["params"], "net_config": records[0]["net_config"], "seeds": seeds,
               **bv.to_dict(),
               "e_gen": [r["e_gen"]["pfd"] for r in records], "students": [f"student-{i}" for i in range(k)]}

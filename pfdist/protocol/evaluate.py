@@ -10,10 +10,10 @@ import torch
 from torch import Tensor
 
 from pfdist.denoisers import EmpiricalDenoiser, nearest_neighbors
-from pfdist.descriptors import Descriptor, identity
+from pfdist.descriptors import Descriptor, NamedDescriptors, identity
 from pfdist.errors import PFDistError
 from pfdist.flows import FlowOutputs, FlowSettings, flow_outputs
-from pfdist.metric import pfd
+from pfdist.distance import PFDResult, squared_distances
 from pfdist.protocol.data import EVAL_SEED
 from pfdist.training import edm_loss
 
@@ -71,7 +71,8 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
 
 
 def memorization_ratio(samples: Tensor, train_data: Tensor) -> dict:
-    """Share of samples whose nearest training point is closer than 1/3 of the second nearest."""
+    """Share of samples whose nearest training point is closer than 1/3 of the second nearest
+    (distances in whatever space the arguments are given in)."""
     dist, _ = nearest_neighbors(samples, train_data, k=2)
     d2 = dist[:, 1] if dist.shape[1] > 1 else torch.full_like(dist[:, 0], math.inf)
     copies = int((dist[:, 0] < COPY_RATIO * d2).sum())
@@ -91,9 +92,35 @@ def mean_loss(net: Callable, data: Tensor, *, sigma_data: float, seed: int, repe
     return total / count
 
 
-def apply_descriptor(outputs: FlowOutputs, descriptor: Descriptor, batch_size: int = 256) -> FlowOutputs:
-    """Psi of precomputed pixel outputs (same seeds); identity returns them unchanged."""
-    return outputs.describe(descriptor, batch_size)
+def describe(values: Tensor, descriptor: Descriptor, batch_size: int = 256) -> Tensor:
+    """Psi of (M, *shape) pixel values, batch by batch, on the CPU; identity returns them as is."""
+    if descriptor is identity:
+        return values
+    with torch.no_grad():
+        return torch.cat([descriptor(values[i : i + batch_size]).cpu() for i in range(0, values.shape[0], batch_size)])
+
+
+def space_errors(student: Tensor, teacher: Tensor, copier: Tensor, train_data: Tensor, descriptor: Descriptor, *,
+                 seed: int, nfe: float, batch_size: int = 256) -> dict[str, Any]:
+    """E_gen, E_mem and the copy share of one student in one descriptor space.
+
+    student, teacher, copier: pixel outputs (M, *shape) of the student's, the teacher's and the
+    exact empirical flow of ``train_data`` (N, *shape), all on seeds seed..seed+M-1.
+    """
+    s, t, c = (describe(v, descriptor, batch_size) for v in (student, teacher, copier))
+    train = describe(train_data.cpu(), descriptor, batch_size)
+    return {
+        "e_gen": PFDResult.from_per_sample(squared_distances(s, t), seed=seed, nfe_a=nfe).to_dict(),
+        "e_mem": PFDResult.from_per_sample(squared_distances(s, c), seed=seed, nfe_a=nfe).to_dict(),
+        "mem_ratio": memorization_ratio(s, train),
+    }
+
+
+def copier_outputs(train_data: Tensor, config: EvalConfig, *, device: Any = None, cache_dir: Any = None) -> FlowOutputs:
+    """The exact empirical flow of ``train_data`` on the evaluation seeds: the ideal copier's map."""
+    return flow_outputs(EmpiricalDenoiser(train_data.to(device)), shape=tuple(train_data.shape[1:]),
+                        num_samples=config.num_samples, seed=config.seed, flow=config.settings(),
+                        batch_size=config.batch_size, device=device, cache_dir=cache_dir)
 
 
 def evaluate_student(
@@ -103,34 +130,33 @@ def evaluate_student(
     train_data: Tensor,
     test_data: Tensor,
     config: EvalConfig,
-    descriptor: Descriptor = identity,
+    descriptor: Descriptor | NamedDescriptors = identity,
     device: Any = None,
     cache_dir: Any = None,
+    copier: FlowOutputs | None = None,
 ) -> dict[str, Any]:
     """E_gen = PFD(student, teacher), E_mem = PFD(student, empirical of train_data), losses, copy share.
 
     ``teacher_outputs`` are the teacher's pixel-space outputs on the evaluation seeds; the
-    student's map is computed once and used for all three comparisons.
+    student's map is computed once and used for every comparison. ``descriptor`` may name several
+    spaces (:class:`NamedDescriptors`): each gets its errors under ``spaces[name]``, and the
+    primary one's are also at the top level. ``copier`` (the empirical flow of train_data on the
+    evaluation seeds) is computed (and cached in ``cache_dir``) when not given.
     """
     shape = teacher_outputs.shape
     device = torch.device(device) if device is not None else next(student.parameters()).device
     student_outputs = flow_outputs(student, shape=shape, num_samples=config.num_samples, seed=config.seed,
                                    flow=config.settings(), batch_size=config.batch_size, device=device,
                                    cache_dir=cache_dir)
-    s_desc = apply_descriptor(student_outputs, descriptor, config.batch_size)
-    t_desc = apply_descriptor(teacher_outputs, descriptor, config.batch_size)
-    kwargs = config.pfd_kwargs()
-    e_gen = pfd(s_desc, t_desc, shape=shape, descriptor=descriptor, **kwargs)
-    empirical = EmpiricalDenoiser(train_data.to(device))
-    e_mem = pfd(s_desc, empirical, shape=shape, descriptor=descriptor, device=device, **kwargs)
+    if copier is None:
+        copier = copier_outputs(train_data, config, device=device, cache_dir=cache_dir)
+    named = NamedDescriptors.of(descriptor)
+    spaces = {name: space_errors(student_outputs.values, teacher_outputs.values, copier.values, train_data, psi,
+                                 seed=config.seed, nfe=student_outputs.nfe, batch_size=config.batch_size)
+              for name, psi in named.items()}
     sigma_data = float(getattr(student, "sigma_data", 0.5))
     losses = {
         name: mean_loss(student, data.to(device), sigma_data=sigma_data, seed=config.loss_seed, repeats=config.loss_repeats)
         for name, data in (("train_loss", train_data), ("test_loss", test_data))
     }
-    return {
-        "e_gen": e_gen.to_dict(),
-        "e_mem": e_mem.to_dict(),
-        "mem_ratio": memorization_ratio(student_outputs.values, train_data),
-        **losses,
-    }
+    return {**spaces[named.primary], "descriptor": named.primary, "spaces": spaces, **losses}

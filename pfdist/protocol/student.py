@@ -21,7 +21,7 @@ from pfdist.lock import DirectoryLock
 from pfdist.nets import count_parameters, normalize_config
 from pfdist.ode import data_shape
 from pfdist.protocol.data import TEST_SEED, dataset_seeds, teacher_samples
-from pfdist.protocol.evaluate import EvalConfig, evaluate_student
+from pfdist.protocol.evaluate import EvalConfig, copier_outputs, evaluate_student
 from pfdist.training import TrainConfig, save_denoiser, train
 
 RESULTS = "results.json"
@@ -150,10 +150,12 @@ def teacher_student(
                                     settings=eval_config.settings(), device=device, cache_dir=cache_dir)
         if teacher_outputs is None:
             teacher_outputs = teacher_map(teacher, shape, eval_config, device=device, cache_dir=cache_dir)
+        copier = copier_outputs(train_data, eval_config, device=device, cache_dir=cache_dir)  # the ideal copier's map
 
         def evaluate(student: torch.nn.Module, cache: Any = None) -> dict[str, Any]:
             return evaluate_student(student, teacher_outputs=teacher_outputs, train_data=train_data, test_data=test_data,
-                                    config=eval_config, descriptor=desc, device=device, cache_dir=cache)
+                                    config=eval_config, descriptor=desc, device=device, cache_dir=cache,
+                                    copier=copier)
 
         def callback(epoch: int, ema: torch.nn.Module, stats: dict) -> dict:
             ema.eval()

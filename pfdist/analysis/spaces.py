@@ -1,0 +1,76 @@
+"""Descriptor spaces of a run: their names, the collapse fit of E_gen in each, and the ideal
+copier's plateau (how flat the exact empirical flow's E_gen stays across N in each space).
+
+A run measures every error in the preset's descriptors; the primary one fills the unsuffixed
+columns of the tables and the others the columns suffixed ``_<name>`` (see
+``pfdist.experiments.tables``). The copier is the reference that says whether a space can show
+memorization at all: in a space where it saturates (flat E_gen across N), a falling E_gen means
+generalization; in pixel space its E_gen falls as training points fill the space.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from pfdist.analysis.collapse import CollapseFit, fit_collapse_rows
+from pfdist.errors import PFDistError
+
+
+def column(name: str, space: str, spaces: Sequence[str]) -> str:
+    """``e_gen`` of the primary space, ``e_gen_<space>`` of the others."""
+    return name if space == spaces[0] else f"{name}_{space}"
+
+
+def run_spaces(run_dir: str | os.PathLike) -> tuple[str, ...]:
+    """Descriptor names of a run from its config.json, primary first (("pixels",) for older runs)."""
+    path = Path(run_dir) / "config.json"
+    try:
+        specs = json.loads(path.read_text())["preset"].get("descriptors") or ["pixels"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ("pixels",)
+    return tuple("pixels" if s in ("pixels", "identity") else s.get("name", s.get("type")) for s in specs)
+
+
+def fit_spaces(rows: Sequence[dict[str, Any]], spaces: Sequence[str]) -> dict[str, CollapseFit | None]:
+    """The collapse fit of E_gen in every space whose column the scaling rows have (None: not fittable)."""
+    fits: dict[str, CollapseFit | None] = {}
+    for space in spaces:
+        col = column("e_gen", space, spaces)
+        if not rows or col not in rows[0]:
+            continue
+        try:
+            fits[space] = fit_collapse_rows(rows, column=col)
+        except PFDistError as e:
+            warnings.warn(f"no collapse fit of E_gen in {space} space: {e}", stacklevel=2)
+            fits[space] = None
+    return fits
+
+
+@dataclass(frozen=True)
+class Plateau:
+    """The ideal copier's E_gen across N in one space: flat (ratio near 1) in a saturating space."""
+
+    space: str
+    low: float
+    high: float
+    n_low: int  # N at the lowest E_gen
+    n_high: int
+    ratio: float  # high / low
+
+
+def copier_plateaus(rows: Sequence[dict[str, Any]], spaces: Sequence[str]) -> dict[str, Plateau]:
+    """max / min of the copier's E_gen over N per space, from rows of copier.csv."""
+    out = {}
+    for space in spaces:
+        col = column("e_gen", space, spaces)
+        points = [(r[col], r["n"]) for r in rows if col in r and isinstance(r[col], float) and math.isfinite(r[col])]
+        if points:
+            (low, n_low), (high, n_high) = min(points), max(points)
+            out[space] = Plateau(space, low, high, n_low, n_high, high / low if low > 0 else math.inf)
+    return out

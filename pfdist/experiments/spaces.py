@@ -1,0 +1,52 @@
+"""The descriptor spaces of a run: built from the preset's specs once, saved in the run directory.
+
+A kernel descriptor is fitted on the teacher's samples on the test seeds (TEST_SEED ..) at the
+start of a run and saved as ``descriptors/<name>.safetensors``; later processes and reruns load
+that file, so every student of a run is measured in the same space. Its fingerprint is part of
+every unit's key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from pfdist.descriptors import KernelDescriptor, NamedDescriptors, build_descriptor, check_spec
+from pfdist.errors import PFDistError
+from pfdist.protocol import TEST_SEED, EvalConfig, teacher_samples
+
+DESCRIPTORS_DIR = "descriptors"
+
+
+def descriptor_path(run_dir: str | Path, name: str) -> Path:
+    return Path(run_dir) / DESCRIPTORS_DIR / f"{name}.safetensors"
+
+
+def fit_samples(teacher: Callable, shape: tuple[int, ...], config: EvalConfig, *, device: Any = None,
+                cache_dir: Any = None) -> Callable[[int], Any]:
+    """n -> the teacher's samples on seeds TEST_SEED .. TEST_SEED + n - 1."""
+    def samples(n: int):
+        return teacher_samples(teacher, range(TEST_SEED, TEST_SEED + n), shape=shape, settings=config.settings(),
+                               device=device, cache_dir=cache_dir)
+    return samples
+
+
+def build_spaces(specs: tuple, run_dir: str | Path, samples: Callable[[int], Any]) -> NamedDescriptors:
+    """``{name: descriptor}`` for a preset's specs; kernels are fitted once and saved in ``run_dir``."""
+    built = {}
+    for spec in specs:
+        spec = check_spec(spec)
+        if spec["type"] == "kernel":
+            path = descriptor_path(run_dir, spec["name"])
+            if path.is_file():
+                psi = KernelDescriptor.load(path)
+                if psi.num_features != spec["num_features"] or psi.seed != spec["seed"]:
+                    raise PFDistError(f"{path} does not match the preset's {spec['name']} descriptor; "
+                                      "delete it to refit, or use another --out.")
+            else:
+                psi = build_descriptor(spec, samples)
+                psi.save(path)
+            built[spec["name"]] = psi
+        else:
+            built[spec["name"]] = build_descriptor(spec)
+    return NamedDescriptors(built)
