@@ -46,6 +46,8 @@ DESCRIPTORS = {  # name -> data shape -> descriptor (None: pixels)
     "identity": lambda shape: None,
     "linear": lambda shape: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(_dim(shape), 3)),
     "torchscript": lambda shape: _torchscript(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(_dim(shape), 4))),
+    "kernel": lambda shape: pfdist.KernelDescriptor.random(_dim(shape), 2.0, num_features=64, seed=1),
+    "pt2": lambda shape: _pt2(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(_dim(shape), 4)), shape),
 }
 
 SEED = 500
@@ -63,6 +65,15 @@ def _torchscript(module, _dir=[]):
         _dir.append(tempfile.mkdtemp())
     path = Path(_dir[0]) / f"desc-{len(list(Path(_dir[0]).iterdir()))}.pt"
     torch.jit.script(module).save(str(path))
+    return pfdist.TorchScriptDescriptor(path)
+
+
+def _pt2(module, shape):
+    import tempfile
+
+    path = Path(tempfile.mkdtemp()) / "desc.pt2"
+    batch = torch.export.Dim("batch", min=1)
+    torch.export.save(torch.export.export(module, (torch.zeros(2, *shape),), dynamic_shapes=({0: batch},)), str(path))
     return pfdist.TorchScriptDescriptor(path)
 
 
