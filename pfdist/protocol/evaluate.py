@@ -101,17 +101,18 @@ def describe(values: Tensor, descriptor: Descriptor, batch_size: int = 256) -> T
 
 
 def space_errors(student: Tensor, teacher: Tensor, copier: Tensor, train_data: Tensor, descriptor: Descriptor, *,
-                 seed: int, nfe: float, batch_size: int = 256) -> dict[str, Any]:
+                 seed: int, nfe: tuple[float, float, float] = (math.nan,) * 3, batch_size: int = 256) -> dict[str, Any]:
     """E_gen, E_mem and the copy share of one student in one descriptor space.
 
     student, teacher, copier: pixel outputs (M, *shape) of the student's, the teacher's and the
-    exact empirical flow of ``train_data`` (N, *shape), all on seeds seed..seed+M-1.
+    exact empirical flow of ``train_data`` (N, *shape), all on seeds seed..seed+M-1; ``nfe``:
+    the denoiser calls per sample of those three maps (recorded in the results).
     """
     s, t, c = (describe(v, descriptor, batch_size) for v in (student, teacher, copier))
     train = describe(train_data.cpu(), descriptor, batch_size)
     return {
-        "e_gen": PFDResult.from_per_sample(squared_distances(s, t), seed=seed, nfe_a=nfe).to_dict(),
-        "e_mem": PFDResult.from_per_sample(squared_distances(s, c), seed=seed, nfe_a=nfe).to_dict(),
+        "e_gen": PFDResult.from_per_sample(squared_distances(s, t), seed=seed, nfe_a=nfe[0], nfe_b=nfe[1]).to_dict(),
+        "e_mem": PFDResult.from_per_sample(squared_distances(s, c), seed=seed, nfe_a=nfe[0], nfe_b=nfe[2]).to_dict(),
         "mem_ratio": memorization_ratio(s, train),
     }
 
@@ -152,7 +153,8 @@ def evaluate_student(
         copier = copier_outputs(train_data, config, device=device, cache_dir=cache_dir)
     named = NamedDescriptors.of(descriptor)
     spaces = {name: space_errors(student_outputs.values, teacher_outputs.values, copier.values, train_data, psi,
-                                 seed=config.seed, nfe=student_outputs.nfe, batch_size=config.batch_size)
+                                 seed=config.seed, nfe=(student_outputs.nfe, teacher_outputs.nfe, copier.nfe),
+                                 batch_size=config.batch_size)
               for name, psi in named.items()}
     sigma_data = float(getattr(student, "sigma_data", 0.5))
     losses = {
