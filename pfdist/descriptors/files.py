@@ -11,7 +11,6 @@ The format is recognised by content (both are zip archives): a ``.pt2`` program 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import warnings
 import zipfile
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from pfdist.hashing import file_sha256
 from pfdist.errors import PFDistError
 
 HOW_TO_EXPORT = ("export one with torch.jit.script(model).save(path), or with "
@@ -63,14 +63,6 @@ def load_module(path: str | os.PathLike, *, map_location: str = "cpu") -> tuple[
     if kind == "torchscript":
         module.eval()
     return module, kind
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class TorchScriptDescriptor:

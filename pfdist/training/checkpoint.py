@@ -12,7 +12,6 @@ holding the network config that :func:`pfdist.nets.build_network` turns back int
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from torch import Tensor, nn
 
 from pfdist.atomic import atomic_save_tensors, atomic_write_json
 from pfdist.errors import CheckpointError, PFDistError
+from pfdist.hashing import file_sha256
 from pfdist.nets import EDMPrecond, build_network
 
 FORMAT_VERSION = 1
@@ -38,14 +38,6 @@ class Checkpoint:
     net: dict[str, Tensor]
     ema: dict[str, Tensor]
     optimizer_state: dict[int, dict[str, Any]]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _read_json(path: Path, what: str, fix: str) -> dict:
@@ -79,7 +71,7 @@ def _read_tensors(path: Path, sha256: str, fix: str) -> dict[str, Tensor]:
 
     if not path.is_file():
         raise CheckpointError(f"tensors file {path} is missing; {fix}.")
-    if _sha256(path) != sha256:
+    if file_sha256(path) != sha256:
         raise CheckpointError(f"tensors file {path} is corrupt (sha256 mismatch); {fix}.")
     try:
         return load_file(path, device="cpu")
@@ -115,7 +107,7 @@ def save_checkpoint(
     meta = {"format_version": str(FORMAT_VERSION), "step": str(step)}
     atomic_save_tensors(out_dir / name, tensors, metadata=meta)
     record = dict(info, format_version=FORMAT_VERSION, tensors_file=name,
-                  tensors_sha256=_sha256(out_dir / name), optimizer_scalars=scalars)
+                  tensors_sha256=file_sha256(out_dir / name), optimizer_scalars=scalars)
     path = atomic_write_json(out_dir / CHECKPOINT_JSON, record)
     for old in out_dir.glob("checkpoint-*.safetensors"):
         if old.name != name:  # superseded tensors (temporaries of killed writers go with the lock's cleanup)
@@ -173,7 +165,7 @@ def save_denoiser(
     atomic_save_tensors(path, net.state_dict(), metadata={"format_version": str(FORMAT_VERSION)})
     atomic_write_json(json_path, {
         "format_version": FORMAT_VERSION, "kind": "pfdist.denoiser", "net_config": net.config,
-        "tensors_file": path.name, "tensors_sha256": _sha256(path), "info": info or {},
+        "tensors_file": path.name, "tensors_sha256": file_sha256(path), "info": info or {},
     })
     return path
 
