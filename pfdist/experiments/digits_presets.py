@@ -10,6 +10,7 @@ samples. Sizing notes are in docs/digits.md.
 from __future__ import annotations
 
 from pfdist.experiments.config import BiasVarianceStudy, Dynamics, Preset, RealVsSynthetic, Scaling, Student
+from pfdist.experiments.spaces import SPACES
 from pfdist.protocol import EvalConfig
 from pfdist.training import TrainConfig
 
@@ -58,6 +59,7 @@ def digits(teacher: str = TEACHER) -> Preset:
         real_vs_synthetic=RealVsSynthetic((2**3, 2**5, 2**7, 2**9), (unet(8),), train, "digits"),
         workers=2,
         notes="<= 2 hours on 2 CPU cores: U-Net students on the digits teacher, a subset of digits-full.",
+        descriptors=SPACES,
     )
 
 
@@ -77,4 +79,5 @@ def digits_full(teacher: str = TEACHER) -> Preset:
         real_vs_synthetic=RealVsSynthetic(tuple(2**k for k in range(3, 11)), (unet(8), unet(24)), train, "digits"),
         workers=2,
         notes="The full digits grid: six U-Net widths and three MLPs, N = 2^3..2^14.",
+        descriptors=SPACES,
     )

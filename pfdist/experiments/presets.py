@@ -10,6 +10,7 @@ from typing import Any
 from pfdist.errors import PFDistError
 from pfdist.experiments.config import BiasVarianceStudy, Dynamics, Preset, Scaling, Student
 from pfdist.experiments.digits_presets import digits, digits_full
+from pfdist.experiments.spaces import SPACES
 from pfdist.protocol import EvalConfig
 from pfdist.training import TrainConfig
 
@@ -18,11 +19,6 @@ from pfdist.training import TrainConfig
 MIXTURE_TEACHER = {"type": "low_rank_mixture", "shape": [16], "num_components": 4, "rank": 4, "scale": 1.0,
                    "mean_scale": 1.5, "noise_std": 0.22, "seed": 0}
 
-# Errors are measured in a saturating kernel space first (random Fourier features, bandwidth half
-# the median nearest-neighbour distance of 1000 teacher samples), where a copier sits at a flat
-# plateau as under the paper's SSCD, and in pixels second.
-KERNEL = {"type": "kernel", "num_features": 2048, "bandwidth_rule": "median_nn/2", "seed": 0, "fit_samples": 1000}
-SPACES = (KERNEL, "pixels")
 
 BATCH = 256
 EPOCH_IMAGES = 50 * BATCH  # an "epoch" is 12 800 images (50 steps) whatever N is

@@ -17,6 +17,12 @@ from pfdist.protocol import TEST_SEED, EvalConfig, teacher_samples
 
 DESCRIPTORS_DIR = "descriptors"
 
+# The presets' spaces: a saturating kernel space first (random Fourier features, bandwidth half the
+# median nearest-neighbour distance of 1000 teacher samples), where a copier sits at a flat plateau
+# as under the paper's SSCD, and pixels second.
+KERNEL = {"type": "kernel", "num_features": 2048, "bandwidth_rule": "median_nn/2", "seed": 0, "fit_samples": 1000}
+SPACES = (KERNEL, "pixels")
+
 
 def descriptor_path(run_dir: str | Path, name: str) -> Path:
     return Path(run_dir) / DESCRIPTORS_DIR / f"{name}.safetensors"
