@@ -119,6 +119,8 @@ def plot_scaling(rows: Rows, fit: CollapseFit | None, out_dir: str | os.PathLike
         for (student, params, g), c in zip(groups, colors):
             x = collapse_x(_col(g, "n"), params, copy_fit.alpha)
             _copy_share(ax, x, g, "mem_ratio", color=c, label=student, ls="none")
+            if params not in copy_fit.sizes:  # a control family, not fitted
+                continue
             log_n = np.linspace(np.log2(_col(g, "n")).min(), np.log2(_col(g, "n")).max(), 200)
             ax.plot(collapse_x(2.0 ** log_n, params, copy_fit.alpha), copy_fit.predict(2.0 ** log_n, params),
                     "--", color=c, lw=1)

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from pfdist.analysis.collapse import CollapseFit
 from pfdist.analysis.dynamics import DynamicsReport
+from pfdist.analysis.findings import Finding
 from pfdist.analysis.spaces import Plateau
 from pfdist.atomic import atomic_write_text
 
@@ -208,7 +209,7 @@ def _paper_comparison(primary: str, collapse: CollapseFit | None, plateaus: dict
             "all sizes collapse on N / √|θ| (α ≈ 0.5). ")
     if collapse is not None:
         inside = collapse.alpha_ci[0] <= 0.5 <= collapse.alpha_ci[1]
-        text += (f"Here, on a small synthetic teacher with MLP students, the {primary}-space plateau is "
+        text += (f"Here the {primary}-space plateau is "
                  f"{collapse.plateau_high:.3g} and α = {collapse.alpha:.2f}, "
                  + ("consistent with 0.5." if inside else "whose interval does not include 0.5: the transition "
                     "shifts with model size at a different rate at this scale than the paper reports for U-Nets on CIFAR-10."))
@@ -303,6 +304,7 @@ def write_report(
     plateaus: dict[str, Plateau] | None = None,
     timing: dict[str, Any] | None = None,
     counts: dict[str, int] | None = None,
+    findings: Sequence[Finding] | None = None,
 ) -> tuple[Path, Path]:
     """Write run_dir/report.md (figures linked relative to run_dir) and run_dir/report.html (figures
     embedded). ``spaces``: descriptor names, primary first; ``space_fits``: E_gen collapse per space;
@@ -313,6 +315,12 @@ def write_report(
         or ("pixels",)
     blocks: list[Block] = [("h1", title)]
     blocks += _summary_blocks(spaces, collapse, copy_collapse, space_fits, plateaus, dynamics, bias_variance_rows, config)
+    if findings:
+        blocks += [("h2", "Findings: paper vs measured"),
+                   ("p", "Each row is computed from this run's tables and fits (pfdist.analysis.findings says how); "
+                         "the paper's values are in SSCD space on CIFAR-10 with U-Net students."),
+                   ("table", ("finding", "paper", "this run", "verdict"),
+                    [(f.finding, f.paper, f.measured, f.verdict) for f in findings])]
     blocks += _timing_blocks(wall_time_s, timing, counts)
     blocks += _collapse_blocks(collapse, f"E_gen ({spaces[0]} space)")
     for space, fit in (space_fits or {}).items():

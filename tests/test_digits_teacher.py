@@ -89,3 +89,16 @@ def test_digits_preset_at_tiny_size_end_to_end(tmp_path, one_thread):
     assert {r["seed"] for r in read_rows(tmp_path / "dynamics.csv")} == set(p.dynamics.seeds)
     assert {r["train_data"] for r in read_rows(tmp_path / "real_vs_synthetic.csv")} == {"digits", "teacher"}
     assert (tmp_path / "figures" / "samples.png").is_file() and "Real vs synthetic" in (tmp_path / "report.md").read_text()
+    assert "## Findings: paper vs measured" in (tmp_path / "report.md").read_text()
+
+    # The sample grid's tensors carry a checksum: a damaged file is detected and not drawn.
+    from pfdist.atomic import CorruptFileWarning
+    from pfdist.experiments.reproduce import draw
+
+    grid = tmp_path / "samples.safetensors"
+    data = bytearray(grid.read_bytes())
+    data[-3] ^= 0xFF
+    grid.write_bytes(bytes(data))
+    with pytest.warns(CorruptFileWarning, match="samples.safetensors fails its checksum"):
+        figures = draw(tmp_path)
+    assert figures and not any(f.name == "samples.png" for f in figures)

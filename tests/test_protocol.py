@@ -85,7 +85,9 @@ def test_bias_variance_end_to_end(teacher, tmp_path):
     # E_gen^2 from the protocol's PFD equals the decomposition's per-student value
     for e, sq in zip(rep["e_gen"], rep["e_gen_sq"]):
         assert e**2 == pytest.approx(sq, rel=1e-5)
-    assert (tmp_path / "bias_variance.json").is_file()
+    from pfdist.atomic import read_json_checked
+
+    assert read_json_checked(tmp_path / "bias_variance.json")["e_gen"] == pytest.approx(rep["e_gen"])
 
 
 # Bad input: one clear error, nothing half-written.

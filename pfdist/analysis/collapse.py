@@ -35,6 +35,7 @@ interval that reaches ``alpha_bounds`` is cut there.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -285,11 +286,31 @@ def fit_collapse_rows(rows: Sequence[dict[str, Any]], *, column: str = "e_gen", 
                         e_gen_stderr=se, **kwargs)
 
 
+def family(label: str) -> str:
+    """A student's family from its label, the label without its trailing size number:
+    ``"unet-8"`` -> ``"unet"``, ``"mlp-w256"`` -> ``"mlp-w"``, ``"w16"`` -> ``"w"``."""
+    return re.sub(r"\d+$", "", label).rstrip("-_ ") or label
+
+
+def collapse_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows a collapse is fitted on: the architecture family with the most sizes (the first
+    one listed on a tie). The paper's collapse is within one family; other families in a scaling
+    table (e.g. an MLP next to U-Nets) are controls, drawn but not fitted."""
+    sizes: dict[str, set] = {}
+    for r in rows:
+        sizes.setdefault(family(str(r.get("student", ""))), set()).add(r["params"])
+    if len(sizes) <= 1:
+        return list(rows)
+    main = max(sizes, key=lambda f: len(sizes[f]))  # dicts keep order: the first family wins a tie
+    return [r for r in rows if family(str(r.get("student", ""))) == main]
+
+
 def fit_scaling(rows: Sequence[dict[str, Any]]) -> tuple[CollapseFit | None, CollapseFit | None]:
-    """The two collapse fits of a scaling table: (E_gen, copy share); None (with a warning) when
-    a fit is not possible, e.g. one size only or too few points."""
+    """The two collapse fits of a scaling table (on :func:`collapse_rows`): (E_gen, copy share);
+    None (with a warning) when a fit is not possible, e.g. one size only or too few points."""
     import warnings
 
+    rows = collapse_rows(rows)
     fits: list[CollapseFit | None] = []
     for column in ("e_gen", "mem_ratio"):
         try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from pfdist.analysis.collapse import CollapseFit, fit_collapse_rows
+from pfdist.analysis.collapse import CollapseFit, collapse_rows, fit_collapse_rows
 from pfdist.errors import PFDistError
 
 
@@ -38,7 +38,9 @@ def run_spaces(run_dir: str | os.PathLike) -> tuple[str, ...]:
 
 
 def fit_spaces(rows: Sequence[dict[str, Any]], spaces: Sequence[str]) -> dict[str, CollapseFit | None]:
-    """The collapse fit of E_gen in every space whose column the scaling rows have (None: not fittable)."""
+    """The collapse fit of E_gen in every space whose column the scaling rows have (None: not
+    fittable), on the main architecture family (:func:`~pfdist.analysis.collapse.collapse_rows`)."""
+    rows = collapse_rows(rows)
     fits: dict[str, CollapseFit | None] = {}
     for space in spaces:
         col = column("e_gen", space, spaces)

@@ -11,8 +11,9 @@ import torch
 
 from pfdist.analysis.collapse import fit_scaling
 from pfdist.analysis.dynamics import detect_run_dynamics
+from pfdist.analysis.findings import findings
 from pfdist.analysis.results import read_rows
-from pfdist.atomic import atomic_save_tensors, atomic_write_json
+from pfdist.atomic import CorruptFileError, atomic_save_tensors, atomic_write_json, load_tensors_checked, warn_corrupt
 from pfdist.experiments.config import Preset
 from pfdist.experiments.run import run_preset
 from pfdist.experiments.tables import student_outputs
@@ -37,7 +38,7 @@ def save_sample_grid_tensors(ctx: Context) -> Path | None:
             unit = Unit("scaling", st, n, s.train)
             if ctx.is_done(unit):
                 tensors[f"{1 + 2 * i + j} {st.label} N={n}"] = student_outputs(ctx, unit)[:GRID_SEEDS]
-    return atomic_save_tensors(ctx.run_dir / SAMPLES, tensors)
+    return atomic_save_tensors(ctx.run_dir / SAMPLES, tensors, checksum=True)
 
 
 def draw(run_dir: str | os.PathLike, *, fits: tuple | None = None) -> list[Path]:
@@ -45,9 +46,11 @@ def draw(run_dir: str | os.PathLike, *, fits: tuple | None = None) -> list[Path]
     run_dir = Path(run_dir)
     figures = plot_run(run_dir, fits=fits)
     if (run_dir / SAMPLES).is_file():
-        from safetensors.torch import load_file
-
-        grid = load_file(str(run_dir / SAMPLES))
+        try:
+            grid, _ = load_tensors_checked(run_dir / SAMPLES)
+        except CorruptFileError as e:  # rewritten by the next `pfdist reproduce` of this run
+            warn_corrupt(e, "no sample grid; rerun pfdist reproduce to rewrite it")
+            return figures
         names = sorted(grid, key=lambda k: int(k.split(" ", 1)[0]))
         images = torch.cat([grid[k] for k in names]).numpy()
         figures += plot_sample_grid(images, run_dir / "figures" / "samples.png",
@@ -60,8 +63,9 @@ def analyze(run_dir: Path) -> dict[str, Any]:
 
     out: dict[str, Any] = {"collapse": None, "copy_collapse": None, "dynamics": None, "bias_variance_rows": None,
                            "real_vs_synthetic_rows": None, "spaces": run_spaces(run_dir), "space_fits": None, "plateaus": None}
+    rows_of_scaling = None
     if (run_dir / "scaling.csv").is_file():
-        rows = read_rows(run_dir / "scaling.csv")
+        rows = rows_of_scaling = read_rows(run_dir / "scaling.csv")
         out["collapse"], out["copy_collapse"] = fit_scaling(rows)
         spaces = out["spaces"]
         others = fit_spaces(rows, spaces) if len(spaces) > 1 else {}
@@ -75,6 +79,10 @@ def analyze(run_dir: Path) -> dict[str, Any]:
         out["bias_variance_rows"] = read_rows(run_dir / "bias_variance.csv")
     if (run_dir / "real_vs_synthetic.csv").is_file():
         out["real_vs_synthetic_rows"] = read_rows(run_dir / "real_vs_synthetic.csv")
+    primary = out["spaces"][0]
+    out["findings"] = findings(scaling_rows=rows_of_scaling, fits={primary: out["collapse"], **(out["space_fits"] or {})},
+                               plateaus=out["plateaus"], dynamics=out["dynamics"],
+                               bias_variance_rows=out["bias_variance_rows"], primary=primary)
     return out
 
 
@@ -116,12 +124,14 @@ def reproduce(
                             bias_variance_rows=found["bias_variance_rows"], wall_time_s=wall, figures=figures,
                             copy_collapse=found["copy_collapse"],
                             real_vs_synthetic_rows=found["real_vs_synthetic_rows"], spaces=found["spaces"],
-                            space_fits=found["space_fits"], plateaus=found["plateaus"], timing=timing, counts=counts)
+                            space_fits=found["space_fits"], plateaus=found["plateaus"], timing=timing, counts=counts,
+                            findings=found["findings"])
     summary.update({"wall_s": wall, "unit_wall_s_total": unit_wall, "training_wall_s": training_wall, **counts,
                     "report": [str(md), str(html)], "figures": [str(f) for f in figures],
                     "collapse_alpha": {s: (None if f is None else {"alpha": f.alpha, "ci95": list(f.alpha_ci)})
                                        for s, f in {found["spaces"][0]: found["collapse"],
                                                     **(found["space_fits"] or {})}.items()},
+                    "findings": [f.to_dict() for f in found["findings"]],
                     "copier_plateau": {s: {"low": p.low, "high": p.high, "max_over_min": p.ratio}
                                        for s, p in (found["plateaus"] or {}).items()}})
     atomic_write_json(run_dir / "summary.json", summary)

@@ -139,5 +139,5 @@ def bias_variance(
     report = {"n": n, "params": records[0]["params"], "net_config": records[0]["net_config"], "seeds": seeds,
               **bv.to_dict(),
               "e_gen": [r["e_gen"]["pfd"] for r in records], "students": [f"student-{i}" for i in range(k)]}
-    atomic_write_json(Path(out_dir) / "bias_variance.json", report)
+    atomic_write_json(Path(out_dir) / "bias_variance.json", report, checksum=True)
     return report

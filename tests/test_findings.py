@@ -1,0 +1,117 @@
+"""The findings table (paper vs measured) and the main-family collapse, on synthetic runs whose
+answers are known by construction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import expit
+
+from pfdist.analysis import collapse_x, detect_dynamics
+from pfdist.analysis.collapse import collapse_rows, family, fit_scaling
+from pfdist.analysis.findings import (bias_variance_finding, collapse_finding, copier_finding,
+                                      double_descent_finding, early_learning_finding, findings, floor_finding,
+                                      memorization_finding)
+from pfdist.analysis.spaces import Plateau, fit_spaces
+
+SIZES = (2 ** 14, 2 ** 16, 2 ** 18, 2 ** 20)
+FLOORS = (0.90, 0.80, 0.72, 0.66)
+LOG2_N = range(3, 15)
+
+
+def scaling_rows(alpha=0.5, floors=FLOORS, label="unet", sizes=SIZES, noise=0.005, seed=0, mem_shift=-3.0):
+    """Rows of scaling.csv from the collapse model: E_gen falls from 1.41 to a floor per size at
+    N ~ 2^4 |θ|^α / 2^(4α·7); E_mem rises from 0.2 to 1.3, mem_shift octaves earlier."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p, low in zip(sizes, floors):
+        for k in LOG2_N:
+            x = collapse_x(2.0 ** k, p, alpha) + alpha * 16 - 7
+            e_gen = low + (1.41 - low) * expit(-x) + rng.normal(0, noise)
+            e_mem = 0.2 + 1.1 * expit(x - mem_shift) + rng.normal(0, noise)
+            rows.append({"student": f"{label}-{p}", "params": p, "n": 2 ** k, "e_gen": e_gen, "e_gen_stderr": noise,
+                         "e_mem": e_mem, "e_mem_stderr": noise, "mem_ratio": float(expit(-2 * x)),
+                         "e_gen_pixels": e_gen * 5, "e_gen_pixels_stderr": noise * 5})
+    return rows
+
+
+def test_family_and_collapse_rows_keep_the_main_family():
+    assert family("unet-8") == "unet" and family("mlp-w256") == "mlp-w" and family("ddpmpp-128") == "ddpmpp"
+    assert family("w16") == family("w64") == "w" and family("teacher") == "teacher"
+    main = scaling_rows()
+    control = scaling_rows(alpha=1.2, floors=(0.5, 0.4), label="mlp", sizes=(3 * 2 ** 15, 3 * 2 ** 17), seed=1)
+    assert collapse_rows(main + control) == main
+    assert collapse_rows(control) == control
+    # The control follows another exponent: fitted with it, alpha would be pulled away from 0.5.
+    fit, _ = fit_scaling(main + control)
+    assert fit.n_sizes == 4 and fit.alpha_ci[0] <= 0.5 <= fit.alpha_ci[1]
+    assert fit_spaces(main + control, ("kernel", "pixels"))["pixels"].n_sizes == 4
+
+
+def test_floor_finding_verdicts():
+    assert floor_finding(scaling_rows()).verdict == "reproduced"
+    assert "→ N = 16384: 0.9 / 0.801 / 0.722 / 0.665" in floor_finding(scaling_rows(noise=0.0)).measured
+    assert floor_finding(scaling_rows(floors=(0.66, 0.72, 0.8, 0.9))).verdict == "partly"  # falls, wrong order
+    assert floor_finding(scaling_rows(floors=(1.41,) * 4)).verdict == "not reproduced"  # nothing falls
+    assert floor_finding([]).verdict == "not measured"
+
+
+def test_memorization_finding_saturation_order():
+    assert memorization_finding(scaling_rows(mem_shift=-3.0)).verdict == "reproduced"
+    late = memorization_finding(scaling_rows(mem_shift=+4.0))  # E_mem saturates after E_gen's floor
+    assert late.verdict == "not reproduced"
+
+
+def test_copier_and_collapse_findings():
+    flat = Plateau("kernel", 1.30, 1.41, 8192, 8, 1.41 / 1.30)
+    assert copier_finding({"kernel": flat}, "kernel").verdict == "reproduced"
+    steep = Plateau("pixels", 1.4, 7.5, 8192, 8, 7.5 / 1.4)
+    assert copier_finding({"pixels": steep}, "pixels").verdict == "not reproduced"
+    fit, _ = fit_scaling(scaling_rows(alpha=0.5))
+    assert collapse_finding({"kernel": fit}).verdict == "reproduced"
+    fit_far, _ = fit_scaling(scaling_rows(alpha=1.0))
+    f = collapse_finding({"kernel": fit_far, "pixels": None})
+    assert f.verdict == "partly" and "pixels: no fit" in f.measured
+    fit_none, _ = fit_scaling(scaling_rows(alpha=0.0, noise=0.02))
+    assert collapse_finding({"kernel": fit_none}).verdict in ("not reproduced", "partly")
+    assert fit_none.alpha_ci[0] <= 0.0 + 0.1
+
+
+def test_dynamics_findings():
+    epochs = np.arange(0, 40, 2.0)
+    bump = 1.0 - 0.4 * (1 - np.exp(-epochs / 4)) + 0.02 * np.maximum(epochs - 12, 0)  # min then a rise
+    flat = np.full(epochs.shape, 0.8)
+    reports = {"unet-8 N=512": detect_dynamics(epochs, bump, e_gen_stderr=np.full(epochs.shape, 0.005)),
+               "unet-8 N=4096": detect_dynamics(epochs, flat, e_gen_stderr=np.full(epochs.shape, 0.005))}
+    early = early_learning_finding(reports)
+    assert early.verdict == "reproduced" and "unet-8 N=4096: not detected" in early.measured
+    assert double_descent_finding(reports).verdict == "not reproduced"
+    assert early_learning_finding(None).verdict == "not measured"
+
+
+def test_bias_variance_finding():
+    def rows(bias, var):
+        return [{"student": f"unet-{i}", "params": p, "n": n, "k": 3, "e_bias": b + 0.1, "e_var": v / 2,
+                 "e_bias_unbiased": b, "e_var_unbiased": v}
+                for n in (32, 2048) for i, (p, b, v) in enumerate(zip(SIZES, bias, var))]
+
+    good = bias_variance_finding(rows((0.8, 0.75, 0.7, 0.68), (0.06, 0.07, 0.08, 0.1)))
+    assert good.verdict == "reproduced" and "unbiased" in good.measured and "0.8 → 0.75" in good.measured
+    assert bias_variance_finding(rows((0.8, 0.75, 0.7, 0.68), (0.1, 0.08, 0.07, 0.06))).verdict == "partly"
+    assert bias_variance_finding(rows((0.6, 0.7, 0.7, 0.8), (0.1, 0.08, 0.07, 0.06))).verdict == "not reproduced"
+
+
+@pytest.mark.parametrize("with_dynamics", [True, False])
+def test_findings_list_and_report_table(tmp_path, with_dynamics):
+    from pfdist.report import write_report
+
+    rows = scaling_rows()
+    fit, _ = fit_scaling(rows)
+    out = findings(scaling_rows=rows, fits={"kernel": fit}, plateaus=None, dynamics=None, bias_variance_rows=None,
+                   primary="kernel")
+    assert [f.verdict for f in out] == ["reproduced", "reproduced", "not measured", "reproduced", "not measured",
+                                        "not measured", "not measured"]
+    md, _ = write_report(tmp_path, config={}, collapse=fit, dynamics=None, bias_variance_rows=None, wall_time_s=1.0,
+                         figures=(), spaces=("kernel",), findings=out)
+    text = md.read_text()
+    assert "## Findings: paper vs measured" in text and "| E_gen collapses on N / \\|θ\\|^α | α ≈ 0.5 |" in text
