@@ -1,0 +1,106 @@
+"""``pfdist reproduce``: the three studies of a preset, on the local, Ray or Slurm engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pfdist.cli.common import app, fail, json_option
+from pfdist.errors import PFDistError
+
+ENGINE_HELP = "Where units run: local (this machine, --workers processes), ray (a Ray cluster) or slurm (a job array)."
+
+
+@app.command()
+def reproduce(
+    preset: str = typer.Option("quick", help="quick (20–30 min on 2 CPU cores), full (37 min), paper (GPUs), "
+                                             "digits (U-Nets on real 8x8 digits, CPU), digits-full, "
+                                             "or a JSON file in the form of Preset.to_dict() (missing keys take defaults)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<preset>); shared storage "
+                                                                "when units run on several machines."),
+    teacher: Optional[Path] = typer.Option(None, help="Teacher file or checkpoint; replaces the preset's (paper needs one)."),
+    workers: Optional[int] = typer.Option(None, help="Local engine: students trained in parallel processes (default: the preset's)."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ..."),
+    shard: Optional[str] = typer.Option(None, help="Run only shard i of m ('i/m') of the unique students, e.g. on one of m machines."),
+    engine: str = typer.Option("local", help=ENGINE_HELP),
+    address: Optional[str] = typer.Option(None, help="Ray: cluster address ('auto': the cluster of this machine; default: a new local one)."),
+    cpus_per_unit: Optional[float] = typer.Option(None, help="Ray/Slurm: CPUs per unit (default 1)."),
+    gpus_per_unit: Optional[float] = typer.Option(None, help="Ray/Slurm: GPUs per unit; Ray takes fractions (0.25) so small students share a GPU "
+                                                             "(default: 1 with --device cuda, else 0)."),
+    partition: Optional[str] = typer.Option(None, help="Slurm: partition."),
+    time_min: int = typer.Option(24 * 60, help="Slurm: time limit of each array task in minutes (tasks are requeued on timeout or preemption)."),
+    units_per_task: int = typer.Option(1, help="Slurm: units run one after another in each array task (group small units)."),
+    max_parallel: Optional[int] = typer.Option(None, help="Slurm: array tasks running at once."),
+    overrides: Optional[str] = typer.Option(None, "--set", help='Preset changes, JSON or .json file, e.g. {"eval": {"num_samples": 500}, "dynamics": null}.'),
+    wait: bool = typer.Option(False, "--wait", help="If another run holds the directory, wait for it instead of failing."),
+) -> None:
+    """Run the three studies (scaling, dynamics, bias-variance); write CSVs, figures and a report.
+
+    Rerunning resumes: finished students are kept, an interrupted one continues from its checkpoint.
+    """
+    from pfdist.experiments import load_preset
+    from pfdist.experiments import reproduce as run
+    from pfdist.experiments.presets import override
+
+    from pfdist import checks
+
+    if workers is not None:
+        checks.integer("--workers", workers, lo=1)
+    if device is not None:
+        checks.device("--device", device)
+    parts = None
+    if shard:
+        try:
+            i, m = (int(v) for v in shard.split("/"))
+            if not 0 <= i < m:
+                raise ValueError
+        except ValueError:
+            fail(f"--shard must be i/m with 0 <= i < m (got {shard!r}).")
+        parts = (i, m)
+    try:
+        options = _engine_options(engine, workers=workers, address=address, cpus_per_unit=cpus_per_unit, gpus_per_unit=gpus_per_unit,
+                                  partition=partition, time_min=time_min, units_per_task=units_per_task,
+                                  max_parallel=max_parallel, device=device)
+        p = load_preset(preset)
+        if teacher is not None:
+            p = p.replace(teacher=str(teacher))
+        if overrides:
+            p = override(p, json_option(overrides, "set"))
+        summary = run(p, out or Path("runs") / p.name, workers=workers, device=device, shard=parts,
+                      engine=engine, engine_options=options, wait=wait)
+    except PFDistError as e:
+        fail(str(e))
+    typer.echo(f"{summary['units']} units = {summary['students']} distinct students ({summary['shared']} shared between "
+               f"experiments); {summary['ran']} trained now; wall {summary['wall_s']:.0f} s "
+               f"(compute of the run, summed over students: {summary['unit_wall_s_total']:.0f} s)")
+    typer.echo(f"report: {summary['report'][0]} and {summary['report'][1]}")
+
+
+def _engine_options(engine: str, *, workers, address, cpus_per_unit, gpus_per_unit, partition, time_min, units_per_task,
+                    max_parallel, device) -> dict:
+    """The CLI's engine flags as the chosen engine's options; flags of another engine are refused."""
+    given = {"--workers": workers, "--address": address, "--partition": partition, "--max-parallel": max_parallel,
+             "--units-per-task": units_per_task if units_per_task != 1 else None,
+             "--time-min": time_min if time_min != 24 * 60 else None,
+             "--cpus-per-unit": cpus_per_unit, "--gpus-per-unit": gpus_per_unit}
+    allowed = {"local": {"--workers"}, "ray": {"--address", "--cpus-per-unit", "--gpus-per-unit"},
+               "slurm": {"--partition", "--max-parallel", "--units-per-task", "--time-min", "--cpus-per-unit",
+                         "--gpus-per-unit"}}.get(engine)
+    if allowed is None:
+        raise PFDistError(f"unknown engine {engine!r}; choose local, ray or slurm.")
+    stray = sorted(k for k, v in given.items() if v is not None and k not in allowed)
+    if stray:
+        raise PFDistError(f"{', '.join(stray)} do(es) not apply to --engine {engine}.")
+    if engine == "ray":
+        return {k: v for k, v in {"address": address, "cpus_per_unit": cpus_per_unit,
+                                  "gpus_per_unit": gpus_per_unit}.items() if v is not None}
+    if engine == "slurm":
+        for flag, v in (("--cpus-per-unit", cpus_per_unit), ("--gpus-per-unit", gpus_per_unit)):
+            if v is not None and v != int(v):
+                raise PFDistError(f"{flag} must be a whole number on Slurm (got {v}).")
+        gpus = gpus_per_unit if gpus_per_unit is not None else (1 if (device or "").startswith("cuda") else 0)
+        return {"partition": partition, "time_min": time_min, "units_per_task": units_per_task,
+                "max_parallel": max_parallel, "cpus_per_unit": int(cpus_per_unit or 1), "gpus_per_unit": int(gpus)}
+    return {}

@@ -1,0 +1,48 @@
+"""``pfdist rescore`` and ``pfdist plot``: new tables and figures from a finished run, no training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pfdist.cli.common import app, fail
+from pfdist.errors import PFDistError
+
+
+@app.command()
+def rescore(
+    run_dir: Path = typer.Argument(..., help="A run directory written by pfdist reproduce."),
+    descriptor: str = typer.Option(..., help="'pixels'; a JSON spec, e.g. '{\"type\": \"kernel\", \"num_features\": "
+                                             "4096}' or '{\"type\": \"sscd\", \"path\": \"sscd.pt\"}'; or a file "
+                                             "(.safetensors kernel descriptor; TorchScript / .pt2, which are CODE: "
+                                             "trusted files only)."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ..."),
+) -> None:
+    """Recompute E_gen, E_mem, copy share, the ideal copier and bias-variance of every finished
+    student under another descriptor, from the run's cached maps (no retraining)."""
+    from pfdist.experiments import rescore as run_rescore, spec_from_text
+
+    try:
+        summary = run_rescore(run_dir, spec_from_text(descriptor), device=device)
+    except PFDistError as e:
+        fail(str(e))
+    alpha = summary.get("collapse_alpha")
+    typer.echo(f"{summary.get('students', 0)} students rescored in {summary['descriptor']['name']} space"
+               + (f"; collapse alpha = {alpha['alpha']:.3f}" if alpha else ""))
+    for t in summary["tables"]:
+        typer.echo(f"wrote {t}")
+
+
+@app.command()
+def plot(run_dir: Path = typer.Argument(..., help="A run directory written by pfdist reproduce.")) -> None:
+    """Redraw every figure of a run from its results files, without running any model."""
+    from pfdist.experiments import draw
+
+    try:
+        figures = draw(run_dir)
+    except PFDistError as e:
+        fail(str(e))
+    for f in figures:
+        typer.echo(f"wrote {f}")
