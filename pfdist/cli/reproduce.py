@@ -15,8 +15,8 @@ ENGINE_HELP = "Where units run: local (this machine, --workers processes), ray (
 
 @app.command()
 def reproduce(
-    preset: str = typer.Option("quick", help="quick (20–30 min on 2 CPU cores), full (37 min), paper (GPUs), "
-                                             "digits (U-Nets on real 8x8 digits, CPU), digits-full, "
+    preset: str = typer.Option("quick", help="quick (15 min on 2 CPU cores), full (37 min), paper (GPUs), "
+                                             "digits (U-Nets on real 8x8 digits, 1.5 h on 2 CPU cores), digits-full, "
                                              "or a JSON file in the form of Preset.to_dict() (missing keys take defaults)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<preset>); shared storage "
                                                                 "when units run on several machines."),
