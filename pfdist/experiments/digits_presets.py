@@ -53,7 +53,7 @@ def digits(teacher: str = TEACHER) -> Preset:
         teacher=teacher,
         eval=EvalConfig(num_samples=500, test_samples=1000, loss_repeats=2, batch_size=500),
         scaling=Scaling(tuple(2**k for k in range(3, 14, 2)), (*unets, mlp(256)), train),
-        dynamics=Dynamics((2**9, 2**12), unet(8), constant(16), (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16),
+        dynamics=Dynamics((2**6, 2**12), unet(8), constant(16), (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16),
                           seeds=(0, 1, 2)),
         bias_variance=BiasVarianceStudy((2**5, 2**11), (unet(4), unet(8), unet(24)), train, k=3),
         real_vs_synthetic=RealVsSynthetic((2**3, 2**5, 2**7, 2**9), (unet(8),), train, "digits"),
