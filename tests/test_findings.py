@@ -115,3 +115,9 @@ def test_findings_list_and_report_table(tmp_path, with_dynamics):
                          figures=(), spaces=("kernel",), findings=out)
     text = md.read_text()
     assert "## Findings: paper vs measured" in text and "| E_gen collapses on N / \\|θ\\|^α | α ≈ 0.5 |" in text
+
+
+def test_collapse_verdict_is_the_primary_space():
+    fit, _ = fit_scaling(scaling_rows(alpha=0.5))
+    f = collapse_finding({"kernel": None, "pixels": fit})
+    assert f.verdict == "not measured" and "kernel: no fit" in f.measured and "pixels: α = 0.5" in f.measured

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from pfdist.analysis.collapse import CollapseFit, collapse_rows
 from pfdist.analysis.dynamics import DynamicsReport
@@ -135,49 +135,49 @@ def collapse_finding(fits: dict[str, CollapseFit | None]) -> Finding:
     for space, f in fits.items():
         if f is None:
             parts.append(f"{space}: no fit")
+            verdicts.append("not measured")
             continue
         lo, hi = f.alpha_ci
         parts.append(f"{space}: α = {f.alpha:.2f} (95% CI {lo:.2f}–{hi:.2f}, {f.n_sizes} sizes, R² = {f.r2:.3f})"
                      + ("" if lo > 0 else ", CI includes 0") + (", includes 0.5" if lo <= 0.5 <= hi else ""))
         verdicts.append("reproduced" if lo > 0 and lo <= 0.5 <= hi else "partly" if lo > 0 else "not reproduced")
-    if not verdicts:
-        return Finding(name, paper, "; ".join(parts) or "no scaling table", "not measured")
-    first = verdicts[0]  # the primary space decides; the others are shown for comparison
-    return Finding(name, paper, "; ".join(parts), first)
+    # The primary space (listed first) decides; the others are shown for comparison.
+    return Finding(name, paper, "; ".join(parts) or "no scaling table", verdicts[0] if verdicts else "not measured")
+
+
+def _dynamics_finding(dynamics: dict[str, DynamicsReport] | None, name: str, paper: str,
+                      describe: Callable[[str, DynamicsReport], str | None]) -> Finding:
+    """One row over every dynamics run; ``describe`` gives a detected run's text, None if not detected."""
+    if not dynamics:
+        return Finding(name, paper, "no dynamics runs", "not measured")
+    texts = {key: describe(key, r) for key, r in dynamics.items()}
+    parts = [text if text is not None else f"{key}: not detected (threshold {_g(dynamics[key].threshold)})"
+             for key, text in texts.items()]
+    found = any(text is not None for text in texts.values())
+    return Finding(name, paper, "; ".join(parts), "reproduced" if found else "not reproduced")
 
 
 def early_learning_finding(dynamics: dict[str, DynamicsReport] | None) -> Finding:
-    name = "early learning at the transition"
-    paper = "E_gen min 0.83 @ epoch 85 → 1.08 @ 500"
-    if not dynamics:
-        return Finding(name, paper, "no dynamics runs", "not measured")
-    parts = []
-    for key, r in dynamics.items():
-        if r.early_learning:
-            parts.append(f"{key}: min {_g(r.min_value)} @ epoch {r.min_epoch:g} → {_g(r.final_value)} "
-                         f"(rise {_g(r.depth)} > threshold {_g(r.threshold)})")
-        else:
-            parts.append(f"{key}: not detected (rise {_g(r.depth)}, threshold {_g(r.threshold)})")
-    found = [r for r in dynamics.values() if r.early_learning]
-    return Finding(name, paper, "; ".join(parts), "reproduced" if found else "not reproduced")
+    def describe(key: str, r: DynamicsReport) -> str | None:
+        if not r.early_learning:
+            return None
+        return (f"{key}: min {_g(r.min_value)} @ epoch {r.min_epoch:g} → {_g(r.final_value)} "
+                f"(rise {_g(r.depth)} > threshold {_g(r.threshold)})")
+
+    return _dynamics_finding(dynamics, "early learning at the transition", "E_gen min 0.83 @ epoch 85 → 1.08 @ 500",
+                             describe)
 
 
 def double_descent_finding(dynamics: dict[str, DynamicsReport] | None) -> Finding:
-    name = "epoch-wise double descent"
-    paper = "0.80 → bump 0.84 → 0.76"
-    if not dynamics:
-        return Finding(name, paper, "no dynamics runs", "not measured")
-    parts = []
-    for key, r in dynamics.items():
+    def describe(key: str, r: DynamicsReport) -> str | None:
         d = r.double_descent
         if d is None:
-            parts.append(f"{key}: not detected (threshold {_g(r.threshold)})")
-        else:
-            parts.append(f"{key}: {_g(d.first_min_value)} @ {d.first_min_epoch:g} → bump {_g(d.peak_value)} @ "
-                         f"{d.peak_epoch:g} → {_g(d.second_min_value)} @ {d.second_min_epoch:g} "
-                         f"(each step > threshold {_g(r.threshold)})")
-    found = [r for r in dynamics.values() if r.double_descent is not None]
-    return Finding(name, paper, "; ".join(parts), "reproduced" if found else "not reproduced")
+            return None
+        return (f"{key}: {_g(d.first_min_value)} @ {d.first_min_epoch:g} → bump {_g(d.peak_value)} @ "
+                f"{d.peak_epoch:g} → {_g(d.second_min_value)} @ {d.second_min_epoch:g} "
+                f"(each step > threshold {_g(r.threshold)})")
+
+    return _dynamics_finding(dynamics, "epoch-wise double descent", "0.80 → bump 0.84 → 0.76", describe)
 
 
 def bias_variance_finding(rows: Sequence[dict[str, Any]] | None) -> Finding:
