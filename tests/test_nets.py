@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, strategies as st
 
 from pfdist.errors import PFDistError
 from pfdist.nets import (
@@ -159,10 +160,13 @@ def test_count_parameters_and_edm_ddpmpp_size():
     assert round(n / 1e6, 2) == 55.73
 
 
-@pytest.mark.parametrize("channels", range(1, 300))
+@given(st.integers(1, 4096))
 def test_group_count_divides(channels):
+    """The largest divisor of C not above EDM's min(32, C // 4) (1 when C < 4)."""
     g = num_groups(channels)
-    assert channels % g == 0 and 1 <= g <= 32 and (channels < 4 or channels // g >= 4)
+    edm = max(1, min(32, channels // 4))
+    assert channels % g == 0 and 1 <= g <= edm
+    assert not any(channels % h == 0 for h in range(g + 1, edm + 1))
 
 
 @pytest.mark.parametrize(
