@@ -29,6 +29,18 @@ from pfdist.models.edm import load_edm
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    if name == "PFDMetric":  # imported on first use: torchmetrics, when installed, takes a second to import
+        from pfdist.streaming import PFDMetric
+
+        return PFDMetric
+    raise AttributeError(f"module 'pfdist' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "PFDMetric"})
+
 __all__ = [
     "EvalConfig",
     "TrainConfig",
@@ -56,6 +68,7 @@ __all__ = [
     "GaussianMixture",
     "KernelDescriptor",
     "NonFiniteError",
+    "PFDMetric",
     "PFDResult",
     "PFDistError",
     "SSCD",

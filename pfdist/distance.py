@@ -28,7 +28,8 @@ def squared_distances(a: Tensor, b: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class PFDResult:
-    """A PFD estimate. ``per_sample`` holds the squared distances, one per seed, in seed order.
+    """A PFD estimate. ``per_sample`` holds the squared distances, one per seed, in seed order
+    (None, as ``seed``, for a :class:`pfdist.PFDMetric` that kept only sums).
 
     ``value = sqrt(mean(per_sample))``. ``stderr`` is the delta-method standard error
     s / (2 sqrt(M) value), s the sample std of per_sample. ``ci`` is the 95% normal interval
@@ -45,10 +46,10 @@ class PFDResult:
     value: float
     stderr: float
     ci: tuple[float, float]
-    per_sample: Tensor
+    per_sample: Tensor | None
     num_samples: int
     nfe: float
-    seed: int
+    seed: int | None
     nfe_a: float = math.nan
     nfe_b: float = math.nan
     flow_a: dict | None = None
@@ -67,10 +68,27 @@ class PFDResult:
     ) -> "PFDResult":
         per_sample = per_sample.detach().double().cpu()
         m = per_sample.numel()
-        if m < 2:
-            raise PFDistError(f"num_samples must be at least 2 for an interval (got {m}).")
+        _at_least_two(m)
         mean = per_sample.mean().item()
         se_mean = per_sample.std(unbiased=True).item() / math.sqrt(m)
+        return cls._from_mean(mean, se_mean, per_sample, m, seed, nfe_a, nfe_b, flow_a, flow_b)
+
+    @classmethod
+    def from_sums(
+        cls, total: float, total_sq: float, count: int, *, per_sample: Tensor | None = None, seed: int | None = None,
+    ) -> "PFDResult":
+        """The result of ``count`` squared distances known by their sum and sum of squares (streamed,
+        or summed over processes); the same rule as :meth:`from_per_sample`. ``per_sample`` may be
+        None (then ``combine`` and ``to_dict(per_sample=True)`` are unavailable)."""
+        _at_least_two(count)
+        mean = total / count
+        variance = max(total_sq - total * mean, 0.0) / (count - 1)
+        return cls._from_mean(mean, math.sqrt(variance / count), per_sample, count, seed,
+                              math.nan, math.nan, None, None)
+
+    @classmethod
+    def _from_mean(cls, mean, se_mean, per_sample, m, seed, nfe_a, nfe_b, flow_a, flow_b) -> "PFDResult":
+        """The interval rule (class docstring) from the mean squared distance and its standard error."""
         value = math.sqrt(mean)
         stderr = se_mean / (2 * value) if value > 0 else 0.0
         lo, hi = max(mean - Z_95 * se_mean, 0.0), mean + Z_95 * se_mean
@@ -83,6 +101,8 @@ class PFDResult:
         """Join results on contiguous seed ranges (any order) into the result of the union."""
         if not parts:
             raise PFDistError("nothing to combine.")
+        if any(r.per_sample is None or r.seed is None for r in parts):
+            raise PFDistError("combine needs the per-seed values and seed range of each part (results of pfd).")
         parts = sorted(parts, key=lambda r: r.seed)
         for a, b in zip(parts, parts[1:]):
             if a.seed + a.num_samples != b.seed:
@@ -113,9 +133,16 @@ class PFDResult:
             "flow_b": self.flow_b,
         }
         if per_sample:
+            if self.per_sample is None:
+                raise PFDistError("this result kept no per-sample values; use PFDMetric(per_sample=True).")
             d["per_sample"] = self.per_sample.tolist()
         return d
 
     def __str__(self) -> str:
         lo, hi = self.ci
         return f"PFD = {self.value:.5g} ± {self.stderr:.2g}  (95% CI [{lo:.5g}, {hi:.5g}], M = {self.num_samples})"
+
+
+def _at_least_two(m: int) -> None:
+    if m < 2:
+        raise PFDistError(f"num_samples must be at least 2 for an interval (got {m}).")
