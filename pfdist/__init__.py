@@ -10,7 +10,7 @@ from pfdist.denoisers import (
 )
 from pfdist.data import digits_mixture, load_digits
 from pfdist.descriptors import SSCD, KernelDescriptor, TorchScriptDescriptor
-from pfdist.errors import CheckpointError, DistributedError, NonFiniteError, PFDistError
+from pfdist.errors import CheckpointError, DistributedError, NonFiniteError, PFDistError, PFDistWarning
 from pfdist.distance import PFDResult, squared_distances
 from pfdist.flows import flow_outputs
 from pfdist.maps import GeneratorMap, ODEMap, flow_map, generator, ode_map
@@ -71,6 +71,7 @@ __all__ = [
     "PFDMetric",
     "PFDResult",
     "PFDistError",
+    "PFDistWarning",
     "SSCD",
     "TorchScriptDescriptor",
     "digits_mixture",

@@ -20,11 +20,12 @@ class _OneLineErrors(TyperGroup):
         import warnings
 
         from pfdist.atomic import CorruptFileWarning
+        from pfdist.errors import PFDistWarning
 
         show = warnings.showwarning
 
         def one_line(message, category, *args, **kwargs):
-            if issubclass(category, CorruptFileWarning):
+            if issubclass(category, (CorruptFileWarning, PFDistWarning)):
                 typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
             else:
                 show(message, category, *args, **kwargs)
