@@ -27,8 +27,9 @@ def pfd(
     b: Any,
     *,
     shape: Sequence[int] | None = None,
-    num_samples: int = 10_000,
-    seed: int = 100_000,
+    num_samples: int | None = None,
+    seed: int | None = None,
+    seeds: str | Sequence[int] | range | None = None,
     descriptor: Descriptor | str | None = None,
     flow: FlowSettings | None = None,
     steps: int | None = None,
@@ -63,21 +64,39 @@ def pfd(
     very object for a callable without one), dtype, grid, T and labels.
 
     shape: the data shape (taken from a or b when they know it). Seeds are
-    seed..seed+num_samples-1; any range can be evaluated alone and joined exactly with
-    :meth:`PFDResult.combine`. Streams in batches; ``progress(n)`` gets samples done.
+    seed..seed+num_samples-1 (default 100000..109999); any range can be evaluated alone and
+    joined exactly with :meth:`PFDResult.combine`. Or ``seeds``, in EDM's syntax (``"0-49999"``,
+    ``"0-9,20,30-39"``) or as a range or list, instead of ``seed`` and ``num_samples``: the
+    per-sample values follow the seeds' order, and ``result.seed`` is None unless they are one
+    contiguous range. Streams in batches; ``progress(n)`` gets samples done.
     ``result.nfe_a`` / ``nfe_b`` are each side's evaluations per sample, ``nfe`` the larger.
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
-        raise PFDistError(f"num_samples must be an integer >= 2 (got {num_samples!r}).")
-    checks.integer("seed", seed, lo=0, hi=checks.SEED_MAX - num_samples + 1)
+    runs = _seed_runs(num_samples, seed, seeds)
     keywords = dict(steps=steps, solver=solver, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
     if flow is not None or any(v is not None for v in keywords.values()):
         flow = FlowSettings.of(flow, **keywords)
     p = make_plan({"a": a, "b": b}, reduce=lambda outs: squared_distances(*outs), shape=shape, flow=flow,
                   class_labels=class_labels, descriptor=descriptor, device=device, dtype=dtype, batch_size=batch_size)
-    per_sample = p.evaluate_range(range(seed, seed + num_samples), progress)
+    per_sample = torch.cat([p.evaluate_range(run, progress) for run in runs])
     side_a, side_b = p.sides
     return PFDResult.from_per_sample(
-        per_sample, seed=seed, nfe_a=side_a.nfe, nfe_b=side_b.nfe,
+        per_sample, seed=runs[0].start if len(runs) == 1 else None, nfe_a=side_a.nfe, nfe_b=side_b.nfe,
         flow_a=side_a.flow and side_a.flow.to_dict(), flow_b=side_b.flow and side_b.flow.to_dict(),
     )
+
+
+def _seed_runs(num_samples: int | None, seed: int | None, seeds: Any) -> list[range]:
+    """The contiguous seed runs of a call: ``seeds``, or ``seed .. seed + num_samples - 1``."""
+    if seeds is not None:
+        if num_samples is not None or seed is not None:
+            raise PFDistError("give seeds= or seed= and num_samples=, not both.")
+        runs = checks.seed_ranges("seeds", seeds)
+        if sum(map(len, runs)) < 2:
+            raise PFDistError(f"seeds must hold at least 2 seeds for an interval (got {seeds!r}).")
+        return runs
+    num_samples = 10_000 if num_samples is None else num_samples
+    seed = 100_000 if seed is None else seed
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
+        raise PFDistError(f"num_samples must be an integer >= 2 (got {num_samples!r}).")
+    checks.integer("seed", seed, lo=0, hi=checks.SEED_MAX - num_samples + 1)
+    return [range(seed, seed + num_samples)]
