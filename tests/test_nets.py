@@ -8,7 +8,7 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from pfdist.errors import PFDistError
+from pfdist import PFDistError, build_network, count_parameters
 from pfdist.nets import (
     MLP,
     DhariwalUNet,
@@ -16,8 +16,6 @@ from pfdist.nets import (
     SongUNet,
     VEPrecond,
     VPPrecond,
-    build_network,
-    count_parameters,
     normalize_config,
     num_groups,
     precond_coefficients,

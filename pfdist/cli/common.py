@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import typer
 from typer.core import TyperGroup
@@ -86,6 +87,27 @@ def json_option(value: Optional[str], what: str) -> dict:
     if not isinstance(obj, dict):
         fail(f"--{what} must be a JSON object, e.g. '{{\"epochs\": 20}}'.")
     return obj
+
+
+def set_options(values: Sequence[str] | None, what: str = "set") -> list[dict]:
+    """Each ``--set`` as a nested dict, in order: a JSON object, a .json file, or a dot-list item
+    ``key.path=value`` (the value read as a JSON literal when it is one, else as a string)."""
+    changes = []
+    for value in values or ():
+        key, eq, text = value.partition("=")
+        if value.lstrip().startswith("{") or value.endswith(".json") or not eq:
+            changes.append(json_option(value, what))
+            continue
+        if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", key.strip()):
+            raise PFDistError(f"--{what} {value!r}: {key!r} is not a key path such as eval.num_samples.")
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            parsed = text
+        for part in reversed(key.strip().split(".")):
+            parsed = {part: parsed}
+        changes.append(parsed)
+    return changes
 
 
 def train_bar():
