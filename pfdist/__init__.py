@@ -1,4 +1,10 @@
-"""pfdist: probability flow distance for measuring generalization in diffusion models."""
+"""pfdist: probability flow distance for measuring generalization in diffusion models.
+
+Diagnostics go to the ``logging`` logger ``"pfdist"`` (and its children), silent unless the
+application configures logging; the ``pfdist`` command's ``-v`` / ``-q`` set its level.
+"""
+
+import logging as _logging
 
 from pfdist.denoisers import (
     EmpiricalDenoiser,
@@ -28,6 +34,7 @@ from pfdist.protocol import EvalConfig, bias_variance, teacher_student
 from pfdist.models.edm import load_edm
 
 __version__ = "0.1.0"
+_logging.getLogger("pfdist").addHandler(_logging.NullHandler())
 
 
 def __getattr__(name: str):

@@ -8,6 +8,7 @@ and is cached under a key hashing all of it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -27,6 +28,8 @@ from pfdist.plan import make_plan, resolve_device
 from pfdist.settings import FlowSettings
 
 __all__ = ["FlowOutputs", "FlowSettings", "flow_outputs", "resolve_device"]
+
+log = logging.getLogger(__name__)
 
 
 def flow_outputs(
@@ -93,6 +96,7 @@ def flow_outputs(
     if path is not None and distributed.all_true(path.is_file()):  # every rank of a group, or none
         out = _read_cache(path)
         if distributed.all_true(out is not None):  # a damaged entry anywhere is a miss everywhere
+            log.debug("flow outputs of seeds %d..%d read from %s", seed, seed + num_samples - 1, path)
             if progress:
                 progress(num_samples)
             return out
@@ -100,6 +104,7 @@ def flow_outputs(
     out = FlowOutputs(values, nfe=side.nfe, key=key, descriptor_object=p.descriptor, **record)
     if path is not None and distributed.is_main():
         atomic_save_tensors(path, {"values": values}, metadata={"pfdist": json.dumps(out.metadata())}, checksum=True)
+        log.debug("flow outputs of seeds %d..%d cached in %s", seed, seed + num_samples - 1, path)
     return out
 
 

@@ -8,6 +8,7 @@ estimated on seeds seed..seed+M-1 shared by both maps. The distance itself is a 
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Sequence
 
 import torch
@@ -20,6 +21,8 @@ from pfdist.plan import make_plan
 from pfdist.settings import FlowSettings
 
 __all__ = ["PFDResult", "pfd", "squared_distances"]
+
+log = logging.getLogger(__name__)
 
 
 def pfd(
@@ -77,8 +80,10 @@ def pfd(
         flow = FlowSettings.of(flow, **keywords)
     p = make_plan({"a": a, "b": b}, reduce=lambda outs: squared_distances(*outs), shape=shape, flow=flow,
                   class_labels=class_labels, descriptor=descriptor, device=device, dtype=dtype, batch_size=batch_size)
-    per_sample = torch.cat([p.evaluate_range(run, progress) for run in runs])
     side_a, side_b = p.sides
+    log.debug("pfd on %d seeds (%s) on %s, %s: grids %s / %s", sum(map(len, runs)),
+              ",".join(f"{r.start}-{r.stop - 1}" for r in runs), p.device, p.dtype, side_a.flow, side_b.flow)
+    per_sample = torch.cat([p.evaluate_range(run, progress) for run in runs])
     return PFDResult.from_per_sample(
         per_sample, seed=runs[0].start if len(runs) == 1 else None, nfe_a=side_a.nfe, nfe_b=side_b.nfe,
         flow_a=side_a.flow and side_a.flow.to_dict(), flow_b=side_b.flow and side_b.flow.to_dict(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import sys
 from pathlib import Path
@@ -27,11 +28,12 @@ class _OneLineErrors(TyperGroup):
 
         def one_line(message, category, *args, **kwargs):
             if issubclass(category, (CorruptFileWarning, PFDistWarning)):
-                typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+                log.warning("%s", message)  # one line, silenced by --quiet
             else:
                 show(message, category, *args, **kwargs)
 
         warnings.showwarning = one_line
+        level, handlers = log.level, list(log.handlers)  # the callback's -v / -q last for this command
         try:
             return super().invoke(ctx)
         except PFDistError as e:
@@ -41,6 +43,8 @@ class _OneLineErrors(TyperGroup):
             fail(f"{where}{e.strerror or e} (check the path, its permissions and free disk space).")
         finally:
             warnings.showwarning = show
+            log.handlers[:] = handlers
+            log.setLevel(level)
 
 
 app = typer.Typer(
@@ -52,9 +56,39 @@ app = typer.Typer(
 )
 
 
+log = logging.getLogger("pfdist")
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More on stderr: -v progress of runs (info), -vv debug."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only: no warnings, no progress bars."),
+) -> None:
     """Probability flow distance (PFD) for measuring generalization in diffusion models."""
+    if quiet and verbose:
+        fail("--quiet and --verbose contradict each other; give one.")
+    configure_logging(logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)])
+
+
+class _Stderr(logging.Handler):
+    """One line per record on the current stderr (a test runner swaps it), warnings in yellow."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        color = {logging.WARNING: typer.colors.YELLOW}.get(record.levelno, typer.colors.RED if record.levelno > logging.WARNING else None)
+        typer.secho(f"{record.levelname.lower()}: {self.format(record)}", fg=color, err=True)
+
+
+def configure_logging(level: int) -> None:
+    """The ``pfdist`` logger at ``level``, printing to stderr (replacing an earlier command's handler)."""
+    for handler in [h for h in log.handlers if isinstance(h, _Stderr)]:
+        log.removeHandler(handler)
+    log.addHandler(_Stderr())
+    log.setLevel(level)
+
+
+def quiet() -> bool:
+    """True under ``--quiet``: progress bars are off."""
+    return not log.isEnabledFor(logging.WARNING)
 
 
 DESCRIPTOR_HELP = ("Descriptor file; default: pixels. A .safetensors kernel descriptor (no code), or a TorchScript / "
@@ -72,7 +106,7 @@ def fail(message: str | None) -> None:
 def progress_bar(total: int, desc: str, disable: bool = False):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="sample", dynamic_ncols=True, file=sys.stderr, disable=disable)
+    return tqdm(total=total, desc=desc, unit="sample", dynamic_ncols=True, file=sys.stderr, disable=disable or quiet())
 
 
 def json_option(value: Optional[str], what: str) -> dict:
@@ -113,7 +147,7 @@ def set_options(values: Sequence[str] | None, what: str = "set") -> list[dict]:
 def train_bar():
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=0, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=0, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr, disable=quiet())
 
     def update(step: int, total: int, loss: float) -> None:
         bar.total = total

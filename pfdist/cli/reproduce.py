@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from pfdist.cli.common import app, fail, set_options
+from pfdist.cli.common import app, fail, quiet, set_options
 from pfdist.errors import PFDistError
 
 ENGINE_HELP = "Where units run: local (this machine, --workers processes), ray (a Ray cluster) or slurm (a job array)."
@@ -71,7 +71,7 @@ def reproduce(
         for change in set_options(overrides):
             p = override(p, change)
         summary = run(p, out or Path("runs") / p.name, workers=workers, device=device, shard=parts,
-                      engine=engine, engine_options=options, wait=wait)
+                      engine=engine, engine_options=options, wait=wait, show_progress=not quiet())
     except PFDistError as e:
         fail(str(e))
     typer.echo(f"{summary['units']} units = {summary['students']} distinct students ({summary['shared']} shared between "
