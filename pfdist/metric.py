@@ -17,6 +17,7 @@ from pfdist.descriptors import Descriptor
 from pfdist.distance import PFDResult, squared_distances
 from pfdist import checks
 from pfdist.errors import PFDistError
+from pfdist.outputs import FlowOutputs
 from pfdist.plan import make_plan
 from pfdist.settings import FlowSettings
 
@@ -67,14 +68,16 @@ def pfd(
     very object for a callable without one), dtype, grid, T and labels.
 
     shape: the data shape (taken from a or b when they know it). Seeds are
-    seed..seed+num_samples-1 (default 100000..109999); any range can be evaluated alone and
+    seed..seed+num_samples-1 (default: the seeds of precomputed outputs given as a or b, else
+    100000..109999); any range can be evaluated alone and
     joined exactly with :meth:`PFDResult.combine`. Or ``seeds``, in EDM's syntax (``"0-49999"``,
     ``"0-9,20,30-39"``) or as a range or list, instead of ``seed`` and ``num_samples``: the
     per-sample values follow the seeds' order, and ``result.seed`` is None unless they are one
     contiguous range. Streams in batches; ``progress(n)`` gets samples done.
     ``result.nfe_a`` / ``nfe_b`` are each side's evaluations per sample, ``nfe`` the larger.
     """
-    runs = _seed_runs(num_samples, seed, seeds)
+    precomputed = next((m for m in (a, b) if isinstance(m, FlowOutputs)), None)
+    runs = _seed_runs(num_samples, seed, seeds, precomputed)
     keywords = dict(steps=steps, solver=solver, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
     if flow is not None or any(v is not None for v in keywords.values()):
         flow = FlowSettings.of(flow, **keywords)
@@ -90,8 +93,11 @@ def pfd(
     )
 
 
-def _seed_runs(num_samples: int | None, seed: int | None, seeds: Any) -> list[range]:
-    """The contiguous seed runs of a call: ``seeds``, or ``seed .. seed + num_samples - 1``."""
+def _seed_runs(num_samples: int | None, seed: int | None, seeds: Any, precomputed: FlowOutputs | None) -> list[range]:
+    """The contiguous seed runs of a call: ``seeds``, or ``seed .. seed + num_samples - 1``, or
+    when none is given the seeds of the (first) precomputed outputs."""
+    if seeds is None and num_samples is None and seed is None and precomputed is not None:
+        return [range(precomputed.seed, precomputed.seed + precomputed.num_samples)]
     if seeds is not None:
         if num_samples is not None or seed is not None:
             raise PFDistError("give seeds= or seed= and num_samples=, not both.")

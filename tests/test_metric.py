@@ -191,3 +191,11 @@ def test_pfd_on_seed_lists(mixture):
         pfdist.pfd(mixture, other, seeds="0-9", num_samples=10)
     with pytest.raises(pfdist.PFDistError, match="at least 2 seeds"):
         pfdist.pfd(mixture, other, seeds="7")
+
+
+def test_precomputed_outputs_bring_their_seeds(mixture):
+    other = _mixture(4, (6,))
+    cached = pfdist.flow_outputs(other, num_samples=9, seed=30)
+    r = pfdist.pfd(mixture, cached)  # no seeds given: those of the cached outputs
+    assert r.seed == 30 and torch.equal(r.per_sample, pfdist.pfd(mixture, other, seed=30, num_samples=9).per_sample)
+    assert pfdist.pfd(mixture, cached, seed=32, num_samples=4).seed == 32  # any sub-range, when asked
