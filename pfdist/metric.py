@@ -8,7 +8,6 @@ estimated on seeds seed..seed+M-1 shared by both maps. The distance itself is a 
 
 from __future__ import annotations
 
-import logging
 from typing import Any, Callable, Sequence
 
 import torch
@@ -22,8 +21,6 @@ from pfdist.plan import make_plan
 from pfdist.settings import FlowSettings
 
 __all__ = ["PFDResult", "pfd", "squared_distances"]
-
-log = logging.getLogger(__name__)
 
 
 def pfd(
@@ -84,8 +81,6 @@ def pfd(
     p = make_plan({"a": a, "b": b}, reduce=lambda outs: squared_distances(*outs), shape=shape, flow=flow,
                   class_labels=class_labels, descriptor=descriptor, device=device, dtype=dtype, batch_size=batch_size)
     side_a, side_b = p.sides
-    log.debug("pfd on %d seeds (%s) on %s, %s: grids %s / %s", sum(map(len, runs)),
-              ",".join(f"{r.start}-{r.stop - 1}" for r in runs), p.device, p.dtype, side_a.flow, side_b.flow)
     per_sample = torch.cat([p.evaluate_range(run, progress) for run in runs])
     return PFDResult.from_per_sample(
         per_sample, seed=runs[0].start if len(runs) == 1 else None, nfe_a=side_a.nfe, nfe_b=side_b.nfe,

@@ -18,11 +18,12 @@ A, B = (str(Path(__file__).resolve().parents[1] / "examples" / f) for f in ("tea
 
 
 def test_verbosity_flags_set_the_level():
-    loud = runner.invoke(app, ["-vv", "distance", A, B, "-n", "4", "--steps", "2"])
-    assert loud.exit_code == 0 and "debug: pfd on 4 seeds (100000-100003)" in loud.output
+    loud = runner.invoke(app, ["-v", "distance", A, B, "-n", "4", "--steps", "2"])
+    assert loud.exit_code == 0 and "info: PFD of" in loud.output and "on 4 seeds (100000-100003), heun" in loud.output
     quiet = runner.invoke(app, ["-q", "distance", A, B, "-n", "4", "--steps", "2"])
-    assert quiet.exit_code == 0 and quiet.output.startswith("PFD = ") and "debug" not in quiet.output
-    assert "sample/s" in runner.invoke(app, ["distance", A, B, "-n", "4", "--steps", "2"]).output  # the bar, unless -q
+    assert quiet.exit_code == 0 and quiet.output.startswith("PFD = ")
+    plain = runner.invoke(app, ["distance", A, B, "-n", "4", "--steps", "2"]).output
+    assert "sample/s" in plain and "info:" not in plain  # the bar, unless -q; info lines only with -v
     both = runner.invoke(app, ["-q", "-v", "distance", A, B])
     assert both.exit_code == 2 and "contradict" in both.output
     assert logging.getLogger("pfdist").level == logging.NOTSET  # the command's settings end with it

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from pfdist.cli.common import DESCRIPTOR_HELP, app, fail, progress_bar
+from pfdist.cli.common import DESCRIPTOR_HELP, app, fail, log, progress_bar
 from pfdist.errors import PFDistError
 from pfdist.settings import FlowSettings
 
@@ -57,6 +57,8 @@ def distance(
         check_writable(out)
 
     main = distributed.is_main()
+    log.info("PFD of %s and %s on %d seeds (%s), %s with %d steps", a, b, total,
+             seeds or f"{seed}-{seed + num_samples - 1}", solver, steps)
     try:
         with distributed.process_group(device) as device:
             da, db = distributed.together(lambda: (load_spec(a), load_spec(b)))
