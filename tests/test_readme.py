@@ -65,3 +65,31 @@ def test_readme_runs(tmp_path, monkeypatch):
             r = subprocess.run(source, shell=True, cwd=work, env=env, capture_output=True, text=True, timeout=300)
             if r.returncode != 0:
                 pytest.fail(f"README command failed ({r.returncode}): $ {source}\n{r.stdout}\n{r.stderr}")
+
+
+def _imported(tree) -> set:
+    import ast
+
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+def test_each_sections_first_python_block_has_its_own_imports():
+    """A reader may start at any section: its first example imports every module it uses."""
+    import ast
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    sections = re.split(r"^## ", text, flags=re.M)[1:]
+    firsts = [(sec.splitlines()[0], FENCE.findall(sec)) for sec in sections]
+    firsts = [(title, next(body for lang, body in blocks if lang == "python"))
+              for title, blocks in firsts if any(lang == "python" for lang, _ in blocks)]
+    assert len(firsts) >= 5
+    modules = set().union(*(_imported(ast.parse(body)) for lang, body in FENCE.findall(text) if lang == "python"))
+    for title, body in firsts:
+        tree = ast.parse(body)
+        used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        missing = (used & modules) - _imported(tree)
+        assert not missing, f"section {title!r}: its first python block uses {sorted(missing)} without importing them"
