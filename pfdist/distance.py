@@ -29,7 +29,8 @@ def squared_distances(a: Tensor, b: Tensor) -> Tensor:
 @dataclass(frozen=True)
 class PFDResult:
     """A PFD estimate. ``per_sample`` holds the squared distances, one per seed, in seed order
-    (None, as ``seed``, for a :class:`pfdist.PFDMetric` that kept only sums).
+    (None for a :class:`pfdist.PFDMetric` that kept only sums). ``seed``: the first of the
+    contiguous seeds (None for seeds with gaps, and for a PFDMetric).
 
     ``value = sqrt(mean(per_sample))``. ``stderr`` is the delta-method standard error
     s / (2 sqrt(M) value), s the sample std of per_sample. ``ci`` is the 95% normal interval

@@ -55,6 +55,8 @@ def test_batches_give_the_pfd_of_one_call(kind, one_thread):
     assert sums.per_sample is None and sums.seed is None
     with pytest.raises(pfdist.PFDistError, match="per-sample"):
         sums.to_dict(per_sample=True)
+    with pytest.raises(pfdist.PFDistError, match="combine needs the per-seed values"):
+        pfdist.PFDResult.combine([sums])
 
 
 @pytest.mark.parametrize("kind", KINDS)

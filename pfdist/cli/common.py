@@ -74,7 +74,8 @@ class _Stderr(logging.Handler):
     """One line per record on the current stderr (a test runner swaps it), warnings in yellow."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        color = {logging.WARNING: typer.colors.YELLOW}.get(record.levelno, typer.colors.RED if record.levelno > logging.WARNING else None)
+        level = record.levelno
+        color = typer.colors.YELLOW if level == logging.WARNING else typer.colors.RED if level > logging.WARNING else None
         typer.secho(f"{record.levelname.lower()}: {self.format(record)}", fg=color, err=True)
 
 
