@@ -18,7 +18,7 @@ A spec is one of
 * a trained network: a directory or ``.json`` written by ``pfdist.training`` (loaded by
   :func:`pfdist.training.load_denoiser`), or by ``pfdist convert`` (``model.safetensors``);
 * an EDM snapshot ``.pkl``, read without running its code (:func:`pfdist.models.edm.load_edm`);
-* a diffusers ``save_pretrained`` directory (see :func:`pfdist.models.diffusers.load_diffusers`);
+* a diffusers ``save_pretrained`` directory (see :func:`pfdist.models.diffusers_load.load_diffusers`);
 * a ``.pt2`` program written by ``pfdist export`` (a program: trust it; see :mod:`pfdist.models.export`);
 * ``pfdist:<name>``: a model shipped inside pfdist (``pfdist:digits-unet``).
 """
@@ -153,7 +153,7 @@ def load_spec(path: str | os.PathLike) -> Any:
     if not path.exists():
         raise PFDistError(f"{path} does not exist; give a distribution file (.json, .safetensors) or a checkpoint.")
     if path.is_dir():
-        from pfdist.models.diffusers import is_diffusers_dir, load_diffusers
+        from pfdist.models.diffusers_load import is_diffusers_dir, load_diffusers
 
         return load_diffusers(path) if is_diffusers_dir(path) else _load_network_dir(path)
     if path.suffix == ".pkl":
