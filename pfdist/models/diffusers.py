@@ -30,8 +30,9 @@ form with sigma = t / (1 - t), x = x_t / (1 - t), and
 
     flow:          D = x_t - t v,  x_t = x / (1 + sigma),  t = sigma / (1 + sigma).
 
-t = 1 (pure noise) is sigma = inf: ``pure_noise_denoised(eps)`` is the limit of D(sigma eps, sigma),
-with which ODE maps start exactly at t = 1 (docs/method.md, §1).
+t = 1 (pure noise) is sigma = inf, where D(x, inf) reads x as the unit noise eps (the limit of
+D(sigma eps, sigma)); such a model declares ``pure_noise = True`` and its ODE maps start exactly
+at t = 1 (docs/method.md, §1).
 
 The denoiser never clips or thresholds (``clip_sample``, ``thresholding``): those are sampler
 heuristics that would change the probability-flow map. ``sigma_min`` / ``sigma_max`` are the range
@@ -84,6 +85,7 @@ class DiffusersDenoiser(nn.Module):
         self.num_train_timesteps = int(num_train_timesteps)
         log_sigmas = torch.empty(0) if train_sigmas is None else train_sigmas.double().log()
         self.register_buffer("log_sigmas", log_sigmas)  # log sigma_t, t = 0 .. T-1 (increasing)
+        self.pure_noise = kind == "flow" and self.sigma_max == math.inf  # D(x, inf) defined, x read as eps
         self.conditioning = tuple(sorted(conditioning or {}))
         for name in self.conditioning:
             self.register_buffer(f"conditioning_{name}", conditioning[name])
@@ -95,7 +97,7 @@ class DiffusersDenoiser(nn.Module):
         [0, T-1]. Flow matching: t * num_train_timesteps with t = sigma / (1 + sigma).
         """
         if self.kind == "flow":
-            t = (sigma / (1 + sigma)) * self.num_train_timesteps
+            t = torch.where(torch.isinf(sigma), 1.0, sigma / (1 + sigma)) * self.num_train_timesteps
         else:
             log_sigmas = self.log_sigmas.to(sigma.dtype)
             log_sigma = sigma.log()
@@ -150,9 +152,12 @@ class DiffusersDenoiser(nn.Module):
             out = self._network(c_in * x, c_noise.reshape(-1), labels)
             return c_skip * x + (-c_out if self.prediction_type == "v_prediction" else c_out) * out
         if self.kind == "flow":
-            # Rectified flow: x_t = x / (1 + sigma) at t = sigma / (1 + sigma); D = x_t - t v.
-            x_t = x / (1 + sigma)
-            return x_t - (sigma / (1 + sigma)) * self._network(x_t, self.timestep(sigma.reshape(-1)), labels)
+            # Rectified flow: x_t = x / (1 + sigma) at t = sigma / (1 + sigma); D = x_t - t v. At sigma = inf
+            # (t = 1) x is read as the unit noise eps = lim x / sigma, so x_t = x (the pure_noise convention).
+            pure = torch.isinf(sigma)
+            t = torch.where(pure, torch.ones_like(sigma), sigma / (1 + sigma))
+            x_t = torch.where(pure, x, x / (1 + sigma))
+            return x_t - t * self._network(x_t, self.timestep(sigma.reshape(-1)), labels)
         # VP: x_t = sqrt(abar) x with abar = 1 / (1 + sigma^2).
         scale = (1 + sigma**2).sqrt()
         x_t = x / scale
@@ -162,19 +167,6 @@ class DiffusersDenoiser(nn.Module):
         if self.prediction_type == "v_prediction":
             return (x_t - sigma * out) / scale
         return out
-
-    def pure_noise_denoised(self, eps: Tensor, class_labels: Tensor | None = None) -> Tensor:
-        """lim_{sigma -> inf} D(sigma eps, sigma) = eps - v(eps, t = 1): the x_0 predicted from pure noise.
-
-        ``eps: (batch, *shape)`` unit noise. Defined for flow-matching models trained up to t = 1
-        (``sigma_max`` = inf); ODE maps of such a model start from it (:class:`pfdist.ODEMap`).
-        """
-        if self.kind != "flow" or self.sigma_max != math.inf:
-            raise PFDistError(f"pure_noise_denoised needs a flow-matching model trained up to t = 1; this one is "
-                              f"{self.kind!r} with sigma_max={self.sigma_max:.4g}.")
-        labels = self._labels(class_labels, eps)
-        t = torch.full((eps.shape[0],), float(self.num_train_timesteps), dtype=eps.dtype, device=eps.device)
-        return eps - self._network(eps, t, labels)
 
     def extra_repr(self) -> str:
         return (f"kind={self.kind!r}, prediction_type={self.prediction_type!r}, sigma_min={self.sigma_min:.4g}, "
