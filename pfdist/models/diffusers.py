@@ -48,6 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from pfdist.errors import PFDistError
+from pfdist.hashing import content_hash
 from pfdist.models.diffusers_conditioning import check_conditioning
 from pfdist.nets.precond import precond_coefficients
 from pfdist.ode import expand_sigma
@@ -167,6 +168,19 @@ class DiffusersDenoiser(nn.Module):
         if self.prediction_type == "v_prediction":
             return (x_t - sigma * out) / scale
         return out
+
+    def fingerprint(self) -> str:
+        """A content hash for caching: the network's class, config and weights, the diffusers version,
+        this adapter's settings and its conditioning tensors (forward hooks or swapped attention
+        processors are not seen)."""
+        try:
+            import diffusers
+
+            version = diffusers.__version__
+        except ImportError:  # a network that only looks like a diffusers one
+            version = None
+        return content_hash("diffusers/v1", type(self.network).__qualname__, version, _config(self.network),
+                            self.extra_repr(), dict(self.state_dict()))
 
     def extra_repr(self) -> str:
         return (f"kind={self.kind!r}, prediction_type={self.prediction_type!r}, sigma_min={self.sigma_min:.4g}, "
