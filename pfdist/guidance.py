@@ -39,6 +39,8 @@ class Guided:
         self.label_dim = label_dim(net)
         self._guide_labels = label_dim(guide) > 0
         self.shape, self.data_space = shape, data_space
+        # Both trained up to pure noise (rectified flows): D(eps, inf) is their lerp too, so maps start at t = 1.
+        self.pure_noise = all(getattr(m, "pure_noise", False) is True for m in (net, guide))
 
     def __call__(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None = None, **conditioning: Any) -> Tensor:
         """x: (batch, *shape); sigma: float or (batch,); class_labels: (batch, label_dim) one-hot."""

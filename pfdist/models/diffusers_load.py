@@ -92,18 +92,15 @@ def _layout(path: Path) -> tuple[Path, Path]:
     return path, path
 
 
-def load_diffusers(path: str | os.PathLike, *, conditioning: str | os.PathLike | dict | None = None,
-                   fractional_timesteps: bool = True) -> DiffusersDenoiser:
-    """A denoiser from a diffusers directory (see the module docstring), with safetensors weights only.
-
-    ``conditioning``: a safetensors file (or a dict) of tensors named as the network's forward
-    arguments, batch 1: ``encoder_hidden_states``, ``pooled_projections``, ``class_labels``.
-    """
+def load_network(path: str | os.PathLike) -> tuple:
+    """``(network, scheduler)`` from a diffusers directory (see the module docstring), nothing run."""
     try:
         import diffusers  # noqa: F401
     except ImportError:
         raise PFDistError(f"{path} is a diffusers model; {INSTALL}.") from None
     path = Path(path)
+    if not path.is_dir():
+        raise PFDistError(f"{path} is not a directory; give a diffusers save_pretrained directory.")
     model_dir, sched_dir = _layout(path)
     if not (sched_dir / "scheduler_config.json").is_file():
         raise PFDistError(f"{path} has no scheduler config ({sched_dir / 'scheduler_config.json'}); "
@@ -112,7 +109,6 @@ def load_diffusers(path: str | os.PathLike, *, conditioning: str | os.PathLike |
     if model_cls.__name__ not in NETWORKS:
         raise PFDistError(f"{path} holds a {model_cls.__name__}; pfdist adapts {', '.join(NETWORKS)}.")
     sched_cls = _class_from_config(sched_dir / "scheduler_config.json", "SchedulerMixin")
-    tensors = read_conditioning(conditioning) if isinstance(conditioning, (str, os.PathLike)) else conditioning
     shapes = _weight_shapes(model_dir)
     try:
         model = model_cls.from_pretrained(model_dir, use_safetensors=True, local_files_only=True)
@@ -121,8 +117,28 @@ def load_diffusers(path: str | os.PathLike, *, conditioning: str | os.PathLike |
         raise PFDistError(f"cannot load the diffusers model in {path} with safetensors weights: "
                           f"{model_dir / 'config.json'} and its weights disagree, or a file is damaged ({e}).") from None
     _check_weights(model, shapes, model_dir)
+    return model.eval(), scheduler
+
+
+def adapt(model, scheduler, conditioning: str | os.PathLike | dict | None, *, where: str,
+          fractional_timesteps: bool = True) -> DiffusersDenoiser:
+    """:func:`from_diffusers` with conditioning from a safetensors file or a dict; errors name ``where`` or the file."""
+    tensors = read_conditioning(conditioning) if isinstance(conditioning, (str, os.PathLike)) else conditioning
     try:
         return from_diffusers(model, scheduler, fractional_timesteps=fractional_timesteps, **(tensors or {}))
     except PFDistError as e:
-        where = f"conditioning file {conditioning}" if isinstance(conditioning, (str, os.PathLike)) else str(path)
+        where = f"conditioning file {conditioning}" if isinstance(conditioning, (str, os.PathLike)) else where
         raise PFDistError(f"{where}: {e}") from None
+
+
+def load_diffusers(path: str | os.PathLike, *, conditioning: str | os.PathLike | dict | None = None,
+                   fractional_timesteps: bool = True) -> DiffusersDenoiser:
+    """A denoiser from a diffusers directory (see the module docstring), with safetensors weights only.
+
+    ``conditioning``: a safetensors file (or a dict) of tensors named as the network's forward
+    arguments, batch 1: ``encoder_hidden_states``, ``pooled_projections``, ``class_labels``.
+    """
+    if isinstance(conditioning, (str, os.PathLike)):
+        read_conditioning(conditioning)  # a bad file is refused before the weights are read
+    model, scheduler = load_network(path)
+    return adapt(model, scheduler, conditioning, where=str(path), fractional_timesteps=fractional_timesteps)
