@@ -238,8 +238,8 @@ def flow_map(
     """Push ``x_T: (batch, *shape)`` (already scaled by sigma_max) through the PF-ODE to sigma = 0.
 
     ``flow`` (default EDM's) with any of the keyword fields replaced. Runs exactly that grid: no
-    clamping to the model's range and no labels (use :func:`ode_map` with :func:`pfdist.pfd` or
-    :func:`pfdist.flow_outputs` for those).
+    clamping to the model's range, no labels and no start from pure noise (use :func:`ode_map`
+    with :func:`pfdist.pfd` or :func:`pfdist.flow_outputs` for those).
     """
     flow = FlowSettings.of(flow, steps=steps, solver=solver, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
     return get_solver(flow.solver)(denoiser, x_T, flow.sigmas())
