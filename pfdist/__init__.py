@@ -19,6 +19,7 @@ from pfdist.descriptors import SSCD, KernelDescriptor, TorchScriptDescriptor
 from pfdist.errors import CheckpointError, DistributedError, NonFiniteError, PFDistError, PFDistWarning
 from pfdist.distance import PFDResult, squared_distances
 from pfdist.flows import flow_outputs
+from pfdist.guidance import guided
 from pfdist.maps import GeneratorMap, ODEMap, flow_map, generator, ode_map
 from pfdist.metric import pfd
 from pfdist.models.diffusers import from_diffusers
@@ -89,6 +90,7 @@ __all__ = [
     "flow_outputs",
     "from_diffusers",
     "gaussian_pfd",
+    "guided",
     "heun",
     "load_digits",
     "nearest_neighbors",

@@ -8,6 +8,8 @@ be compared with its teacher's 35-NFE ODE map. Precomputed outputs
 
 A map's input is x_T ~ N(0, T^2 I) with T its noise level ``sigma_max``: for an ODE map the top
 of its grid, for a generator the level it declares. Both maps of a comparison must use one T.
+A rectified-flow model's ODE map starts at pure noise eps = x_T / T (t = 1), so it sees the
+same noise as an EDM-type map on the same x_T (docs/method.md, §1).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import math
 import numbers
 from typing import Any, Callable
 
+import torch
 from torch import Tensor
 
 from pfdist.errors import PFDistError
@@ -68,6 +71,19 @@ def conditioning(dim: int, class_labels: int | None) -> str | None:
     return f"class={int(class_labels)}/{dim}"
 
 
+def _pure_noise(denoiser: Any, sigma_range: tuple[float, float], asked: bool | None) -> bool:
+    """Whether an ODE map of ``denoiser`` starts at pure noise (see :class:`ODEMap`)."""
+    able = getattr(denoiser, "pure_noise", False) is True and sigma_range[1] == math.inf
+    if asked is None:
+        return able
+    if not isinstance(asked, bool):
+        raise PFDistError(f"pure_noise must be True, False or None (got {asked!r}).")
+    if asked and not able:
+        raise PFDistError("pure_noise=True needs a model trained up to pure noise (it declares pure_noise = True "
+                          "and sigma_max = inf: a rectified-flow model from pfdist.from_diffusers).")
+    return asked
+
+
 class _Checked:
     """Counts denoiser evaluations and checks each output's shape, dtype and device."""
 
@@ -99,11 +115,18 @@ class ODEMap:
     on the intersection of the two models' ranges. A class-conditional denoiser (``label_dim``
     > 0) gets one-hot labels: drawn from each seed (``class_labels=None``, the same label for
     both maps of a comparison, whatever the batch) or one fixed class ``class_labels=c``.
+
+    A model trained up to pure noise (a rectified flow at t = 1: ``pure_noise = True``,
+    ``sigma_max`` = inf) starts there: its input is eps = x_T / T, and one Euler step in the
+    flow's variables from t = 1 to t = T / (1 + T) gives x(T) = x_T + D(eps, inf), then the grid
+    runs as for any model (docs/method.md, §1). ``pure_noise=False`` starts at
+    x(T) = x_T instead, as EDM's sampler does; the default is True where the model allows it.
     """
 
     kind = "ode"
 
-    def __init__(self, denoiser: Denoiser, flow: FlowSettings | None = None, *, class_labels: int | None = None):
+    def __init__(self, denoiser: Denoiser, flow: FlowSettings | None = None, *, class_labels: int | None = None,
+                 pure_noise: bool | None = None):
         if isinstance(denoiser, (ODEMap, GeneratorMap)) or not callable(denoiser):
             raise PFDistError(f"ode_map needs a denoiser D(x, sigma); got a {type(denoiser).__name__}.")
         self.denoiser = denoiser
@@ -113,6 +136,7 @@ class ODEMap:
         self.class_labels = class_labels
         self.conditioning = conditioning(self.label_dim, class_labels)
         self.flow.clamped(*self.sigma_range)  # refuse a grid outside the model's range now
+        self.pure_noise = _pure_noise(denoiser, self.sigma_range, pure_noise)
 
     @property
     def shape(self) -> tuple[int, ...] | None:
@@ -126,12 +150,19 @@ class ODEMap:
     def fingerprint(self) -> str | None:
         fp = fingerprint(self.denoiser)
         grid = self.flow.clamped(*self.sigma_range)
-        return None if fp is None else content_hash("ode_map/v1", fp, grid.to_dict(), self.conditioning)
+        start = ["pure_noise"] if self.pure_noise else []  # absent for maps that start at x_T, as before
+        return None if fp is None else content_hash("ode_map/v1", fp, grid.to_dict(), self.conditioning, *start)
 
     def run(self, x_T: Tensor, labels: Tensor | None, flow: FlowSettings, *, name: str) -> tuple[Tensor, int]:
         """x_0 = Phi(x_T) on ``flow``'s grid (the grid of the comparison), and the denoiser calls."""
-        counted = _Checked(self.denoiser, name, labels if self.label_dim else None)
-        return get_solver(flow.solver)(counted, x_T, flow.sigmas()), counted.calls
+        labels = labels if self.label_dim else None
+        counted, x = _Checked(self.denoiser, name, labels), x_T
+        sigmas = flow.sigmas()
+        if self.pure_noise:
+            # Euler step from t = 1 (sigma = inf) to sigma = T in the flow's variables: x(T) = T eps + D(eps, inf).
+            inf = torch.full((len(x_T),), math.inf, dtype=x_T.dtype, device=x_T.device)
+            x = x_T + counted(x_T / float(sigmas[0]), inf)
+        return get_solver(flow.solver)(counted, x, sigmas), counted.calls
 
     def __repr__(self) -> str:
         return f"ode_map({self.denoiser!r}, flow={self.flow})"
@@ -182,9 +213,10 @@ class GeneratorMap:
         return f"generator({self.fn!r}, sigma_max={self.sigma_max})"
 
 
-def ode_map(denoiser: Denoiser, flow: FlowSettings | None = None, *, class_labels: int | None = None) -> ODEMap:
+def ode_map(denoiser: Denoiser, flow: FlowSettings | None = None, *, class_labels: int | None = None,
+            pure_noise: bool | None = None) -> ODEMap:
     """The PF-ODE map of ``denoiser`` under ``flow`` (default: EDM's Heun, 18 steps); see :class:`ODEMap`."""
-    return ODEMap(denoiser, flow, class_labels=class_labels)
+    return ODEMap(denoiser, flow, class_labels=class_labels, pure_noise=pure_noise)
 
 
 def generator(fn: Callable[[Tensor], Tensor], **options: Any) -> GeneratorMap:
@@ -206,8 +238,8 @@ def flow_map(
     """Push ``x_T: (batch, *shape)`` (already scaled by sigma_max) through the PF-ODE to sigma = 0.
 
     ``flow`` (default EDM's) with any of the keyword fields replaced. Runs exactly that grid: no
-    clamping to the model's range and no labels (use :func:`ode_map` with :func:`pfdist.pfd` or
-    :func:`pfdist.flow_outputs` for those).
+    clamping to the model's range, no labels and no start from pure noise (use :func:`ode_map`
+    with :func:`pfdist.pfd` or :func:`pfdist.flow_outputs` for those).
     """
     flow = FlowSettings.of(flow, steps=steps, solver=solver, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
     return get_solver(flow.solver)(denoiser, x_T, flow.sigmas())

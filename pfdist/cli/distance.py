@@ -16,7 +16,7 @@ MAX_STEPS = 10_000  # sigma-grid steps; EDM uses 18 to 256
 
 @app.command()
 def distance(
-    a: Path = typer.Argument(..., help="First model: a distribution file (.json/.safetensors), a checkpoint, a diffusers directory or a .pt2 program."),
+    a: Path = typer.Argument(..., help="First model: a distribution file (.json/.safetensors), a checkpoint, a diffusers directory (or a JSON spec naming one with its conditioning file) or a .pt2 program."),
     b: Path = typer.Argument(..., help="Second model, same data shape."),
     num_samples: Optional[int] = typer.Option(None, "--num-samples", "-n", show_default="10000", help="Shared noise seeds M."),
     seed: Optional[int] = typer.Option(None, show_default="100000", help="First evaluation seed; seeds are seed..seed+M-1."),
