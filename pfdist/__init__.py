@@ -21,7 +21,7 @@ from pfdist.ode import Denoiser, data_shape, score, velocity
 from pfdist.outputs import FlowOutputs
 from pfdist.schedules import edm_sigmas
 from pfdist.settings import FlowSettings
-from pfdist.solvers import dpmpp_2m, euler, heun, reference
+from pfdist.solvers import dpmpp_2m, dpmpp_3m, euler, heun, reference, unipc
 from pfdist.nets import build_network, count_parameters
 from pfdist.training import TrainConfig, load_denoiser, save_denoiser, train
 from pfdist.protocol import EvalConfig, bias_variance, teacher_student
@@ -62,6 +62,7 @@ __all__ = [
     "TorchScriptDescriptor",
     "digits_mixture",
     "dpmpp_2m",
+    "dpmpp_3m",
     "edm_sigmas",
     "euler",
     "flow_map",
@@ -77,5 +78,6 @@ __all__ = [
     "reference",
     "score",
     "squared_distances",
+    "unipc",
     "velocity",
 ]

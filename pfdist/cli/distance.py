@@ -21,7 +21,7 @@ def distance(
     num_samples: int = typer.Option(10_000, "--num-samples", "-n", help="Shared noise seeds M."),
     seed: int = typer.Option(100_000, help="First evaluation seed; seeds are seed..seed+M-1."),
     steps: int = typer.Option(FlowSettings.steps, help=f"Sigma-grid steps, 1..{MAX_STEPS} (Heun: 2*steps-1 denoiser calls)."),
-    solver: str = typer.Option(FlowSettings.solver, help="heun, euler, dpmpp_2m or reference (adaptive dopri5)."),
+    solver: str = typer.Option(FlowSettings.solver, help="heun, euler, dpmpp_2m, dpmpp_3m, unipc or reference (adaptive dopri5)."),
     sigma_max: float = typer.Option(FlowSettings.sigma_max, help="T: x_T ~ N(0, T^2 I)."),
     descriptor: Optional[Path] = typer.Option(None, help=DESCRIPTOR_HELP),
     batch_size: int = typer.Option(256, help="Seeds per batch (does not change the result)."),
