@@ -28,6 +28,10 @@ def distance(
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: cpu)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result JSON here."),
     per_sample: bool = typer.Option(False, help="Include the per-seed squared distances in the JSON."),
+    error_estimate: bool = typer.Option(
+        False, "--error-estimate",
+        help="Also estimate each map's discretisation error on its grid (doubled steps on the first 128 seeds, "
+             "Richardson): solver_error bounds |PFD - PFD of the exact maps|."),
 ) -> None:
     """PFD between two models on shared seeds; prints value ± CI and writes a JSON result.
 
@@ -57,7 +61,7 @@ def distance(
                 result = pfd(
                     da, db, num_samples=num_samples, seed=seed, steps=steps, solver=solver,
                     sigma_max=sigma_max, descriptor=descriptor, batch_size=batch_size, device=device,
-                    progress=bar.update,
+                    progress=bar.update, error_estimate=error_estimate,
                 )
     except PFDistError as e:
         fail(str(e) if main else None)
