@@ -19,13 +19,14 @@ F64 = dict(dtype=torch.float64)
 
 def moment_matched_gaussian(mix: pfdist.GaussianMixture) -> pfdist.Gaussian:
     """The Gaussian with the mixture's exact mean and covariance."""
-    w, mu = mix.log_weights.exp(), mix.means
-    eye = torch.eye(mu.shape[1], dtype=torch.float64)
-    covs = torch.einsum("kdr,kr,ker->kde", mix.eigvecs, mix.eigvals - mix.iso[:, None], mix.eigvecs)
-    covs = covs + mix.iso[:, None, None] * eye
-    mean = (w[:, None] * mu).sum(0)
-    second = (w[:, None, None] * (covs + mu[:, :, None] * mu[:, None, :])).sum(0)
-    return pfdist.Gaussian(mean, second - mean[:, None] * mean[None, :])
+    return pfdist.Gaussian(*mix.moments())
+
+
+def test_mixture_moments_match_its_samples(mixture):
+    mean, cov = mixture.moments()
+    y = mixture.sample(200_000, generator=torch.Generator().manual_seed(1)).double()
+    torch.testing.assert_close(y.mean(0), mean, atol=0.03, rtol=0)
+    torch.testing.assert_close(torch.cov(y.T), cov, atol=0.06, rtol=0)
 
 
 def rms(a: torch.Tensor, b: torch.Tensor) -> float:
