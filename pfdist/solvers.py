@@ -113,7 +113,7 @@ def _exp_multistep(denoiser: Denoiser, x: Tensor, sigmas: Tensor, order: int, co
     for i in range(len(sigmas) - 1):
         s, s_next = float(sigmas[i]), float(sigmas[i + 1])
         denoised = denoiser(x, _sigma(s, x))
-        if corrector and x_prev is not None:
+        if corrector and x_prev is not None and s_next != 0:  # the last x is replaced by D below
             # Corrector.
             x = _exp_step(x_prev, s_prev, s, [(-math.log(s), denoised)] + history[: order])
         history = [(-math.log(s), denoised)] + history[: order - 1]
