@@ -129,7 +129,8 @@ def _exp_multistep(denoiser: Denoiser, x: Tensor, sigmas: Tensor, order: int, co
 
 
 def dpmpp_3m(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, callback=None) -> Tensor:
-    """DPM-Solver++(3M): exponential Adams-Bashforth on the last three denoised values (1 NFE per step).
+    """DPM-Solver++(3M) (Lu et al. 2022) in Adams form: the quadratic through the last three denoised
+    values, integrated exactly (1 NFE per step).
 
     Third order; the first two steps use the one or two values available.
     """
