@@ -49,7 +49,8 @@ def main() -> None:
         return [rms(o, e) / pfd_exact for o, e in zip(outs, exact)], abs(rms(*outs) - pfd_exact) / pfd_exact
 
     print("\nmap error / PFD (mixture, Gaussian; max) and |PFD - PFD_exact| / PFD, EDM grid rho 7:")
-    print(f"{'solver':9s} {'order':>5s} {'steps':>5s} {'NFE':>4s}  {'mixture':>8s} {'Gaussian':>8s} {'max':>8s}  {'PFD diff':>8s}")
+    print(f"{'solver':9s} {'order':>5s} {'steps':>5s} {'NFE':>4s}  {'mixture':>8s} {'Gaussian':>8s} {'max':>8s}  "
+          f"{'PFD diff':>8s}")
     first_within = {}
     for solver in sorted(ORDERS):
         for nfe in NFES:
@@ -84,7 +85,8 @@ def main() -> None:
 
     print("\nsolver_error (error_estimate=True, first 128 seeds) / true map error (dopri5), mixture and Gaussian:")
     truth_seeds = range(SEED, SEED + 128)
-    for solver, steps in (("heun", 18), ("euler", 18), ("dpmpp_2m", 18), ("dpmpp_3m", 18), ("unipc", 18), ("unipc", 35)):
+    checked = (("heun", 18), ("euler", 18), ("dpmpp_2m", 18), ("dpmpp_3m", 18), ("unipc", 18), ("unipc", 35))
+    for solver, steps in checked:
         t0 = time.perf_counter()
         r = pfdist.pfd(*pair, num_samples=M, seed=SEED, solver=solver, steps=steps, error_estimate=True,
                        dtype=torch.float64)

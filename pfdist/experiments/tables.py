@@ -86,7 +86,8 @@ def _point_values(entry: dict) -> dict:
         "e_mem": entry["e_mem"]["pfd"], "e_mem_stderr": entry["e_mem"]["stderr"],
         "mem_ratio": entry["mem_ratio"]["value"], "mem_ratio_ci_low": entry["mem_ratio"]["ci95"][0],
         "mem_ratio_ci_high": entry["mem_ratio"]["ci95"][1],
-        "e_gen_solver_error": entry["e_gen"].get("solver_error"), "e_mem_solver_error": entry["e_mem"].get("solver_error"),
+        "e_gen_solver_error": entry["e_gen"].get("solver_error"),
+        "e_mem_solver_error": entry["e_mem"].get("solver_error"),
     }
 
 
@@ -109,7 +110,9 @@ class Tables:
 
     @property
     def point(self) -> list[str]:
-        """Per-space columns of a point: POINT, and the solver errors when the eval asks for them (empty when rescored)."""
+        """Per-space columns of a point: POINT, and the solver errors when the eval asks for them.
+
+        (Empty when rescored: the estimate reruns the maps, which rescoring does not.)"""
         return POINT + (SOLVER_ERROR if self.ctx.preset.eval.error_estimate else [])
 
     def result(self, unit) -> dict | None:
@@ -156,7 +159,8 @@ class Tables:
                 if (rec := self.result(unit)) is None:
                     continue
                 rows.append({"student": st.label, "params": rec["params"], "n": n, "train_loss": rec["train_loss"],
-                             "test_loss": rec["test_loss"], **_spread(self.errors(unit, rec), self.point, self.primary)})
+                             "test_loss": rec["test_loss"],
+                             **_spread(self.errors(unit, rec), self.point, self.primary)})
         cols = columns_for(SCALING_BASE, self.point, SCALING_TAIL, self.spaces)
         return [write_csv(self.out_dir / "scaling.csv", cols, rows), self.copier()]
 
@@ -195,8 +199,8 @@ class Tables:
                                  "epoch": h["epoch"], "images": h["images"], "train_loss": h["train_loss"],
                                  "test_loss": h["test_loss"], "epoch_train_loss": h["epoch_train_loss"],
                                  **_spread(values, self.point, self.primary)})
-        return write_csv(self.out_dir / "dynamics.csv", columns_for(DYNAMICS_BASE, self.point, DYNAMICS_TAIL, self.spaces),
-                         rows)
+        cols = columns_for(DYNAMICS_BASE, self.point, DYNAMICS_TAIL, self.spaces)
+        return write_csv(self.out_dir / "dynamics.csv", cols, rows)
 
     def real_vs_synthetic(self) -> Path:
         """Students trained on N real images next to the same students on N teacher samples."""
@@ -214,8 +218,8 @@ class Tables:
                     rows.append({"student": st.label, "params": rec["params"], "n": n, "train_data": source,
                                  "train_loss": rec["train_loss"], "test_loss": rec["test_loss"],
                                  **_spread(values, self.point, self.primary)})
-        return write_csv(self.out_dir / "real_vs_synthetic.csv", columns_for(REAL_BASE, self.point, SCALING_TAIL, self.spaces),
-                         rows)
+        cols = columns_for(REAL_BASE, self.point, SCALING_TAIL, self.spaces)
+        return write_csv(self.out_dir / "real_vs_synthetic.csv", cols, rows)
 
     def bias_variance(self) -> Path:
         from pfdist.experiments.units import Unit

@@ -139,8 +139,11 @@ def space_errors(student: Tensor, teacher: Tensor, copier: Tensor, train_data: T
 def doubled_outputs(model: Any, outputs: FlowOutputs, config: EvalConfig, device: Any) -> tuple[Tensor, Tensor, str]:
     """A map's pixel outputs on its grid and with doubled steps, on the first seeds of the evaluation."""
     n = min(config.num_samples, ERROR_SEEDS)
-    run = lambda flow: flow_outputs(model, shape=outputs.shape, num_samples=n, seed=config.seed, flow=flow,  # noqa: E731
-                                    batch_size=config.batch_size, device=device).values
+
+    def run(flow: FlowSettings) -> Tensor:
+        return flow_outputs(model, shape=outputs.shape, num_samples=n, seed=config.seed, flow=flow,
+                            batch_size=config.batch_size, device=device).values
+
     return run(outputs.flow), run(doubled_grid(outputs.flow)), outputs.flow.solver
 
 
@@ -185,7 +188,8 @@ def evaluate_student(
     named = NamedDescriptors.of(descriptor)
     refined = None
     if config.error_estimate:
-        maps = ((student, student_outputs), (teacher, teacher_outputs), (EmpiricalDenoiser(train_data.to(device)), copier))
+        maps = ((student, student_outputs), (teacher, teacher_outputs),
+                (EmpiricalDenoiser(train_data.to(device)), copier))
         refined = tuple(doubled_outputs(m, outs, config, device) for m, outs in maps)
     spaces = {name: space_errors(student_outputs.values, teacher_outputs.values, copier.values, train_data, psi,
                                  seed=config.seed, nfe=(student_outputs.nfe, teacher_outputs.nfe, copier.nfe),
