@@ -28,7 +28,7 @@ from pfdist.ode import Denoiser, data_shape, score, velocity
 from pfdist.outputs import FlowOutputs
 from pfdist.schedules import edm_sigmas
 from pfdist.settings import FlowSettings
-from pfdist.solvers import dpmpp_2m, euler, heun, reference
+from pfdist.solvers import dpmpp_2m, dpmpp_3m, euler, heun, reference, unipc
 from pfdist.nets import build_network, count_parameters
 from pfdist.training import TrainConfig, load_denoiser, save_denoiser, train
 from pfdist.protocol import EvalConfig, bias_variance, teacher_student
@@ -84,6 +84,7 @@ __all__ = [
     "TorchScriptDescriptor",
     "digits_mixture",
     "dpmpp_2m",
+    "dpmpp_3m",
     "edm_sigmas",
     "euler",
     "flow_map",
@@ -100,5 +101,6 @@ __all__ = [
     "reference",
     "score",
     "squared_distances",
+    "unipc",
     "velocity",
 ]

@@ -42,6 +42,14 @@ class PFDResult:
     of the dearer side. ``flow_a`` / ``flow_b``: the
     flow settings each side's ODE actually ran on (after clamping to the models' sigma range;
     None for a generator), as dicts.
+
+    ``solver_error_a`` / ``solver_error_b`` (``pfd(..., error_estimate=True)``; None when not
+    asked for): each map's discretisation error on the grid it ran on, the RMS over seeds of
+    |Psi(Phi_grid(x_T)) - Psi(Phi_exact(x_T))|, estimated by step doubling and Richardson
+    extrapolation on the first seeds of the range (docs/method.md, §2); 0 for a generator,
+    which is its own exact map. ``solver_error = solver_error_a + solver_error_b`` bounds the
+    discretisation part of the result: on the same seeds, |value - value_exact| <= solver_error
+    (Minkowski's inequality), beside the Monte-Carlo interval ``ci``.
     """
 
     value: float
@@ -55,6 +63,15 @@ class PFDResult:
     nfe_b: float = math.nan
     flow_a: dict | None = None
     flow_b: dict | None = None
+    solver_error_a: float | None = None
+    solver_error_b: float | None = None
+
+    @property
+    def solver_error(self) -> float | None:
+        """Bound on |value - value_exact| from the two maps' estimated discretisation errors (or None)."""
+        if self.solver_error_a is None or self.solver_error_b is None:
+            return None
+        return self.solver_error_a + self.solver_error_b
 
     @classmethod
     def from_per_sample(
@@ -66,6 +83,8 @@ class PFDResult:
         nfe_b: float = math.nan,
         flow_a: dict | None = None,
         flow_b: dict | None = None,
+        solver_error_a: float | None = None,
+        solver_error_b: float | None = None,
     ) -> "PFDResult":
         per_sample = per_sample.detach().double().cpu()
         m = per_sample.numel()
@@ -95,11 +114,15 @@ class PFDResult:
         lo, hi = max(mean - Z_95 * se_mean, 0.0), mean + Z_95 * se_mean
         nfe = max(nfe_a, nfe_b) if not (math.isnan(nfe_a) or math.isnan(nfe_b)) else math.nan
         return cls(value, stderr, (math.sqrt(lo), math.sqrt(hi)), per_sample, m, nfe, seed,
-                   nfe_a, nfe_b, flow_a, flow_b)
+                   nfe_a, nfe_b, flow_a, flow_b, solver_error_a, solver_error_b)
 
     @staticmethod
     def combine(parts: Sequence["PFDResult"]) -> "PFDResult":
-        """Join results on contiguous seed ranges (any order) into the result of the union."""
+        """Join results on contiguous seed ranges (any order) into the result of the union.
+
+        The solver error estimates, made on the first seeds of a range, are those of the part
+        holding the lowest seeds (None unless every part has them).
+        """
         if not parts:
             raise PFDistError("nothing to combine.")
         if any(r.per_sample is None or r.seed is None for r in parts):
@@ -118,6 +141,8 @@ class PFDResult:
         return PFDResult.from_per_sample(
             torch.cat([r.per_sample for r in parts]), seed=parts[0].seed, nfe_a=mean_nfe("nfe_a"),
             nfe_b=mean_nfe("nfe_b"), flow_a=parts[0].flow_a, flow_b=parts[0].flow_b,
+            **({} if any(r.solver_error is None for r in parts) else
+               dict(solver_error_a=parts[0].solver_error_a, solver_error_b=parts[0].solver_error_b)),
         )
 
     def to_dict(self, *, per_sample: bool = False) -> dict:
@@ -132,6 +157,9 @@ class PFDResult:
             "nfe_b": self.nfe_b,
             "flow_a": self.flow_a,
             "flow_b": self.flow_b,
+            "solver_error": self.solver_error,
+            "solver_error_a": self.solver_error_a,
+            "solver_error_b": self.solver_error_b,
         }
         if per_sample:
             if self.per_sample is None:
@@ -141,7 +169,11 @@ class PFDResult:
 
     def __str__(self) -> str:
         lo, hi = self.ci
-        return f"PFD = {self.value:.5g} ± {self.stderr:.2g}  (95% CI [{lo:.5g}, {hi:.5g}], M = {self.num_samples})"
+        text = f"PFD = {self.value:.5g} ± {self.stderr:.2g}  (95% CI [{lo:.5g}, {hi:.5g}], M = {self.num_samples})"
+        if self.solver_error is not None:
+            text += (f"; solver error <= {self.solver_error:.2g} (est.; maps {self.solver_error_a:.2g}, "
+                     f"{self.solver_error_b:.2g})")
+        return text
 
 
 def _at_least_two(m: int) -> None:

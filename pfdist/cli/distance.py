@@ -22,13 +22,17 @@ def distance(
     seed: Optional[int] = typer.Option(None, show_default="100000", help="First evaluation seed; seeds are seed..seed+M-1."),
     seeds: Optional[str] = typer.Option(None, help="Seeds in EDM's syntax instead of --seed/-n: ranges and lists, e.g. 0-49999 or 0-9,20,30-39."),
     steps: int = typer.Option(FlowSettings.steps, help=f"Sigma-grid steps, 1..{MAX_STEPS} (Heun: 2*steps-1 denoiser calls)."),
-    solver: str = typer.Option(FlowSettings.solver, help="heun, euler, dpmpp_2m or reference (adaptive dopri5)."),
+    solver: str = typer.Option(FlowSettings.solver, help="heun, euler, dpmpp_2m, dpmpp_3m, unipc or reference (adaptive dopri5)."),
     sigma_max: float = typer.Option(FlowSettings.sigma_max, help="T: x_T ~ N(0, T^2 I)."),
     descriptor: Optional[Path] = typer.Option(None, help=DESCRIPTOR_HELP),
     batch_size: int = typer.Option(256, help="Seeds per batch (does not change the result)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: cpu)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result JSON here."),
     per_sample: bool = typer.Option(False, help="Include the per-seed squared distances in the JSON."),
+    error_estimate: bool = typer.Option(
+        False, "--error-estimate",
+        help="Also estimate each map's discretisation error on its grid (doubled steps on the first 128 seeds, "
+             "Richardson): solver_error bounds |PFD - PFD of the exact maps|."),
 ) -> None:
     """PFD between two models on shared seeds; prints value ± CI and writes a JSON result.
 
@@ -66,7 +70,7 @@ def distance(
                 result = pfd(
                     da, db, num_samples=num_samples, seed=seed, seeds=seeds, steps=steps, solver=solver,
                     sigma_max=sigma_max, descriptor=descriptor, batch_size=batch_size, device=device,
-                    progress=bar.update,
+                    progress=bar.update, error_estimate=error_estimate,
                 )
     except PFDistError as e:
         fail(str(e) if main else None)

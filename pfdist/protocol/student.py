@@ -155,7 +155,7 @@ def teacher_student(
         def evaluate(student: torch.nn.Module, cache: Any = None) -> dict[str, Any]:
             return evaluate_student(student, teacher_outputs=teacher_outputs, train_data=train_data, test_data=test_data,
                                     config=eval_config, descriptor=desc, device=device, cache_dir=cache,
-                                    copier=copier)
+                                    copier=copier, teacher=teacher)
 
         def callback(epoch: int, ema: torch.nn.Module, stats: dict) -> dict:
             ema.eval()
