@@ -91,7 +91,8 @@ class PFDResult:
         _at_least_two(m)
         mean = per_sample.mean().item()
         se_mean = per_sample.std(unbiased=True).item() / math.sqrt(m)
-        return cls._from_mean(mean, se_mean, per_sample, m, seed, nfe_a, nfe_b, flow_a, flow_b)
+        return cls._from_mean(mean, se_mean, per_sample, m, seed, nfe_a, nfe_b, flow_a, flow_b,
+                              solver_error_a, solver_error_b)
 
     @classmethod
     def from_sums(
@@ -107,7 +108,8 @@ class PFDResult:
                               math.nan, math.nan, None, None)
 
     @classmethod
-    def _from_mean(cls, mean, se_mean, per_sample, m, seed, nfe_a, nfe_b, flow_a, flow_b) -> "PFDResult":
+    def _from_mean(cls, mean, se_mean, per_sample, m, seed, nfe_a, nfe_b, flow_a, flow_b,
+                   solver_error_a=None, solver_error_b=None) -> "PFDResult":
         """The interval rule (class docstring) from the mean squared distance and its standard error."""
         value = math.sqrt(mean)
         stderr = se_mean / (2 * value) if value > 0 else 0.0
