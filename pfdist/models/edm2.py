@@ -109,7 +109,10 @@ def edm2_network(obj: Any, where: str, *, dtype: torch.dtype | None = None) -> E
     record = obj["ema"]
     config = edm2_config(record, where)
     state: dict[str, Tensor] = {}
-    _collect_state(record, "", state, allowed=EDM2_CLASSES)
+    try:
+        _collect_state(record, "", state, allowed=EDM2_CLASSES)
+    except UnsupportedSnapshotError as e:
+        raise UnsupportedSnapshotError(f"{where}: {e}") from None
     with torch.device("meta"):
         layout = build_network(config).state_dict()
     missing, unexpected = sorted(set(layout) - set(state)), sorted(set(state) - set(layout))
@@ -120,8 +123,7 @@ def edm2_network(obj: Any, where: str, *, dtype: torch.dtype | None = None) -> E
             f"{where}: the weights do not fit the EDM2 network its arguments describe (missing {missing[:3]}, "
             f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}, not finite floating point {bad[:3]}).")
     net = build_network(config)
-    for name, tensor in [*net.named_parameters(), *net.named_buffers()]:
-        tensor.data = state[name].clone()  # the stored dtype (float16 in EDM2's snapshots) is kept
+    net.load_state_dict(state)  # the stored dtypes (float16 in EDM2's snapshots) are kept
     if dtype is not None:
         net.compute_dtype = dtype
     encoder = encoder_record(obj, where)
