@@ -50,8 +50,8 @@ def flow_outputs(
     the older name), or a map (:func:`pfdist.ode_map`, :func:`pfdist.generator`), which brings
     its own settings. ``shape`` is needed when the model does not say it. With ``cache_dir``,
     outputs are stored as safetensors under a key hashing the map's content, the descriptor, the
-    seeds, the grid, the dtype and the labels; a map or descriptor without a fingerprint is not
-    cached. ``progress(n)`` is called with the number of samples done.
+    seeds, the grid, the dtype, the labels and a map's decoder; a map or descriptor without a
+    fingerprint is not cached. ``shape`` is the shape of x_T (a decoded map's latents). ``progress(n)`` is called with the number of samples done.
     """
     if settings is not None and flow is not None and settings != flow:
         raise PFDistError("give the flow settings once: flow= (settings= is its older name).")
@@ -67,9 +67,11 @@ def flow_outputs(
     p = make_plan({"model": model}, reduce=lambda outs: outs[0], shape=shape, flow=flow, class_labels=class_labels,
                   descriptor=descriptor, device=device, dtype=dtype, batch_size=batch_size)
     side = p.sides[0]
-    record = dict(seed=seed, shape=p.shape, flow=side.flow, sigma_max=p.sigma_max,
+    record = dict(seed=seed, shape=side.source.shape or p.shape, flow=side.flow, sigma_max=p.sigma_max,
                   map_fingerprint=side.source.fingerprint(), descriptor=descriptor_fingerprint(p.descriptor),
                   dtype=str(dtype), conditioning=side.source.conditioning)
+    if record["shape"] != p.shape:  # a decoded map: images from latents (kept out of the key otherwise)
+        record["noise_shape"] = p.shape
     key = None
     if record["map_fingerprint"] is not None and record["descriptor"] is not None:
         key = content_hash("flow_outputs/v2", num_samples, {**record, "flow": side.flow and side.flow.to_dict()})

@@ -75,7 +75,7 @@ class Plan:
     """Sides that share x_T = T z(seed) (and labels), reduced batch by batch (see module docstring)."""
 
     sides: list[Side]
-    shape: tuple[int, ...]
+    shape: tuple[int, ...]  # of x_T (a decoded map's outputs have their own data shape)
     sigma_max: float  # T
     descriptor: Descriptor
     device: torch.device
@@ -116,6 +116,9 @@ class Plan:
                     x_T = noise(batch, self.shape, self.sigma_max, device=self.device, dtype=self.dtype) if live else None
                     labels = self.labels(batch) if live else None
                     outs = [self._side_batch(side, batch, x_T, labels) for side in self.sides]
+                    if len({tuple(o.shape) for o in outs}) > 1:
+                        raise PFDistError(f"the maps' outputs differ in shape {[tuple(o.shape[1:]) for o in outs]}; "
+                                          "PFD compares maps on the same space (decode latent models to images).")
                     chunks.append(self.reduce(outs).cpu())
                     if progress:
                         progress(len(batch))
@@ -214,10 +217,20 @@ def make_plan(
                 labelled.label_dim if labelled else 0, labelled.class_labels if labelled else None)
 
 
+def _noise_shape(source: Source) -> tuple[int, ...] | None:
+    own = source.noise_shape if isinstance(source, (ODEMap, GeneratorMap)) else source.noise_shape or source.shape
+    return None if own is None else tuple(own)
+
+
 def _common_shape(sources: dict[str, Source], shape: Sequence[int] | None) -> tuple[int, ...]:
-    known = {name: data_shape(s) for name, s in sources.items() if data_shape(s) is not None}
+    """The shape of x_T shared by every side; their data shapes (decoded images) must agree too."""
+    outputs = {name: data_shape(s) for name, s in sources.items() if data_shape(s) is not None}
+    if len(set(outputs.values())) > 1:
+        raise PFDistError(f"the maps have different data shapes {outputs}; PFD compares maps on the same space "
+                          "(a latent model's map needs its decoder: ode_map(..., decoder=...)).")
+    known = {name: _noise_shape(s) for name, s in sources.items() if _noise_shape(s) is not None}
     if len(set(known.values())) > 1:
-        raise PFDistError(f"the maps have different data shapes {known}; PFD compares maps on the same space.")
+        raise PFDistError(f"the maps draw x_T of different shapes {known}; PFD compares maps on the same noise.")
     if shape is None:
         if not known:
             raise PFDistError("pass shape=(...): no model says its data shape.")

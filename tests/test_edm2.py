@@ -215,6 +215,17 @@ def test_other_configurations_load_from_edm2_format(config, tmp_path, edm2_pickl
     assert json.loads(json.dumps(loaded.config)) == loaded.config
 
 
+def test_float16_networks_with_scalar_gains_have_a_fingerprint():
+    """0-d float16 parameters (EDM2's gains) are hashed by their bytes; a changed gain changes the key."""
+    from pfdist.hashing import fingerprint
+
+    net = build_network(SMALL, seed=0).half()
+    before = fingerprint(net)
+    with torch.no_grad():
+        net.unet.out_gain.fill_(0.5)
+    assert None not in (before, fingerprint(net)) and before != fingerprint(net)
+
+
 # -- Hostile and broken EDM2 pickles ---------------------------------------------------------------
 
 class _Evil:
