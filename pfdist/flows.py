@@ -41,6 +41,7 @@ def flow_outputs(
     batch_size: int = 256,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    autocast: torch.dtype | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> FlowOutputs:
@@ -65,11 +66,12 @@ def flow_outputs(
         raise PFDistError(f"num_samples must be a positive integer (got {num_samples!r}).")
     checks.integer("seed", seed, lo=0, hi=checks.SEED_MAX - num_samples + 1)
     p = make_plan({"model": model}, reduce=lambda outs: outs[0], shape=shape, flow=flow, class_labels=class_labels,
-                  descriptor=descriptor, device=device, dtype=dtype, batch_size=batch_size)
+                  descriptor=descriptor, device=device, dtype=dtype, batch_size=batch_size,
+                  autocast=autocast)
     side = p.sides[0]
     record = dict(seed=seed, shape=side.source.shape or p.shape, flow=side.flow, sigma_max=p.sigma_max,
                   map_fingerprint=side.source.fingerprint(), descriptor=descriptor_fingerprint(p.descriptor),
-                  dtype=str(dtype), conditioning=side.source.conditioning)
+                  dtype=p.precision, conditioning=side.source.conditioning)
     if record["shape"] != p.shape:  # a decoded map: images from latents (kept out of the key otherwise)
         record["noise_shape"] = p.shape
     key = None

@@ -40,6 +40,7 @@ def pfd(
     batch_size: int = 256,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    autocast: torch.dtype | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> PFDResult:
     """Probability flow distance between two maps on shared seeds.
@@ -62,7 +63,12 @@ def pfd(
     Precomputed outputs are refused unless made with this descriptor (its fingerprint, or the
     very object for a callable without one), dtype, grid, T and labels.
 
-    shape: the data shape (taken from a or b when they know it). Seeds are
+    ``autocast`` (``torch.bfloat16`` / ``torch.float16``): the networks (and decoders) run under
+    ``torch.autocast`` in that precision; the ODE state, the outputs and the distance stay in
+    ``dtype`` (float32). EDM2 networks also take ``load_edm(path, dtype=torch.bfloat16)``.
+
+    shape: the shape of x_T, the data shape unless a map decodes latents (taken from a or b
+    when they know it). Seeds are
     seed..seed+num_samples-1; any range can be evaluated alone and joined exactly with
     :meth:`PFDResult.combine`. Streams in batches; ``progress(n)`` gets samples done.
     ``result.nfe_a`` / ``nfe_b`` are each side's evaluations per sample, ``nfe`` the larger.
@@ -74,7 +80,8 @@ def pfd(
     if flow is not None or any(v is not None for v in keywords.values()):
         flow = FlowSettings.of(flow, **keywords)
     p = make_plan({"a": a, "b": b}, reduce=lambda outs: squared_distances(*outs), shape=shape, flow=flow,
-                  class_labels=class_labels, descriptor=descriptor, device=device, dtype=dtype, batch_size=batch_size)
+                  class_labels=class_labels, descriptor=descriptor, device=device, dtype=dtype, batch_size=batch_size,
+                  autocast=autocast)
     per_sample = p.evaluate_range(range(seed, seed + num_samples), progress)
     side_a, side_b = p.sides
     return PFDResult.from_per_sample(
