@@ -51,3 +51,12 @@ def test_autocast_values_are_checked():
         pfdist.pfd(g, g, shape=(4,), num_samples=4, autocast=torch.float64)
     with pytest.raises(PFDistError, match="with dtype=torch.float32"):
         pfdist.pfd(g, g, shape=(4,), num_samples=4, autocast=torch.bfloat16, dtype=torch.float64)
+
+
+@pytest.mark.skipif(not EDM_FIXTURES.is_dir(), reason="EDM fixtures not present")
+def test_edm_networks_load_in_float64_and_refuse_bfloat16_weights():
+    path = EDM_FIXTURES / "ddpmpp-edm-uncond.pkl"
+    net = pfdist.load_edm(path, dtype=torch.float64)
+    assert next(net.parameters()).dtype == torch.float64
+    with pytest.raises(PFDistError, match="autocast"):
+        pfdist.load_edm(path, dtype=torch.bfloat16)
