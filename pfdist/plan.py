@@ -283,5 +283,6 @@ def _check_module(source: ODEMap | GeneratorMap, name: str, device: torch.device
         return
     if p.device != device:
         raise PFDistError(f"{name}'s parameters are on {p.device} but device={device}; pass device='{p.device}' or move it.")
-    if p.dtype != dtype and getattr(module, "compute_dtype", None) is None:  # EDM2 nets cast their own weights
+    casts = any(getattr(m, "compute_dtype", None) is not None for m in module.modules())  # EDM2 nets cast their weights
+    if p.dtype != dtype and not casts:
         raise PFDistError(f"{name}'s parameters are {p.dtype} but dtype={dtype}; pass dtype={p.dtype} or cast it.")
