@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 import pfdist
 from pfdist.errors import PFDistError
+from pfdist.protocol import memorization_ratio
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -65,6 +66,8 @@ def test_pfd_of_a_decoded_map_against_itself_is_zero_and_outputs_follow_the_data
                 FIXTURES / "edm2-latent-cond.pkl", vae=VAE, dtype=torch.float64)).fingerprint()}
     assert len(keys) == 3 and None not in keys  # the decoder's identity is in the key
     assert pfdist.pfd(out, phi, num_samples=5, batch_size=2).value == 0.0  # float32 kernels: same batches, same bits
+    copies = memorization_ratio(out.values, out.values[:3])  # copy detection sees the images: 3 of 5 are copies
+    assert copies["value"] >= 0.6
     with pytest.raises(PFDistError, match="different data shapes"):
         pfdist.pfd(phi, latent, num_samples=4)  # images against latents
 
