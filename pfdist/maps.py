@@ -84,7 +84,11 @@ def decoded_shape(decoder: Any, noise_shape: tuple[int, ...] | None) -> tuple[in
     output_shape = getattr(decoder, "output_shape", None)
     if noise_shape is None or not callable(output_shape):
         return None
-    return tuple(int(n) for n in output_shape(noise_shape))
+    shape = tuple(int(n) for n in output_shape(noise_shape))
+    if len(shape) != 3 or not 1 <= shape[0] <= 4:
+        raise PFDistError(f"the decoder makes samples of shape {list(shape)} from latents {list(noise_shape)}; a "
+                          "decoder must make images (C, H, W) with 1 to 4 channels.")
+    return shape
 
 
 def decode(decoder: Callable[[Tensor], Tensor], x_0: Tensor, name: str) -> Tensor:

@@ -63,7 +63,12 @@ class EncoderRecord:
 def _vector(value: Any, name: str, where: str) -> tuple[float, ...]:
     import numpy as np
 
-    array = value.array if isinstance(value, ArrayRecord) else np.asarray(value) if isinstance(value, (list, tuple, np.generic, float)) else None
+    if isinstance(value, ArrayRecord):
+        array = value.array
+    elif isinstance(value, (list, tuple, np.generic, float)):
+        array = np.asarray(value)
+    else:
+        array = None
     if array is None or array.dtype.kind not in "fiu" or array.ndim > 1 or not np.isfinite(array).all():
         raise UnsupportedSnapshotError(f"{where}: the encoder's {name} is not a finite numeric vector.")
     return tuple(float(v) for v in np.atleast_1d(array))
