@@ -33,6 +33,7 @@ from pfdist.nets import build_network, count_parameters
 from pfdist.training import TrainConfig, load_denoiser, save_denoiser, train
 from pfdist.protocol import EvalConfig, bias_variance, teacher_student
 from pfdist.models.edm import load_edm
+from pfdist.models.edm2_decoder import load_edm_decoder
 
 __version__ = "0.1.0"
 _logging.getLogger("pfdist").addHandler(_logging.NullHandler())
@@ -57,6 +58,7 @@ __all__ = [
     "count_parameters",
     "load_denoiser",
     "load_edm",
+    "load_edm_decoder",
     "save_denoiser",
     "teacher_student",
     "train",

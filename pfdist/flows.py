@@ -50,6 +50,7 @@ def flow_outputs(
     batch_size: int = 256,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    autocast: torch.dtype | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> FlowOutputs:
@@ -60,8 +61,8 @@ def flow_outputs(
     replace those fields, as in :func:`pfdist.pfd`), or a map (:func:`pfdist.ode_map`, :func:`pfdist.generator`), which brings
     its own settings. ``shape`` is needed when the model does not say it. With ``cache_dir``,
     outputs are stored as safetensors under a key hashing the map's content, the descriptor, the
-    seeds, the grid, the dtype and the labels; a map or descriptor without a fingerprint is not
-    cached. ``progress(n)`` is called with the number of samples done.
+    seeds, the grid, the dtype, the labels and a map's decoder; a map or descriptor without a
+    fingerprint is not cached. ``shape`` is the shape of x_T (a decoded map's latents). ``progress(n)`` is called with the number of samples done.
     """
     if settings is not None and flow is not None and settings != flow:
         raise PFDistError("give the flow settings once: flow= (settings= is its older name).")
@@ -79,11 +80,14 @@ def flow_outputs(
         raise PFDistError(f"num_samples must be a positive integer (got {num_samples!r}).")
     checks.integer("seed", seed, lo=0, hi=checks.SEED_MAX - num_samples + 1)
     p = make_plan({"model": model}, reduce=lambda outs: outs[0], shape=shape, flow=flow, class_labels=class_labels,
-                  descriptor=descriptor, device=device, dtype=dtype, batch_size=batch_size)
+                  descriptor=descriptor, device=device, dtype=dtype, batch_size=batch_size,
+                  autocast=autocast)
     side = p.sides[0]
-    record = dict(seed=seed, shape=p.shape, flow=side.flow, sigma_max=p.sigma_max,
+    record = dict(seed=seed, shape=side.source.shape or p.shape, flow=side.flow, sigma_max=p.sigma_max,
                   map_fingerprint=side.source.fingerprint(), descriptor=descriptor_fingerprint(p.descriptor),
-                  dtype=str(dtype), conditioning=side.source.conditioning)
+                  dtype=p.precision, conditioning=side.source.conditioning)
+    if record["shape"] != p.shape:  # a decoded map: images from latents (kept out of the key otherwise)
+        record["noise_shape"] = p.shape
     key = None
     if record["map_fingerprint"] is not None and record["descriptor"] is not None:
         key = content_hash("flow_outputs/v2", num_samples, {**record, "flow": side.flow and side.flow.to_dict()})

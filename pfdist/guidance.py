@@ -13,7 +13,7 @@ import math
 import numbers
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from pfdist.errors import PFDistError
 from pfdist.hashing import content_hash, fingerprint
@@ -21,17 +21,19 @@ from pfdist.maps import label_dim, sigma_range
 from pfdist.ode import Denoiser, data_shape
 
 
-class Guided:
+class Guided(nn.Module):
     """``guide(x, sigma).lerp(net(x, sigma), weight)``; build it with :func:`guided`.
 
     Attributes read by maps: ``sigma_min`` / ``sigma_max`` (the intersection of the two models'
     ranges), ``label_dim`` (the net's; the guide gets the labels only when it is conditional
     itself), ``shape`` and ``data_space`` (common to both), ``fingerprint()`` (both models' and
-    the weight, so guided outputs are cached apart from either model's).
+    the weight, so guided outputs are cached apart from either model's). A module when the
+    models are (``.to(device)`` moves both; ``pfd`` finds their device).
     """
 
     def __init__(self, net: Denoiser, guide: Denoiser, weight: float, *, shape: tuple[int, ...] | None,
                  data_space: str | None):
+        super().__init__()
         self.net, self.guide, self.weight = net, guide, weight
         lo_n, hi_n = sigma_range(net)
         lo_g, hi_g = sigma_range(guide)
@@ -42,7 +44,7 @@ class Guided:
         # Both trained up to pure noise (rectified flows): D(eps, inf) is their lerp too, so maps start at t = 1.
         self.pure_noise = all(getattr(m, "pure_noise", False) is True for m in (net, guide))
 
-    def __call__(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None = None, **conditioning: Any) -> Tensor:
+    def forward(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None = None, **conditioning: Any) -> Tensor:
         """x: (batch, *shape); sigma: float or (batch,); class_labels: (batch, label_dim) one-hot."""
         labels = () if class_labels is None else (class_labels,)
         denoised = self.net(x, sigma, *labels, **conditioning)

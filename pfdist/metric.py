@@ -43,6 +43,7 @@ def pfd(
     batch_size: int = 256,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    autocast: torch.dtype | None = None,
     progress: Callable[[int], None] | None = None,
     error_estimate: bool = False,
 ) -> PFDResult:
@@ -66,7 +67,12 @@ def pfd(
     Precomputed outputs are refused unless made with this descriptor (its fingerprint, or the
     very object for a callable without one), dtype, grid, T and labels.
 
-    shape: the data shape (taken from a or b when they know it). Seeds are
+    ``autocast`` (``torch.bfloat16`` / ``torch.float16``): the networks (and decoders) run under
+    ``torch.autocast`` in that precision; the ODE state, the outputs and the distance stay in
+    ``dtype`` (float32). EDM2 networks also take ``load_edm(path, dtype=torch.bfloat16)``.
+
+    shape: the shape of x_T, the data shape unless a map decodes latents (taken from a or b
+    when they know it). Seeds are
     seed..seed+num_samples-1 (default: the seeds of precomputed outputs given as a or b, else
     100000..109999); any range can be evaluated alone and
     joined exactly with :meth:`PFDResult.combine`. Or ``seeds``, in EDM's syntax (``"0-49999"``,
@@ -90,7 +96,8 @@ def pfd(
     if flow is not None or any(v is not None for v in keywords.values()):
         flow = FlowSettings.of(flow, **keywords)
     p = make_plan({"a": a, "b": b}, reduce=lambda outs: squared_distances(*outs), shape=shape, flow=flow,
-                  class_labels=class_labels, descriptor=descriptor, device=device, dtype=dtype, batch_size=batch_size)
+                  class_labels=class_labels, descriptor=descriptor, device=device, dtype=dtype, batch_size=batch_size,
+                  autocast=autocast)
     if error_estimate:
         check_estimable(p)
     side_a, side_b = p.sides

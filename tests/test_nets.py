@@ -170,7 +170,7 @@ def test_group_count_divides(channels):
 @pytest.mark.parametrize(
     "config, match",
     [
-        ({"arch": "resnet", "shape": [2]}, r"valid: \['dhariwal', 'mlp', 'songunet'\]"),
+        ({"arch": "resnet", "shape": [2]}, r"valid: \['dhariwal', 'edm2', 'mlp', 'songunet'\]"),
         ({"arch": "unet", "shape": [3, 8, 8]}, "now 'songunet'"),
         ({"arch": "mlp", "shape": [2], "precond": "rf"}, "unknown precond 'rf'"),
         ({"arch": "mlp", "shape": [2], "precond": "vp", "sigma_data": 1.0}, r"unknown keys \['sigma_data'\]"),

@@ -311,7 +311,8 @@ def load_edm(path: str | os.PathLike, *, device: torch.device | str | None = Non
     weights as stored (float16), computing in float32 or in ``dtype`` (e.g. ``torch.bfloat16``;
     the preconditioning and its output stay in x's dtype), with ``data_space`` and ``encoder``
     read from the snapshot's encoder (see :func:`pfdist.load_edm_decoder`). For EDM networks
-    ``dtype`` casts the weights. Nothing in the file is executed (see the module docstring).
+    ``dtype`` (float32 or float64) casts the weights; lower precision is ``pfd(..., autocast=...)``.
+    Nothing in the file is executed (see the module docstring).
     """
     obj = read_snapshot(path)
     if isinstance(obj, dict) and "ema" not in obj and ("encoder" in obj or "loss_fn" in obj):
@@ -321,6 +322,9 @@ def load_edm(path: str | os.PathLike, *, device: torch.device | str | None = Non
 
     if is_edm2(obj):
         return edm2_network(obj, str(path), dtype=dtype).to(device)
+    if dtype not in (None, torch.float32, torch.float64):
+        raise PFDistError(f"dtype={dtype} for the EDM network in {path}: EDM networks load in float32 or float64; "
+                          "run them in lower precision with pfd(..., autocast=torch.bfloat16).")
     net_record = network_record(obj)
     config = edm_config(net_record)
     state: dict[str, Tensor] = {}

@@ -63,7 +63,12 @@ class EncoderRecord:
 def _vector(value: Any, name: str, where: str) -> tuple[float, ...]:
     import numpy as np
 
-    array = value.array if isinstance(value, ArrayRecord) else np.asarray(value) if isinstance(value, (list, tuple, np.generic, float)) else None
+    if isinstance(value, ArrayRecord):
+        array = value.array
+    elif isinstance(value, (list, tuple, np.generic, float)):
+        array = np.asarray(value)
+    else:
+        array = None
     if array is None or array.dtype.kind not in "fiu" or array.ndim > 1 or not np.isfinite(array).all():
         raise UnsupportedSnapshotError(f"{where}: the encoder's {name} is not a finite numeric vector.")
     return tuple(float(v) for v in np.atleast_1d(array))
@@ -109,7 +114,10 @@ def edm2_network(obj: Any, where: str, *, dtype: torch.dtype | None = None) -> E
     record = obj["ema"]
     config = edm2_config(record, where)
     state: dict[str, Tensor] = {}
-    _collect_state(record, "", state, allowed=EDM2_CLASSES)
+    try:
+        _collect_state(record, "", state, allowed=EDM2_CLASSES)
+    except UnsupportedSnapshotError as e:
+        raise UnsupportedSnapshotError(f"{where}: {e}") from None
     with torch.device("meta"):
         layout = build_network(config).state_dict()
     missing, unexpected = sorted(set(layout) - set(state)), sorted(set(state) - set(layout))
@@ -120,8 +128,7 @@ def edm2_network(obj: Any, where: str, *, dtype: torch.dtype | None = None) -> E
             f"{where}: the weights do not fit the EDM2 network its arguments describe (missing {missing[:3]}, "
             f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}, not finite floating point {bad[:3]}).")
     net = build_network(config)
-    for name, tensor in [*net.named_parameters(), *net.named_buffers()]:
-        tensor.data = state[name].clone()  # the stored dtype (float16 in EDM2's snapshots) is kept
+    net.load_state_dict(state)  # the stored dtypes (float16 in EDM2's snapshots) are kept
     if dtype is not None:
         net.compute_dtype = dtype
     encoder = encoder_record(obj, where)

@@ -1,9 +1,10 @@
 """Networks from JSON configs: ``build_network({"arch": "songunet", "shape": [3, 32, 32], ...})``.
 
 A config names a backbone (``arch``: ``mlp``, ``songunet`` for DDPM++ / NCSN++, ``dhariwal``
-for ADM), its data ``shape``, its hyperparameters (EDM's names and defaults), and the
-preconditioning (``precond``: ``edm`` (default), ``vp``, ``ve`` or ``iddpm``) with that one's
-parameters. Converted EDM snapshots are configs of this kind too.
+for ADM, ``edm2`` for EDM2's magnitude-preserving U-Net), its data ``shape``, its hyperparameters
+(EDM's or EDM2's names and defaults), and the preconditioning (``precond``: ``edm`` (default),
+``vp``, ``ve`` or ``iddpm``; ``edm2``, EDM's with the log-variance head, goes with ``arch``
+``edm2``) with that one's parameters. Converted EDM and EDM2 snapshots are configs of this kind too.
 """
 
 from __future__ import annotations

@@ -204,6 +204,14 @@ class EDM2UNet(nn.Module):
         return self.out_conv(x, gain=self.out_gain)
 
 
+def _keep_stored_dtypes(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
+    """Loading a state dict keeps its dtypes (EDM2 stores float16; its gains are used at that precision)."""
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        stored = state_dict.get(prefix + name)
+        if isinstance(stored, Tensor) and stored.is_floating_point() and stored.dtype != tensor.dtype:
+            tensor.data = tensor.data.to(stored.dtype)
+
+
 class EDM2Precond(nn.Module):
     """EDM2's denoiser D(x; sigma) = c_skip x + c_out F(c_in x, log(sigma) / 4) (EDM Table 1),
     with the uncertainty head u(sigma) (EDM2 eq. 21) as ``logvar(sigma)`` or ``return_logvar=True``.
@@ -225,6 +233,7 @@ class EDM2Precond(nn.Module):
         self.unet = EDM2UNet(img_resolution, img_channels, label_dim, **unet_kwargs)
         self.logvar_fourier = MPFourier(logvar_channels)
         self.logvar_linear = MPConv(logvar_channels, 1, ())
+        self.register_load_state_dict_pre_hook(_keep_stored_dtypes)
 
     def forward(self, x: Tensor, sigma: Tensor | float, class_labels: Tensor | None = None, *,
                 return_logvar: bool = False) -> Tensor | tuple[Tensor, Tensor]:
