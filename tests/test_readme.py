@@ -92,10 +92,10 @@ def test_each_sections_first_python_block_has_its_own_imports():
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     sections = re.split(r"^## ", text, flags=re.M)[1:]
     firsts = [(sec.splitlines()[0], FENCE.findall(sec)) for sec in sections]
-    firsts = [(title, next(body for lang, body in blocks if lang == "python"))
-              for title, blocks in firsts if any(lang == "python" for lang, _ in blocks)]
+    firsts = [(title, next(body for lang, _, body in blocks if lang == "python"))
+              for title, blocks in firsts if any(lang == "python" for lang, _, _ in blocks)]
     assert len(firsts) >= 5
-    modules = set().union(*(_imported(ast.parse(body)) for lang, body in FENCE.findall(text) if lang == "python"))
+    modules = set().union(*(_imported(ast.parse(body)) for lang, _, body in FENCE.findall(text) if lang == "python"))
     for title, body in firsts:
         tree = ast.parse(body)
         used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
