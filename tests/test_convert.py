@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 import pfdist
 from pfdist.cli import app
+from edm_fixtures import FIXTURES, needs_fixtures
 from pfdist.errors import PFDistError
 from pfdist.experiments import get_preset
 from pfdist.experiments.presets import PAPER_WIDTHS, override
@@ -22,8 +23,6 @@ from pfdist.specs import load_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 runner = CliRunner()
-FIXTURES = Path(os.environ.get("PFDIST_EDM_FIXTURES", Path(__file__).resolve().parents[2] / "shared/fixtures/edm"))
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="EDM fixtures not present")
 
 
 def convert(name: str, out: Path) -> Path:
