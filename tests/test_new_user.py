@@ -27,3 +27,45 @@ def test_skipped_fixture_tests_say_where_they_looked_and_how_to_point_there(monk
     (tmp_path / "edm").mkdir()
     monkeypatch.setenv("PFDIST_EDM_FIXTURES", str(tmp_path / "edm"))
     assert edm_fixtures.find() == tmp_path / "edm"
+
+
+def _help(*command: str) -> str:
+    """A command's --help as one line of words (the table borders and wrapping removed)."""
+    from typer.testing import CliRunner
+
+    from pfdist.cli import app
+
+    r = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    return " ".join(r.output.replace("│", " ").split())
+
+
+def test_student_help_quotes_the_training_defaults_the_command_uses(tmp_path):
+    import re
+
+    from pfdist.cli.protocol import _protocol_inputs
+    from pfdist.experiments import get_preset
+
+    text = _help("student")
+    m = re.search(r"epoch is ([\d ]+) images.*batch_size (\d+), lr ([\d.e-]+), lr_schedule (\w+), epochs (\d+), "
+                  r"EMA half-life ([\d ]+) images", text)
+    assert m, text
+    quoted = (int(m[1].replace(" ", "")), int(m[2]), float(m[3]), m[4], int(m[5]), float(m[6].replace(" ", "")))
+    teacher = tmp_path / "g.json"
+    teacher.write_text('{"type": "gaussian", "mean": [0.0, 0.0], "cov": [[1.0, 0.0], [0.0, 1.0]]}')
+    used = _protocol_inputs(teacher, None, None, None)[3]
+    quick = get_preset("quick").scaling.train
+    for t in (used, quick):
+        assert quoted == (t.epoch_images, t.batch_size, t.lr, t.lr_schedule, t.epochs, t.ema_halflife_images)
+    assert _protocol_inputs(teacher, None, '{"epochs": 3}', None)[3].epochs == 3
+
+
+@pytest.mark.parametrize("command", [(), ("student",), ("distance",), ("reproduce",), ("rescore",), ("teacher",),
+                                     ("teacher", "digits"), ("convert",), ("export",), ("plot",), ("bias-variance",)])
+def test_help_has_no_type_placeholders_for_flags_or_braces_around_arguments(command):
+    import re
+
+    text = _help(*command)
+    assert "<bool>" not in text
+    usage = text.split("Usage:", 1)[1].split("[OPTIONS]", 1)[1].split(" ")[1:4]
+    assert not any(re.fullmatch(r"\{\w+\}", w) for w in usage), usage

@@ -8,12 +8,48 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from pfdist.errors import PFDistError
 
 
-class _OneLineErrors(TyperGroup):
+class _PlainHelp:
+    """Help without typer's ``<bool>`` after flags and ``{a}`` around required arguments: flags
+    show no type, arguments show their name in capitals (``A``, ``[A]`` when optional)."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class Command(_PlainHelp, TyperCommand):
+    """Every ``pfdist`` command's class (``@app.command(cls=Command)``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.param_type_name == "argument" and param.metavar is None:
+                param.metavar = param.name.upper()
+            elif getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                pieces.append(param.metavar if param.required else f"[{param.metavar}]")
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+
+class Group(_PlainHelp, TyperGroup):
+    """A group of commands (``pfdist teacher``) with the same help."""
+
+
+class _OneLineErrors(_PlainHelp, TyperGroup):
     """Every command's bad input and file-system failure ends as one line on stderr, exit code 2."""
 
     def invoke(self, ctx):

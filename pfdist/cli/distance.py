@@ -7,14 +7,14 @@ from typing import Optional
 
 import typer
 
-from pfdist.cli.common import DESCRIPTOR_HELP, app, fail, progress_bar
+from pfdist.cli.common import Command, DESCRIPTOR_HELP, app, fail, progress_bar
 from pfdist.errors import PFDistError
 from pfdist.settings import FlowSettings
 
 MAX_STEPS = 10_000  # sigma-grid steps; EDM uses 18 to 256
 
 
-@app.command()
+@app.command(cls=Command)
 def distance(
     a: Path = typer.Argument(..., help="First model: a distribution file (.json/.safetensors), a checkpoint, a diffusers directory or a .pt2 program."),
     b: Path = typer.Argument(..., help="Second model, same data shape."),

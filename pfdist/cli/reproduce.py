@@ -7,13 +7,13 @@ from typing import Optional
 
 import typer
 
-from pfdist.cli.common import app, fail, json_option
+from pfdist.cli.common import Command, app, fail, json_option
 from pfdist.errors import PFDistError
 
 ENGINE_HELP = "Where units run: local (this machine, --workers processes), ray (a Ray cluster) or slurm (a job array)."
 
 
-@app.command()
+@app.command(cls=Command)
 def reproduce(
     preset: str = typer.Option("quick", help="quick (15 min on 2 CPU cores), full (37 min), paper (GPUs), "
                                              "digits (U-Nets on real 8x8 digits, 1.5 h on 2 CPU cores), digits-full, "

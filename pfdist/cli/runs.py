@@ -7,11 +7,11 @@ from typing import Optional
 
 import typer
 
-from pfdist.cli.common import app, fail
+from pfdist.cli.common import Command, app, fail
 from pfdist.errors import PFDistError
 
 
-@app.command()
+@app.command(cls=Command)
 def rescore(
     run_dir: Path = typer.Argument(..., help="A run directory written by pfdist reproduce."),
     descriptor: str = typer.Option(..., help="'pixels'; a JSON spec, e.g. '{\"type\": \"kernel\", \"num_features\": "
@@ -35,7 +35,7 @@ def rescore(
         typer.echo(f"wrote {t}")
 
 
-@app.command()
+@app.command(cls=Command)
 def plot(run_dir: Path = typer.Argument(..., help="A run directory written by pfdist reproduce.")) -> None:
     """Redraw every figure of a run from its results files, without running any model."""
     from pfdist.experiments import draw
