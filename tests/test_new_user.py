@@ -69,3 +69,49 @@ def test_help_has_no_type_placeholders_for_flags_or_braces_around_arguments(comm
     assert "<bool>" not in text
     usage = text.split("Usage:", 1)[1].split("[OPTIONS]", 1)[1].split(" ")[1:4]
     assert not any(re.fullmatch(r"\{\w+\}", w) for w in usage), usage
+
+
+def _gaussians(tmp_path):
+    import json
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"type": "gaussian", "mean": [0.0, 0.0], "cov": [[1.0, 0.3], [0.3, 0.5]]}))
+    b.write_text(json.dumps({"type": "gaussian", "mean": [0.5, 0.0], "cov": [[1.0, 0.0], [0.0, 1.0]]}))
+    return a, b
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_distance_takes_the_descriptor_names_and_specs_of_rescore_and_presets(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    import pfdist
+    from pfdist.cli import app
+    from pfdist.descriptors import KernelDescriptor
+    from pfdist.protocol import TEST_SEED, teacher_samples
+    from pfdist.specs import load_spec
+
+    a, b = _gaussians(tmp_path)
+    runner = CliRunner()
+
+    def distance(*extra: str) -> dict:
+        out = tmp_path / "r.json"
+        r = runner.invoke(app, ["distance", str(a), str(b), "-n", "64", "--steps", "8", "-o", str(out), *extra])
+        assert r.exit_code == 0, r.output
+        return json.loads(out.read_text())
+
+    pixels = distance("--descriptor", "pixels")
+    assert pixels["pfd"] == distance()["pfd"] == pfdist.pfd(load_spec(a), load_spec(b), num_samples=64,
+                                                           steps=8).value
+    spec = {"type": "kernel", "num_features": 64, "fit_samples": 50, "bandwidth_rule": "median_nn"}
+    kernel = distance("--descriptor", json.dumps(spec))
+    # Oracle: the same kernel fitted by hand on A's samples on the test seeds.
+    da = load_spec(a)
+    fit = teacher_samples(da, range(TEST_SEED, TEST_SEED + 50), shape=(2,), settings=pfdist.FlowSettings(steps=8))
+    psi = KernelDescriptor.fit(fit, num_features=64, seed=0, bandwidth_factor=1.0)
+    expected = pfdist.pfd(da, load_spec(b), num_samples=64, steps=8, descriptor=psi).value
+    assert kernel["pfd"] == pytest.approx(expected, rel=1e-6) and kernel["pfd"] != pixels["pfd"]
+    assert kernel["descriptor"]["type"] == "kernel"
+    bad = runner.invoke(app, ["distance", str(a), str(b), "-n", "64", "--descriptor", '{"type": "kernel", "x": 1}'])
+    assert bad.exit_code == 2 and "unknown field" in bad.output

@@ -96,6 +96,11 @@ DESCRIPTOR_HELP = ("Descriptor file; default: pixels. A .safetensors kernel desc
                    "files you trust.")
 
 
+SPEC_HELP = ("Descriptor: 'pixels' (the default); a JSON spec, e.g. '{\"type\": \"kernel\", \"num_features\": 4096}' or "
+             "'{\"type\": \"sscd\", \"path\": \"sscd.pt\"}'; or a file (.safetensors kernel descriptor, no code; "
+             "TorchScript / .pt2, which are CODE and run when loaded: trusted files only).")
+
+
 def fail(message: str | None) -> None:
     """Exit with status 2 and one line (none on the non-zero ranks of a process group)."""
     if message is not None:

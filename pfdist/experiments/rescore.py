@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pfdist.atomic import atomic_write_json
-from pfdist.descriptors import check_spec, descriptor_fingerprint
+from pfdist.descriptors import check_spec, descriptor_fingerprint, spec_from_text  # noqa: F401  (re-exported)
 from pfdist.errors import PFDistError
 from pfdist.experiments.config import Preset
 from pfdist.experiments.spaces import build_spaces, fit_samples
@@ -25,25 +25,6 @@ from pfdist.experiments.tables import write_tables
 from pfdist.experiments.units import Context
 
 RESCORE_DIR = "rescore"
-
-
-def spec_from_text(text: str) -> Any:
-    """What the command line gives: 'pixels', a JSON spec, or a file (.safetensors kernel; TorchScript / .pt2)."""
-    text = text.strip()
-    if text.startswith("{"):
-        try:
-            return check_spec(json.loads(text))
-        except json.JSONDecodeError as e:
-            raise PFDistError(f"--descriptor looks like JSON but does not parse ({e}).") from None
-    if text in ("pixels", "identity"):
-        return check_spec("pixels")
-    path = Path(text)
-    if not path.is_file():
-        raise PFDistError(f"--descriptor {text!r} is neither 'pixels', a JSON spec, nor an existing file.")
-    name = "".join(ch for ch in path.stem.split(".")[0] if ch.isalnum()) or "descriptor"
-    name = name if name[0].isalpha() else f"d{name}"
-    kind = "saved" if path.suffix == ".safetensors" else "file"
-    return check_spec({"type": kind, "path": str(path), "name": name})
 
 
 def load_run(run_dir: str | os.PathLike) -> Preset:
