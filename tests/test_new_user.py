@@ -115,3 +115,72 @@ def test_distance_takes_the_descriptor_names_and_specs_of_rescore_and_presets(tm
     assert kernel["descriptor"]["type"] == "kernel"
     bad = runner.invoke(app, ["distance", str(a), str(b), "-n", "64", "--descriptor", '{"type": "kernel", "x": 1}'])
     assert bad.exit_code == 2 and "unknown field" in bad.output
+
+
+def _slow_tiny_preset(path: Path) -> Path:
+    """Ten students of a few seconds each, two local workers."""
+    import json
+
+    from pfdist.experiments import Preset, Scaling, Student
+    from pfdist.experiments.presets import MIXTURE_TEACHER
+    from pfdist.protocol import EvalConfig
+    from pfdist.training import TrainConfig
+
+    train = TrainConfig(batch_size=64, lr=3e-3, lr_schedule="onecycle", epochs=40, epoch_images=1024, checkpoint_every=1)
+    students = tuple(Student(f"w{w}", {"arch": "mlp", "width": w, "depth": 1, "sigma_data": 1.0}) for w in (8, 16))
+    preset = Preset(name="tiny", teacher={**MIXTURE_TEACHER, "shape": [4]},
+                    eval=EvalConfig(num_samples=32, test_samples=32, loss_repeats=1, steps=6, batch_size=32),
+                    scaling=Scaling((4, 8, 16, 32, 64), students, train), workers=2)
+    path.write_text(json.dumps(preset.to_dict()))
+    return path
+
+
+def _live_members(pgid: int) -> list[str]:
+    """Processes of group ``pgid`` still running (zombies, exited and waiting for init, do not count)."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            live.append(stat.parent.name)
+    return live
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the run's processes")
+def test_one_ctrl_c_stops_every_worker_keeps_finished_units_and_says_how_to_resume(tmp_path):
+    import signal
+    import time
+
+    preset = _slow_tiny_preset(tmp_path / "tiny.json")
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "pfdist", "reproduce", "--preset", str(preset), "--out", str(out)]
+    # Its own process group, as a shell gives a foreground job: SIGINT to the group is one Ctrl-C.
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(out.glob("units/*/results.json")):
+            assert p.poll() is None and time.monotonic() < deadline, p.communicate()
+            time.sleep(0.1)
+        before = {f: f.read_bytes() for f in out.glob("units/*/results.json")}
+        os.killpg(p.pid, signal.SIGINT)
+        t0 = time.monotonic()
+        _, err = p.communicate(timeout=20)
+        stopped_s = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130 and stopped_s < 15, (p.returncode, stopped_s, err[-2000:])
+    deadline = time.monotonic() + 5
+    while _live_members(p.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _live_members(p.pid), "worker processes outlived the run"
+    assert "Exception ignored" not in err and "Traceback" not in err, err[-2000:]
+    assert "run the same command again to resume" in err and f"--out {out}" in err, err[-2000:]
+    after = {f: f.read_bytes() for f in out.glob("units/*/results.json")}
+    assert all(after.get(f) == b for f, b in before.items())  # finished units kept as they were
+    assert len(after) <= len(before) + 2 < 10  # no new students started after the Ctrl-C
+    assert f"{len(after)} of 10 students are finished" in err

@@ -70,6 +70,9 @@ class _OneLineErrors(_PlainHelp, TyperGroup):
             return super().invoke(ctx)
         except PFDistError as e:
             fail(str(e))
+        except KeyboardInterrupt as e:  # Ctrl-C: one line saying what is kept, no traceback
+            typer.secho(f"\n{e or 'interrupted.'}", fg=typer.colors.YELLOW, err=True)
+            raise typer.Exit(130) from None
         except OSError as e:
             where = f"{e.filename}: " if e.filename else ""
             fail(f"{where}{e.strerror or e} (check the path, its permissions and free disk space).")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from pfdist.cli.common import Command, app, fail, json_option
-from pfdist.errors import PFDistError
+from pfdist.errors import PFDistError, RunInterrupted
 
 ENGINE_HELP = "Where units run: local (this machine, --workers processes), ray (a Ray cluster) or slurm (a job array)."
 
@@ -72,6 +74,8 @@ def reproduce(
                       engine=engine, engine_options=options, wait=wait)
     except PFDistError as e:
         fail(str(e))
+    except RunInterrupted as e:
+        raise RunInterrupted(f"{e} The command: pfdist {shlex.join(sys.argv[1:])}") from None
     typer.echo(f"{summary['units']} units = {summary['students']} distinct students ({summary['shared']} shared between "
                f"experiments); {summary['ran']} trained now; wall {summary['wall_s']:.0f} s "
                f"(compute of the run, summed over students: {summary['unit_wall_s_total']:.0f} s)")
