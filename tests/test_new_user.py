@@ -184,3 +184,24 @@ def test_one_ctrl_c_stops_every_worker_keeps_finished_units_and_says_how_to_resu
     assert all(after.get(f) == b for f, b in before.items())  # finished units kept as they were
     assert len(after) <= len(before) + 2 < 10  # no new students started after the Ctrl-C
     assert f"{len(after)} of 10 students are finished" in err
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_every_phase_of_a_run_has_a_progress_bar_on_stderr(tmp_path, capfd):
+    from pfdist.experiments import Preset, Scaling, Student, reproduce
+    from pfdist.experiments.presets import MIXTURE_TEACHER
+    from pfdist.protocol import EvalConfig
+    from pfdist.training import TrainConfig
+
+    train = TrainConfig(batch_size=64, lr=3e-3, lr_schedule="onecycle", epochs=1, epoch_images=256)
+    preset = Preset(name="bars", teacher={**MIXTURE_TEACHER, "shape": [4]},
+                    eval=EvalConfig(num_samples=32, test_samples=32, loss_repeats=1, steps=6, batch_size=32),
+                    scaling=Scaling((4, 8), (Student("w8", {"arch": "mlp", "width": 8, "depth": 1}),), train),
+                    descriptors=({"type": "kernel", "num_features": 16, "fit_samples": 40}, "pixels"))
+    reproduce(preset, tmp_path / "run", workers=1)
+    out, err = capfd.readouterr()
+    for phase in ("descriptor fit: teacher samples", "teacher maps", "teacher test samples", "training set N=8",
+                  "ideal copier N=4", "ideal copier N=8", "students", "tables", "analysis"):
+        assert f"{phase}:" in err, phase
+    assert "teacher maps" not in out  # progress goes to stderr only
+    assert "/32 " in err and "/40 " in err and "2/2 " in err  # bars count samples and students

@@ -173,10 +173,9 @@ def _run_preset(preset: Preset, run_dir: str | os.PathLike, *, workers: int | No
     with whole:
         with DirectoryLock(run_dir, wait=wait):
             claim_run_dir(preset, run_dir)
-            todo = units_to_run(ctx, shard)
-            ctx.teacher_outputs  # computed (and cached) once before fanning out
-            for i in todo:
-                ctx.train_data(units[i])  # nested stream and independent sets, cached on disk
+            ctx.phases = phase_bars(show_progress)
+            todo = units_to_run(ctx, shard)  # fits the run's kernel descriptors first
+            ctx.prepare([units[i] for i in todo])  # computed (and cached) once before fanning out
         if engine == "local":
             options["workers"] = worker_count(options["workers"], preset, len(todo))
         runner = get_engine(engine, **options)
@@ -202,13 +201,31 @@ def _run_preset(preset: Preset, run_dir: str | os.PathLike, *, workers: int | No
         with DirectoryLock(run_dir, wait=True, cleanup=False):
             if shard is None:
                 check_finished(ctx)
-            tables = write_tables(ctx)
+            with ctx.phase("tables", 1) as progress:
+                tables = write_tables(ctx)
+                progress(1)
     return {"units": len(units), "unique": len({ctx.key(u) for u in units}), "ran": len(todo),
             "wall_s": time.perf_counter() - t0, "tables": [str(p) for p in tables]}
 
 
 def _describe(unit: Unit) -> str:
     return f"{unit.experiment} {unit.student.label} N={unit.n}" + (f" set {unit.dataset_index}" if unit.dataset_index else "")
+
+
+def phase_bars(show: bool):
+    """(description, total) -> a context manager giving ``progress(n)`` for a tqdm bar on stderr."""
+    from tqdm.auto import tqdm
+
+    @contextlib.contextmanager
+    def phase(what: str, total: int):
+        bar = tqdm(total=total, desc=what, unit="sample", disable=not show, dynamic_ncols=True, file=sys.stderr,
+                   leave=False)
+        try:
+            yield bar.update
+        finally:
+            bar.close()
+
+    return phase
 
 
 def _bar(total: int, show: bool):
