@@ -165,10 +165,10 @@ def _summary_blocks(spaces: Sequence[str], collapse: CollapseFit | None, copy_co
                         + (f", and also in {', '.join(spaces[1:])} (table columns suffixed "
                            f"{', '.join('_' + s for s in spaces[1:])})." if len(spaces) > 1 else ".")))
     if plateaus:
-        parts = [f"{p.space}: {p.low:.3g}–{p.high:.3g} (max/min {p.ratio:.2f})" for p in plateaus.values()]
+        parts = [f"{p.space}: {p.low:.3g}–{p.high:.3g} ({p.describe()})" for p in plateaus.values()]
         text = "The ideal copier (the exact empirical flow of each training set) scores E_gen " + "; ".join(parts) + " across N."
-        flat = [p for p in plateaus.values() if p.ratio < 1.3]
-        falling = [p for p in plateaus.values() if p.ratio >= 1.3]
+        flat = [p for p in plateaus.values() if p.verdict == "flat"]
+        falling = [p for p in plateaus.values() if p.verdict == "not flat"]
         if flat and falling:
             text += (f" A pure copier improves with N in {', '.join(p.space for p in falling)} only because training "
                      "points fill the space, so there E_gen cannot tell memorization from generalization; in "

@@ -205,3 +205,43 @@ def test_every_phase_of_a_run_has_a_progress_bar_on_stderr(tmp_path, capfd):
         assert f"{phase}:" in err, phase
     assert "teacher maps" not in out  # progress goes to stderr only
     assert "/32 " in err and "/40 " in err and "2/2 " in err  # bars count samples and students
+
+
+def _copier_rows(values, stderr):
+    return [{"student": "ideal copier", "n": 2 ** (k + 1), "e_gen": v, **({} if stderr is None else {"e_gen_stderr": stderr})}
+            for k, v in enumerate(values)]
+
+
+def test_copier_flatness_is_a_rule_with_its_interval_not_a_hard_cutoff():
+    import numpy as np
+
+    from pfdist.analysis.findings import copier_finding
+    from pfdist.analysis.spaces import FLAT, copier_plateaus
+
+    rng = np.random.default_rng(0)
+    # No effect: a flat copier measured with noise is called flat in (about) every replicate.
+    flat = [copier_plateaus(_copier_rows(1.3 + 0.01 * rng.standard_normal(8), 0.01), ["kernel"])["kernel"]
+            for _ in range(200)]
+    assert sum(p.verdict == "flat" for p in flat) >= 195
+    # A known effect: E_gen falling by a factor 1.5 with small errors is not flat.
+    steep = copier_plateaus(_copier_rows(np.linspace(1.5, 1.0, 8), 0.005), ["kernel"])["kernel"]
+    assert steep.verdict == "not flat" and steep.ratio_ci[0] > FLAT
+    assert copier_finding({"kernel": steep}, "kernel").verdict == "not reproduced"
+    # 1.109 just past the cutoff, with errors that cannot tell it from 1.1: flat, with its interval shown.
+    edge = copier_plateaus(_copier_rows([1.0, 1.05, 1.109], 0.02), ["kernel"])["kernel"]
+    assert edge.ratio == pytest.approx(1.109) and edge.ratio_ci[0] < FLAT < edge.ratio_ci[1]
+    row = copier_finding({"kernel": edge}, "kernel")
+    assert row.verdict == "reproduced" and "95% CI" in row.measured and "flat" in row.measured
+    # No standard errors: no verdict rather than a guess.
+    bare = copier_plateaus(_copier_rows([1.0, 1.05, 1.109], None), ["kernel"])["kernel"]
+    assert bare.verdict == "no interval" and copier_finding({"kernel": bare}, "kernel").verdict == "not measured"
+
+
+def test_report_summary_and_findings_row_give_the_copier_one_answer():
+    from pfdist.analysis.findings import copier_finding
+    from pfdist.analysis.spaces import copier_plateaus
+    from pfdist.report import _summary_blocks
+
+    plateaus = copier_plateaus(_copier_rows([1.0, 1.05, 1.109], 0.02), ["kernel", "pixels"])
+    text = " ".join(str(b[1]) for b in _summary_blocks(["kernel"], None, None, None, plateaus, None, None, {}))
+    assert plateaus["kernel"].describe() in text and copier_finding(plateaus, "kernel").verdict == "reproduced"

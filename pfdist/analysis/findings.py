@@ -9,7 +9,9 @@ whether the finding reproduced and on what evidence:
 - **E_mem**: E_mem rises with N and saturates earlier in N than E_gen reaches its floor.
   Saturation: the first N where E_mem is within 10% of its range of its maximum; E_gen's floor:
   the first N where E_gen is within 10% of its range of its minimum (per size).
-- **copier**: the ideal copier's E_gen across N in the primary space (max/min; flat at ≤ 1.1).
+- **copier**: the ideal copier's E_gen across N in the primary space: max/min with its 95% interval
+  (:class:`pfdist.analysis.spaces.Plateau`); flat when the interval reaches 1.1 or below, not flat when
+  all of it is above, no verdict without standard errors.
 - **collapse**: α of E_gen's collapse on N / |θ|^α in each space with its 95% interval: a CI
   that excludes 0 shows a collapse, and the paper's 0.5 is inside it or not.
 - **early learning** / **double descent**: the detectors of :mod:`pfdist.analysis.dynamics` on
@@ -31,7 +33,6 @@ from pfdist.analysis.collapse import CollapseFit, collapse_rows
 from pfdist.analysis.dynamics import DynamicsReport
 from pfdist.analysis.spaces import Plateau
 
-FLAT = 1.1  # the copier is flat when its E_gen varies by at most 10% across N
 SIGNIFICANT_SE = 2.0
 SATURATION = 0.1
 
@@ -124,8 +125,9 @@ def copier_finding(plateaus: dict[str, Plateau] | None, primary: str) -> Finding
     p = (plateaus or {}).get(primary)
     if p is None:
         return Finding(name, paper, "no copier table", "not measured")
-    measured = f"ideal copier E_gen {_g(p.low)} (N = {p.n_low}) … {_g(p.high)} (N = {p.n_high}), max/min {p.ratio:.2f}"
-    return Finding(name, paper, measured, "reproduced" if p.ratio <= FLAT else "not reproduced")
+    measured = f"ideal copier E_gen {_g(p.low)} (N = {p.n_low}) … {_g(p.high)} (N = {p.n_high}), {p.describe()}"
+    verdict = {"flat": "reproduced", "not flat": "not reproduced"}.get(p.verdict, "not measured")
+    return Finding(name, paper, measured, verdict)
 
 
 def collapse_finding(fits: dict[str, CollapseFit | None]) -> Finding:
