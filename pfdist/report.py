@@ -46,6 +46,10 @@ def _collapse_blocks(fit: CollapseFit | None, quantity: str = "E_gen") -> list[B
     if fit is None:
         return blocks + [("p", "Not fitted (no scaling results, or too few sizes or points).")]
     pct = f"{100 * fit.confidence:g}%"
+    if fit.degenerate:
+        blocks.append(("p", f"Degenerate fit: {'; '.join(fit.degenerate)}. The model does not describe these points "
+                            "(the optimum sits on the bounds); the values below are where the fit stopped, not "
+                            "estimates, and the figure does not draw it."))
     blocks.append(("p", f"Model: {quantity} = low_s + (high − low_s) · sigmoid(−(log2 N − α log2|θ| − m) / w), "
                         f"{'one floor per size' if fit.per_size_floor else 'one shared floor'}; "
                         f"{pct} profile-likelihood intervals. Paper: α ≈ 0.5 (collapse in N / √|θ|)."))
@@ -60,7 +64,8 @@ def _collapse_blocks(fit: CollapseFit | None, quantity: str = "E_gen") -> list[B
         ("RMSE", f"{fit.rmse:.4g}", ""),
         ("points / sizes", f"{fit.n_points} / {fit.n_sizes}", ""),
     ]
-    return blocks + [("table", ("quantity", "value", f"{pct} interval"), rows)]
+    header = ("quantity", "value (degenerate fit)" if fit.degenerate else "value", f"{pct} interval")
+    return blocks + [("table", header, rows)]
 
 
 def _dynamics_blocks(dynamics: dict[str, DynamicsReport] | None) -> list[Block]:
@@ -183,9 +188,14 @@ def _summary_blocks(spaces: Sequence[str], collapse: CollapseFit | None, copy_co
         if f is None:
             lines.append(f"{space}: no collapse fit")
             continue
+        if f.degenerate:
+            lines.append(f"{space}: degenerate fit ({'; '.join(f.degenerate)})")
+            continue
         lines.append(f"{space}: α = {f.alpha:.3f} (95% CI {f.alpha_ci[0]:.3f}–{f.alpha_ci[1]:.3f}), R² = {f.r2:.3f}, "
                      f"plateau {f.plateau_high:.3g} → floors {', '.join(f'{v:.3g}' for v in f.plateau_low)}")
-    if copy_collapse is not None:
+    if copy_collapse is not None and copy_collapse.degenerate:
+        lines.append(f"copy share ({primary}): degenerate fit ({'; '.join(copy_collapse.degenerate)})")
+    elif copy_collapse is not None:
         c = copy_collapse
         lines.append(f"copy share ({primary}): α = {c.alpha:.3f} (95% CI {c.alpha_ci[0]:.3f}–{c.alpha_ci[1]:.3f}), "
                      f"R² = {c.r2:.3f}")
@@ -207,7 +217,9 @@ def _paper_comparison(primary: str, collapse: CollapseFit | None, plateaus: dict
     text = ("The paper measures in SSCD space (unit descriptors, PFD in [0, 2]), where unrelated images sit near 1.22, "
             "E_gen falls from that plateau to a floor of 0.75–0.82 as N grows, E_mem saturates earlier, and curves of "
             "all sizes collapse on N / √|θ| (α ≈ 0.5). ")
-    if collapse is not None:
+    if collapse is not None and collapse.degenerate:
+        text += f"Here the {primary}-space collapse fit is degenerate ({'; '.join(collapse.degenerate)}): no α to compare."
+    elif collapse is not None:
         inside = collapse.alpha_ci[0] <= 0.5 <= collapse.alpha_ci[1]
         text += (f"Here the {primary}-space plateau is "
                  f"{collapse.plateau_high:.3g} and α = {collapse.alpha:.2f}, "

@@ -245,3 +245,66 @@ def test_report_summary_and_findings_row_give_the_copier_one_answer():
     plateaus = copier_plateaus(_copier_rows([1.0, 1.05, 1.109], 0.02), ["kernel", "pixels"])
     text = " ".join(str(b[1]) for b in _summary_blocks(["kernel"], None, None, None, plateaus, None, None, {}))
     assert plateaus["kernel"].describe() in text and copier_finding(plateaus, "kernel").verdict == "reproduced"
+
+
+def _share_rows(high: float, alpha: float = 0.5, sizes=(2 ** 12, 2 ** 14, 2 ** 16)):
+    """A copy share falling from ``high`` to 0.05 at N ~ |θ|^alpha, three sizes, 9 N each."""
+    from scipy.special import expit
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for p in sizes:
+        for k in range(2, 16):
+            x = np.log2(2.0 ** k) - alpha * np.log2(p)
+            share = 0.05 + (high - 0.05) * expit(-(x - 1.0) / 0.7) + rng.normal(0, 0.005)
+            e_gen = 0.8 + 0.4 * expit(-(x - 1.0) / 0.7) + rng.normal(0, 0.005)
+            rows.append({"student": f"w{p}", "params": p, "n": 2 ** k, "e_gen": e_gen, "e_gen_stderr": 0.005,
+                         "e_gen_pixels": 5 * e_gen, "e_gen_pixels_stderr": 0.025,
+                         "e_mem": 1.0 - 0.3 * expit(-x), "e_mem_stderr": 0.005, "mem_ratio": share,
+                         "mem_ratio_ci_low": share - 0.01, "mem_ratio_ci_high": share + 0.01,
+                         "train_loss": 0.1, "test_loss": 0.2})
+    return rows
+
+
+np = pytest.importorskip("numpy")
+
+
+def test_collapse_fits_on_bounds_or_outside_a_share_range_are_flagged_degenerate():
+    from pfdist.analysis.collapse import fit_collapse_rows
+
+    good = fit_collapse_rows(_share_rows(0.9), column="mem_ratio")
+    assert good.ok and abs(good.alpha - 0.5) < 0.05  # no effect: an ordinary fit is not flagged
+    over = fit_collapse_rows(_share_rows(1.09), column="mem_ratio")
+    assert not over.ok and any("outside [0, 1]" in r for r in over.degenerate)
+    steep = fit_collapse_rows(_share_rows(0.9, alpha=3.0, sizes=(4, 8, 16)), column="mem_ratio")
+    assert any(r.startswith("α") and "bound 1.5" in r for r in steep.degenerate)
+
+
+def test_collapse_figure_is_a_legible_grid_with_legends_and_no_degenerate_fit_drawn(tmp_path):
+    from matplotlib.image import imread
+
+    from pfdist.analysis.collapse import fit_collapse_rows, fit_scaling
+    from pfdist.plots import _by_student, collapse_figure, plot_scaling
+    from pfdist.report import write_report
+
+    rows = _share_rows(1.09)
+    fit, copy_fit = fit_scaling(rows)
+    assert fit.ok and not copy_fit.ok
+    others = [("pixels", fit_collapse_rows(rows, column="e_gen_pixels"))]
+    fig = collapse_figure(_by_student(rows, "n"), fit, copy_fit, others, "kernel")
+    used = [ax for ax in fig.axes if ax.axison]
+    assert len(used) == 4 and len({ax.get_position().y0 for ax in used}) == 2  # 2 x 2, not 4 in a row
+    assert all(ax.get_legend() is not None for ax in used)
+    share = used[2]
+    assert not [ln for ln in share.get_lines() if ln.get_linestyle() == "--"]  # the degenerate fit is not drawn
+    assert "degenerate fit" in share.get_title()
+    assert [ln for ln in used[0].get_lines() if ln.get_linestyle() == "--"]  # the good one is
+    png = plot_scaling(rows, fit, tmp_path, copy_fit=copy_fit)[-1]
+    height, width = imread(png).shape[:2]
+    # Tick labels as the report's HTML shows them (at most 1100 px wide): at least 9 px tall.
+    tick_pt = used[0].get_xticklabels()[0].get_fontsize()
+    assert tick_pt * 110 / 72 * min(1.0, 1100 / width) >= 9 and width / height < 2.5
+    md, _ = write_report(tmp_path, config={}, collapse=fit, copy_collapse=copy_fit, dynamics=None,
+                         bias_variance_rows=None, wall_time_s=1.0, figures=[png])
+    text = md.read_text()
+    assert "Degenerate fit" in text and "copy share (pixels): degenerate fit" in text, text

@@ -13,7 +13,8 @@ whether the finding reproduced and on what evidence:
   (:class:`pfdist.analysis.spaces.Plateau`); flat when the interval reaches 1.1 or below, not flat when
   all of it is above, no verdict without standard errors.
 - **collapse**: α of E_gen's collapse on N / |θ|^α in each space with its 95% interval: a CI
-  that excludes 0 shows a collapse, and the paper's 0.5 is inside it or not.
+  that excludes 0 shows a collapse, and the paper's 0.5 is inside it or not; a degenerate fit
+  (:attr:`CollapseFit.degenerate`) gives no verdict.
 - **early learning** / **double descent**: the detectors of :mod:`pfdist.analysis.dynamics` on
   the mean curve over training seeds, with their significance threshold.
 - **bias-variance**: at the largest N, bias and variance from the smallest to the largest model
@@ -137,6 +138,10 @@ def collapse_finding(fits: dict[str, CollapseFit | None]) -> Finding:
     for space, f in fits.items():
         if f is None:
             parts.append(f"{space}: no fit")
+            verdicts.append("not measured")
+            continue
+        if f.degenerate:
+            parts.append(f"{space}: degenerate fit ({'; '.join(f.degenerate)})")
             verdicts.append("not measured")
             continue
         lo, hi = f.alpha_ci
