@@ -169,7 +169,7 @@ def _mark(ax, report: DynamicsReport | None) -> None:
         labelled.add(label)
 
     if report.early_learning:
-        mark(report.min_epoch, report.min_value, "v", "red", "early-learning minimum")
+        mark(report.min_epoch, report.min_value, "v", "red", "early-learning minimum (smoothed curve)")
     dd = report.double_descent
     if dd is not None:
         mark([dd.first_min_epoch, dd.second_min_epoch], [dd.first_min_value, dd.second_min_value], "s",

@@ -77,10 +77,10 @@ def _dynamics_blocks(dynamics: dict[str, DynamicsReport] | None) -> list[Block]:
         dd = r.double_descent
         dd_text = ("" if dd is None else f"{dd.first_min_value:.4g} @ {dd.first_min_epoch:g} → peak "
                    f"{dd.peak_value:.4g} @ {dd.peak_epoch:g} → {dd.second_min_value:.4g} @ {dd.second_min_epoch:g}")
-        rows.append((key, r.kind, f"{r.min_epoch:g}", _fmt(r.min_value), _fmt(r.final_value), _fmt(r.depth),
-                     _fmt(r.threshold), dd_text, r.reason))
-    header = ("run", "detected", "min epoch", "min E_gen", "final E_gen", "depth", "threshold",
-              "double descent (E_gen @ epoch)", "reason")
+        rows.append((key, r.kind, f"{r.min_epoch:g}", _fmt(r.min_value), f"{_fmt(r.raw_min_value)} @ {r.raw_min_epoch:g}",
+                     _fmt(r.final_value), _fmt(r.depth), _fmt(r.threshold), dd_text, r.reason))
+    header = ("run", "detected", "min epoch (smoothed curve)", "E_gen there", "raw min E_gen @ epoch", "final E_gen",
+              "depth", "threshold", "double descent (E_gen @ epoch)", "reason")
     return blocks + [("table", header, rows)]
 
 

@@ -308,3 +308,20 @@ def test_collapse_figure_is_a_legible_grid_with_legends_and_no_degenerate_fit_dr
                          bias_variance_rows=None, wall_time_s=1.0, figures=[png])
     text = md.read_text()
     assert "Degenerate fit" in text and "copy share (pixels): degenerate fit" in text, text
+
+
+def test_an_early_learning_minimum_picked_on_the_smoothed_curve_says_so_and_gives_the_raw_one():
+    from pfdist.analysis.dynamics import detect_dynamics
+    from pfdist.analysis.findings import early_learning_finding
+    from pfdist.report import _dynamics_blocks
+
+    epochs = np.arange(0, 82, 4.0)
+    y = 1.35 + 0.004 * (epochs - 24) ** 2 / 16  # smooth minimum 1.35 at epoch 24, rising to 1.5+
+    y[epochs == 12] = y[epochs == 12] - 0.05  # one low raw point at epoch 12 between higher neighbours
+    r = detect_dynamics(epochs, y, e_gen_stderr=np.full(y.shape, 0.003))
+    assert r.early_learning and r.min_epoch == 24 and r.raw_min_epoch == 12
+    assert r.raw_min_value == pytest.approx(float(y.min())) and r.raw_min_value < r.min_value
+    row = early_learning_finding({"w8 N=64": r})
+    assert "smoothed curve" in row.measured and f"raw minimum {r.raw_min_value:.3g} @ epoch 12" in row.measured
+    table = _dynamics_blocks({"w8 N=64": r})[-1]
+    assert "min epoch (smoothed curve)" in table[1] and any("@ 12" in str(c) for c in table[2][0])

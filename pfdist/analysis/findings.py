@@ -168,7 +168,7 @@ def early_learning_finding(dynamics: dict[str, DynamicsReport] | None) -> Findin
     def describe(key: str, r: DynamicsReport) -> str | None:
         if not r.early_learning:
             return None
-        return (f"{key}: min {_g(r.min_value)} @ epoch {r.min_epoch:g} → {_g(r.final_value)} "
+        return (f"{key}: min {r.minimum_text()} → {_g(r.final_value)} "
                 f"(rise {_g(r.depth)} > threshold {_g(r.threshold)})")
 
     return _dynamics_finding(dynamics, "early learning at the transition", "E_gen min 0.83 @ epoch 85 → 1.08 @ 500",
