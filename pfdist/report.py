@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from pfdist.analysis.collapse import CollapseFit
 from pfdist.analysis.dynamics import DynamicsReport
-from pfdist.analysis.findings import Finding
+from pfdist.analysis.findings import Finding, largest_n_bias_variance
 from pfdist.analysis.spaces import Plateau
 from pfdist.atomic import atomic_write_text
 
@@ -205,10 +205,11 @@ def _summary_blocks(spaces: Sequence[str], collapse: CollapseFit | None, copy_co
         blocks.append(("p", "Training dynamics (E_gen in " + primary + " space): "
                             + "; ".join(f"{k}: {r.kind}" for k, r in dynamics.items()) + "."))
     if bias_variance_rows:
-        n_max = max(r["n"] for r in bias_variance_rows)
-        top = sorted((r for r in bias_variance_rows if r["n"] == n_max), key=lambda r: r["params"])
-        fmt = ", ".join(f"{r['student']} {r['e_bias']:.3g} / {r['e_var']:.3g}" for r in top)
-        blocks.append(("p", f"Bias / variance at N = {n_max} ({primary} space, plug-in, smallest model first): {fmt}."))
+        n_max, top, kind, bias, var = largest_n_bias_variance(bias_variance_rows)
+        fmt = ", ".join(f"{r['student']} {b:.3g} / {v:.3g}" for r, b, v in zip(top, bias, var))
+        other = " (the plug-in values are in the bias-variance table)" if kind == "unbiased" else ""
+        blocks.append(("p", f"Bias / variance at N = {n_max} ({primary} space, {kind} estimates as in the findings "
+                            f"row{other}, smallest model first): {fmt}."))
     blocks += [("h2", "Comparison with the paper"), ("p", _paper_comparison(primary, collapse, plateaus))]
     return blocks
 

@@ -325,3 +325,19 @@ def test_an_early_learning_minimum_picked_on_the_smoothed_curve_says_so_and_give
     assert "smoothed curve" in row.measured and f"raw minimum {r.raw_min_value:.3g} @ epoch 12" in row.measured
     table = _dynamics_blocks({"w8 N=64": r})[-1]
     assert "min epoch (smoothed curve)" in table[1] and any("@ 12" in str(c) for c in table[2][0])
+
+
+def test_summary_and_findings_row_quote_one_bias_variance_answer():
+    from pfdist.analysis.findings import bias_variance_finding
+    from pfdist.report import _summary_blocks
+
+    rows = [{"student": f"w{w}", "params": w * 100, "n": n, "k": 4, "e_bias": 0.9 - 0.1 * i, "e_var": 0.05 + 0.01 * i,
+             "e_bias_unbiased": 0.88 - 0.1 * i, "e_var_unbiased": 0.0667 + 0.0133 * i, "mean_e_gen_sq": 1.0}
+            for i, w in enumerate((8, 16, 32)) for n in (64, 4096)]
+    text = " ".join(str(b[1]) for b in _summary_blocks(["pixels"], None, None, None, None, None, rows, {}))
+    row = bias_variance_finding(rows)
+    assert "unbiased estimates" in text and "unbiased estimates" in row.measured
+    for r in rows[1::2]:  # N = 4096: the numbers the findings row quotes
+        assert f"{r['e_bias_unbiased']:.3g} / {r['e_var_unbiased']:.3g}" in text
+        assert f"{r['e_bias_unbiased']:.3g}" in row.measured
+    assert f"{rows[1]['e_bias']:.3g} / {rows[1]['e_var']:.3g}" not in text  # not a second, plug-in answer

@@ -187,21 +187,29 @@ def double_descent_finding(dynamics: dict[str, DynamicsReport] | None) -> Findin
     return _dynamics_finding(dynamics, "epoch-wise double descent", "0.80 → bump 0.84 → 0.76", describe)
 
 
+def largest_n_bias_variance(rows: Sequence[dict[str, Any]]) -> tuple[int, list[dict], str, list[float], list[float]]:
+    """The one answer a run gives for bias and variance: at the largest N, main family, smallest
+    model first, the unbiased finite-K estimates when the table has them (else the plug-in ones).
+    Returns (N, rows, "unbiased" | "plug-in", biases, variances); the report's summary quotes the same."""
+    rows = collapse_rows(rows)
+    n_max = max(r["n"] for r in rows)
+    top = sorted((r for r in rows if r["n"] == n_max), key=lambda r: r["params"])
+    unbiased = "e_var_unbiased" in top[0]
+    bias = [r["e_bias_unbiased" if unbiased else "e_bias"] for r in top]
+    var = [r["e_var_unbiased" if unbiased else "e_var"] for r in top]
+    return n_max, top, "unbiased" if unbiased else "plug-in", bias, var
+
+
 def bias_variance_finding(rows: Sequence[dict[str, Any]] | None) -> Finding:
     name = "at large N, bias falls and variance rises with model size"
     paper = "bias 0.78 → 0.68, variance 0.063 → 0.099"
     if not rows:
         return Finding(name, paper, "no bias-variance runs", "not measured")
-    rows = collapse_rows(rows)
-    n_max = max(r["n"] for r in rows)
-    top = sorted((r for r in rows if r["n"] == n_max), key=lambda r: r["params"])
+    n_max, top, kind, bias, var = largest_n_bias_variance(rows)
     if len(top) < 2:
         return Finding(name, paper, f"one size at N = {n_max}", "not measured")
-    unbiased = "e_var_unbiased" in top[0]
-    bias = [r["e_bias_unbiased" if unbiased else "e_bias"] for r in top]
-    var = [r["e_var_unbiased" if unbiased else "e_var"] for r in top]
     falls, rises = bias[-1] < bias[0], var[-1] > var[0]
-    measured = (f"N = {n_max}, K = {top[0]['k']}, {'unbiased' if unbiased else 'plug-in'} estimates, "
+    measured = (f"N = {n_max}, K = {top[0]['k']}, {kind} estimates, "
                 f"|θ| {_size(top[0]['params'])} … {_size(top[-1]['params'])}: bias {' → '.join(_g(b) for b in bias)}, "
                 f"variance {' → '.join(_g(v) for v in var)} (no interval at this K)")
     verdict = "reproduced" if falls and rises else "partly" if falls or rises else "not reproduced"
