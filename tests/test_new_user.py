@@ -341,3 +341,71 @@ def test_summary_and_findings_row_quote_one_bias_variance_answer():
         assert f"{r['e_bias_unbiased']:.3g} / {r['e_var_unbiased']:.3g}" in text
         assert f"{r['e_bias_unbiased']:.3g}" in row.measured
     assert f"{rows[1]['e_bias']:.3g} / {rows[1]['e_var']:.3g}" not in text  # not a second, plug-in answer
+
+
+def test_loading_a_diffusers_model_prints_no_accelerate_notice(tmp_path, capfd):
+    diffusers = pytest.importorskip("diffusers")
+    from pfdist.models.diffusers import load_diffusers
+
+    unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+                                 down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                                 layers_per_block=1, norm_num_groups=4)
+    unet.save_pretrained(tmp_path / "m")
+    diffusers.EulerDiscreteScheduler().save_pretrained(tmp_path / "m")
+    capfd.readouterr()
+    load_diffusers(tmp_path / "m")
+    out, err = capfd.readouterr()
+    assert "accelerate" not in out + err
+
+
+def test_ray_engine_hides_rays_own_warnings_and_only_those():
+    import warnings
+
+    from pfdist.experiments.engines.ray import quiet_ray
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_ray():
+            for module in ("ray", "ray._private.worker"):
+                warnings.warn_explicit("a Ray notice", UserWarning, "worker.py", 1, module=module)
+                warnings.warn_explicit("a Ray future default", FutureWarning, "worker.py", 1, module=module)
+            warnings.warn_explicit("a pfdist warning", UserWarning, "x.py", 1, module="pfdist.analysis.collapse")
+            warnings.warn_explicit("another library", UserWarning, "y.py", 1, module="rayleigh")
+    assert sorted(str(w.message) for w in seen) == ["a pfdist warning", "another library"]
+
+
+def test_pfdists_own_warnings_are_one_line_on_the_command_line(tmp_path):
+    import csv
+
+    from typer.testing import CliRunner
+
+    from pfdist.cli import app
+
+    rows = [r for r in _share_rows(0.9) if r["n"] <= 8]  # two N per size: no collapse fit, with a warning
+    with open(tmp_path / "scaling.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    r = CliRunner().invoke(app, ["plot", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "warning: no collapse fit of e_gen" in r.output
+    assert "UserWarning" not in r.output and "fit_scaling(rows)" not in r.output  # no Python source echo
+
+
+def test_package_metadata_uses_the_spdx_license_string():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "MIT"  # a table here is deprecated by setuptools
+    requires = project["build-system"]["requires"]
+    assert any(r.replace(" ", "").startswith("setuptools>=") and int(r.split(">=")[1].split(".")[0]) >= 77
+               for r in requires)  # the first setuptools that reads the SPDX form
+
+
+@pytest.mark.skipif(not Path("/usr/bin/make").exists() and not Path("/bin/make").exists(), reason="needs make")
+def test_make_says_what_it_does_before_each_environment_step(tmp_path):
+    plan = subprocess.run(["make", "-n", "-B", f"{tmp_path}/v/bin/pfdist", f"VENV={tmp_path}/v"], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    steps = [i for i, line in enumerate(plan) if " -m venv " in line or " install " in line]
+    assert len(steps) == 4
+    assert all(plan[i - 1].startswith("echo ") for i in steps), plan

@@ -59,11 +59,15 @@ class _OneLineErrors(_PlainHelp, TyperGroup):
 
         show = warnings.showwarning
 
-        def one_line(message, category, *args, **kwargs):
-            if issubclass(category, CorruptFileWarning):
+        package = str(Path(__file__).resolve().parents[1])
+
+        def one_line(message, category, filename, *args, **kwargs):
+            # pfdist's own warnings (a corrupt cache file, a fit that could not be made) are
+            # messages for the user: one line, without Python's source-line echo.
+            if issubclass(category, CorruptFileWarning) or str(Path(filename).resolve()).startswith(package):
                 typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
             else:
-                show(message, category, *args, **kwargs)
+                show(message, category, filename, *args, **kwargs)
 
         warnings.showwarning = one_line
         try:

@@ -22,6 +22,7 @@ the model was trained on.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -223,7 +224,11 @@ def load_diffusers(path: str | os.PathLike, *, fractional_timesteps: bool = True
         raise PFDistError(f"{path} holds a {unet_cls.__name__}; pfdist adapts UNet2DModel networks.")
     sched_cls = _class_from_config(sched_dir / "scheduler_config.json", "SchedulerMixin")
     try:
-        unet = unet_cls.from_pretrained(unet_dir, subfolder=unet_sub, use_safetensors=True, local_files_only=True)
+        # low_cpu_mem_usage needs accelerate; asking for it only when present keeps diffusers from
+        # printing its install advice on every load.
+        lean = importlib.util.find_spec("accelerate") is not None
+        unet = unet_cls.from_pretrained(unet_dir, subfolder=unet_sub, use_safetensors=True, local_files_only=True,
+                                        low_cpu_mem_usage=lean)
         scheduler = sched_cls.from_pretrained(sched_dir)
     except (OSError, ValueError, EnvironmentError) as e:
         raise PFDistError(f"cannot load the diffusers model in {path} with safetensors weights ({e}).") from None
