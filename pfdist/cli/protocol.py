@@ -17,10 +17,10 @@ NET_HELP = ('Student network, JSON or .json file: {"arch": "mlp", "width": 256, 
 
 def student_train():
     """What unset ``--train`` fields take: the quick preset's scaling training (one-cycle lr, EMA
-    half-life 5% of training), the one place these numbers are set."""
-    from pfdist.experiments.presets import quick
+    half-life 5% of training), set once in :mod:`pfdist.training.recipes`."""
+    from pfdist.training.recipes import QUICK_STUDENT
 
-    return quick().scaling.train
+    return QUICK_STUDENT
 
 
 def _spaced(x: float) -> str:

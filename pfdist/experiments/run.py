@@ -183,7 +183,6 @@ def _run_preset(preset: Preset, run_dir: str | os.PathLike, *, workers: int | No
         remember(ctx, device_name)  # units run in this process reuse the teacher's maps in memory
         jobs = [UnitJob(preset.to_dict(), str(run_dir), i, _describe(units[i]), device_name) for i in todo]
         bar = _bar(len(jobs), show_progress)
-
         finished = []
 
         def done(job: UnitJob) -> None:
