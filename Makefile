@@ -7,12 +7,19 @@ BIN := $(VENV)/bin
 
 .PHONY: reproduce demo test bench clean
 
+# Building the environment takes a few minutes (torch alone is a large download): each step says
+# what it is doing before it starts.
 $(BIN)/pfdist: pyproject.toml
+	@echo "make: creating the virtual environment $(VENV) (once; later runs reuse it)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "make: upgrading pip in $(VENV)"
 	$(BIN)/pip install --quiet --upgrade pip
+	@echo "make: installing $(TORCH_SPEC) (a large download: this is the longest step)"
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	@echo "make: installing pfdist and its test dependencies into $(VENV)"
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(BIN)/pfdist
+	@echo "make: $(VENV) is ready"
 
 reproduce: $(BIN)/pfdist
 	$(BIN)/pfdist reproduce --preset $(or $(PRESET),quick)

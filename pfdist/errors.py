@@ -21,3 +21,8 @@ class CheckpointError(PFDistError):
 
 class DistributedError(PFDistError):
     """Another rank of a torch.distributed process group failed; the message is that rank's error."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run; the message says what is kept and how to resume. A KeyboardInterrupt,
+    so code that stops on Ctrl-C still does."""

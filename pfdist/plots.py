@@ -110,53 +110,52 @@ def plot_scaling(rows: Rows, fit: CollapseFit | None, out_dir: str | os.PathLike
         return paths
 
     others = [(s, f) for s, f in (space_fits or {}).items() if s != spaces[0] and f is not None]
-    n_panels = 2 + (copy_fit is not None) + len(others)
-    fig = Figure(figsize=(5 * n_panels, 3.8), layout="constrained")
-    axes = list(fig.subplots(1, n_panels, squeeze=False)[0])
-    panel = 2
-    if copy_fit is not None:
-        ax = axes[panel]
-        for (student, params, g), c in zip(groups, colors):
-            x = collapse_x(_col(g, "n"), params, copy_fit.alpha)
-            _copy_share(ax, x, g, "mem_ratio", color=c, label=student, ls="none")
-            if params not in copy_fit.sizes:  # a control family, not fitted
-                continue
-            log_n = np.linspace(np.log2(_col(g, "n")).min(), np.log2(_col(g, "n")).max(), 200)
-            ax.plot(collapse_x(2.0 ** log_n, params, copy_fit.alpha), copy_fit.predict(2.0 ** log_n, params),
-                    "--", color=c, lw=1)
-        lo, hi = copy_fit.alpha_ci
-        ax.set(xlabel=f"log2(N / |θ|^{copy_fit.alpha:.2f})", ylabel="copy share" + _space_label(spaces[0]),
-               title=f"copy share: α = {copy_fit.alpha:.2f} ({lo:.2f}–{hi:.2f})")
-        ax.grid(alpha=0.3)
-        panel += 1
-    for space, f in others:
-        ax = axes[panel]
-        for (student, params, g), c in zip(groups, colors):
-            _errorbar(ax, collapse_x(_col(g, "n"), params, f.alpha), g, f"e_gen_{space}", color=c, label=student,
-                      ls="none")
-        lo, hi = f.alpha_ci
-        ax.set(xlabel=f"log2(N / |θ|^{f.alpha:.2f})", ylabel=f"E_gen ({space})",
-               title=f"{space}: α = {f.alpha:.2f} ({lo:.2f}–{hi:.2f}), R² = {f.r2:.2f}")
-        ax.grid(alpha=0.3)
-        panel += 1
-    for (student, params, g), c in zip(groups, colors):
-        x = collapse_x(_col(g, "n"), params, fit.alpha)
-        _errorbar(axes[0], x, g, "e_gen", color=c, label=student, ls="none")
-        _errorbar(axes[1], x, g, "e_mem", color=c, label=student)
-        if params in fit.sizes:
-            log_n = np.linspace(np.log2(_col(g, "n")).min(), np.log2(_col(g, "n")).max(), 200)
-            axes[0].plot(collapse_x(2.0 ** log_n, params, fit.alpha), fit.predict(2.0 ** log_n, params),
-                         "--", color=c, lw=1)
-    lo, hi = fit.alpha_ci
-    fig.suptitle(f"E_gen{_space_label(spaces[0])} collapses on N / |θ|^α with α = {fit.alpha:.3f} "
-                 f"(95% CI {lo:.3f}–{hi:.3f}), R² = {fit.r2:.3f}", fontsize=10)
-    for ax, name in zip(axes, ("E_gen (dashed: fit)", "E_mem")):
-        ax.axvline(fit.midpoint, color="gray", lw=0.8, ls=":")
-        ax.set(xlabel=f"log2(N / |θ|^{fit.alpha:.2f})", ylabel=name + _space_label(spaces[0]))
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    fig = collapse_figure(groups, fit, copy_fit, others, spaces[0])
     paths.append(_save(fig, Path(out_dir) / "collapse.png"))
     return paths
+
+
+def collapse_figure(groups: list, fit: CollapseFit, copy_fit: CollapseFit | None,
+                    others: Sequence[tuple[str, CollapseFit]], space: str) -> Figure:
+    """The MtoG collapse on a grid of panels, two per row (E_gen, E_mem, copy share, E_gen in the
+    other spaces), each with its legend. A degenerate fit (``CollapseFit.degenerate``) is not drawn:
+    its panel plots against the E_gen fit's coordinate (log2 N when that one is degenerate too)."""
+    base = fit.alpha if fit.ok else 0.0
+    panels = [("e_gen", fit, "E_gen (dashed: fit)" + _space_label(space), _errorbar),
+              ("e_mem", None, "E_mem" + _space_label(space), _errorbar)]
+    if copy_fit is not None:
+        panels.append(("mem_ratio", copy_fit, "copy share" + _space_label(space), _copy_share))
+    panels += [(f"e_gen_{s}", f, f"E_gen ({s})", _errorbar) for s, f in others]
+    rows = -(-len(panels) // 2)
+    fig = Figure(figsize=(12.8, 4.4 * rows), layout="constrained")
+    axes = fig.subplots(rows, 2, squeeze=False).ravel()
+    colors = _colors(len(groups))
+    for ax, (col, f, name, draw) in zip(axes, panels):
+        alpha = f.alpha if f is not None and f.ok else base
+        for (student, params, g), c in zip(groups, colors):
+            draw(ax, collapse_x(_col(g, "n"), params, alpha), g, col, color=c, label=student,
+                 ls="none" if f is not None else "-")
+            if f is not None and f.ok and params in f.sizes:  # a control family is not fitted
+                log_n = np.linspace(np.log2(_col(g, "n")).min(), np.log2(_col(g, "n")).max(), 200)
+                ax.plot(collapse_x(2.0 ** log_n, params, alpha), f.predict(2.0 ** log_n, params), "--", color=c, lw=1)
+        if f is None:
+            title = ""
+        elif f.ok:
+            title = f"α = {f.alpha:.2f} ({f.alpha_ci[0]:.2f}–{f.alpha_ci[1]:.2f}), R² = {f.r2:.2f}"
+        else:
+            title = "degenerate fit, not drawn: " + "; ".join(f.degenerate)
+        if col in ("e_gen", "e_mem") and fit.ok:
+            ax.axvline(fit.midpoint, color="gray", lw=0.8, ls=":")
+        ax.set_title(title, fontsize=9, wrap=True)
+        ax.set(xlabel=f"log2(N / |θ|^{alpha:.2f})" if alpha else "log2 N", ylabel=name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title="student", title_fontsize=8)
+    for ax in axes[len(panels):]:
+        ax.set_axis_off()
+    fig.suptitle(f"E_gen{_space_label(space)} collapses on N / |θ|^α with α = {fit.alpha:.3f} "
+                 f"(95% CI {fit.alpha_ci[0]:.3f}–{fit.alpha_ci[1]:.3f}), R² = {fit.r2:.3f}" if fit.ok else
+                 f"E_gen{_space_label(space)}: degenerate collapse fit ({'; '.join(fit.degenerate)})", fontsize=11)
+    return fig
 
 
 def _mark(ax, report: DynamicsReport | None) -> None:
@@ -170,7 +169,7 @@ def _mark(ax, report: DynamicsReport | None) -> None:
         labelled.add(label)
 
     if report.early_learning:
-        mark(report.min_epoch, report.min_value, "v", "red", "early-learning minimum")
+        mark(report.min_epoch, report.min_value, "v", "red", "early-learning minimum (smoothed curve)")
     dd = report.double_descent
     if dd is not None:
         mark([dd.first_min_epoch, dd.second_min_epoch], [dd.first_min_value, dd.second_min_value], "s",

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from pfdist.analysis.collapse import CollapseFit
 from pfdist.analysis.dynamics import DynamicsReport
-from pfdist.analysis.findings import Finding
+from pfdist.analysis.findings import Finding, largest_n_bias_variance
 from pfdist.analysis.spaces import Plateau
 from pfdist.atomic import atomic_write_text
 
@@ -46,6 +46,10 @@ def _collapse_blocks(fit: CollapseFit | None, quantity: str = "E_gen") -> list[B
     if fit is None:
         return blocks + [("p", "Not fitted (no scaling results, or too few sizes or points).")]
     pct = f"{100 * fit.confidence:g}%"
+    if fit.degenerate:
+        blocks.append(("p", f"Degenerate fit: {'; '.join(fit.degenerate)}. The model does not describe these points "
+                            "(the optimum sits on the bounds); the values below are where the fit stopped, not "
+                            "estimates, and the figure does not draw it."))
     blocks.append(("p", f"Model: {quantity} = low_s + (high − low_s) · sigmoid(−(log2 N − α log2|θ| − m) / w), "
                         f"{'one floor per size' if fit.per_size_floor else 'one shared floor'}; "
                         f"{pct} profile-likelihood intervals. Paper: α ≈ 0.5 (collapse in N / √|θ|)."))
@@ -60,7 +64,8 @@ def _collapse_blocks(fit: CollapseFit | None, quantity: str = "E_gen") -> list[B
         ("RMSE", f"{fit.rmse:.4g}", ""),
         ("points / sizes", f"{fit.n_points} / {fit.n_sizes}", ""),
     ]
-    return blocks + [("table", ("quantity", "value", f"{pct} interval"), rows)]
+    header = ("quantity", "value (degenerate fit)" if fit.degenerate else "value", f"{pct} interval")
+    return blocks + [("table", header, rows)]
 
 
 def _dynamics_blocks(dynamics: dict[str, DynamicsReport] | None) -> list[Block]:
@@ -72,10 +77,10 @@ def _dynamics_blocks(dynamics: dict[str, DynamicsReport] | None) -> list[Block]:
         dd = r.double_descent
         dd_text = ("" if dd is None else f"{dd.first_min_value:.4g} @ {dd.first_min_epoch:g} → peak "
                    f"{dd.peak_value:.4g} @ {dd.peak_epoch:g} → {dd.second_min_value:.4g} @ {dd.second_min_epoch:g}")
-        rows.append((key, r.kind, f"{r.min_epoch:g}", _fmt(r.min_value), _fmt(r.final_value), _fmt(r.depth),
-                     _fmt(r.threshold), dd_text, r.reason))
-    header = ("run", "detected", "min epoch", "min E_gen", "final E_gen", "depth", "threshold",
-              "double descent (E_gen @ epoch)", "reason")
+        rows.append((key, r.kind, f"{r.min_epoch:g}", _fmt(r.min_value), f"{_fmt(r.raw_min_value)} @ {r.raw_min_epoch:g}",
+                     _fmt(r.final_value), _fmt(r.depth), _fmt(r.threshold), dd_text, r.reason))
+    header = ("run", "detected", "min epoch (smoothed curve)", "E_gen there", "raw min E_gen @ epoch", "final E_gen",
+              "depth", "threshold", "double descent (E_gen @ epoch)", "reason")
     return blocks + [("table", header, rows)]
 
 
@@ -180,10 +185,10 @@ def _summary_blocks(spaces: Sequence[str], collapse: CollapseFit | None, copy_co
                         + (f", and also in {', '.join(spaces[1:])} (table columns suffixed "
                            f"{', '.join('_' + s for s in spaces[1:])})." if len(spaces) > 1 else ".")))
     if plateaus:
-        parts = [f"{p.space}: {p.low:.3g}–{p.high:.3g} (max/min {p.ratio:.2f})" for p in plateaus.values()]
+        parts = [f"{p.space}: {p.low:.3g}–{p.high:.3g} ({p.describe()})" for p in plateaus.values()]
         text = "The ideal copier (the exact empirical flow of each training set) scores E_gen " + "; ".join(parts) + " across N."
-        flat = [p for p in plateaus.values() if p.ratio < 1.3]
-        falling = [p for p in plateaus.values() if p.ratio >= 1.3]
+        flat = [p for p in plateaus.values() if p.verdict == "flat"]
+        falling = [p for p in plateaus.values() if p.verdict == "not flat"]
         if flat and falling:
             text += (f" A pure copier improves with N in {', '.join(p.space for p in falling)} only because training "
                      "points fill the space, so there E_gen cannot tell memorization from generalization; in "
@@ -198,9 +203,14 @@ def _summary_blocks(spaces: Sequence[str], collapse: CollapseFit | None, copy_co
         if f is None:
             lines.append(f"{space}: no collapse fit")
             continue
+        if f.degenerate:
+            lines.append(f"{space}: degenerate fit ({'; '.join(f.degenerate)})")
+            continue
         lines.append(f"{space}: α = {f.alpha:.3f} (95% CI {f.alpha_ci[0]:.3f}–{f.alpha_ci[1]:.3f}), R² = {f.r2:.3f}, "
                      f"plateau {f.plateau_high:.3g} → floors {', '.join(f'{v:.3g}' for v in f.plateau_low)}")
-    if copy_collapse is not None:
+    if copy_collapse is not None and copy_collapse.degenerate:
+        lines.append(f"copy share ({primary}): degenerate fit ({'; '.join(copy_collapse.degenerate)})")
+    elif copy_collapse is not None:
         c = copy_collapse
         lines.append(f"copy share ({primary}): α = {c.alpha:.3f} (95% CI {c.alpha_ci[0]:.3f}–{c.alpha_ci[1]:.3f}), "
                      f"R² = {c.r2:.3f}")
@@ -210,10 +220,11 @@ def _summary_blocks(spaces: Sequence[str], collapse: CollapseFit | None, copy_co
         blocks.append(("p", "Training dynamics (E_gen in " + primary + " space): "
                             + "; ".join(f"{k}: {r.kind}" for k, r in dynamics.items()) + "."))
     if bias_variance_rows:
-        n_max = max(r["n"] for r in bias_variance_rows)
-        top = sorted((r for r in bias_variance_rows if r["n"] == n_max), key=lambda r: r["params"])
-        fmt = ", ".join(f"{r['student']} {r['e_bias']:.3g} / {r['e_var']:.3g}" for r in top)
-        blocks.append(("p", f"Bias / variance at N = {n_max} ({primary} space, plug-in, smallest model first): {fmt}."))
+        n_max, top, kind, bias, var = largest_n_bias_variance(bias_variance_rows)
+        fmt = ", ".join(f"{r['student']} {b:.3g} / {v:.3g}" for r, b, v in zip(top, bias, var))
+        other = " (the plug-in values are in the bias-variance table)" if kind == "unbiased" else ""
+        blocks.append(("p", f"Bias / variance at N = {n_max} ({primary} space, {kind} estimates as in the findings "
+                            f"row{other}, smallest model first): {fmt}."))
     blocks += [("h2", "Comparison with the paper"), ("p", _paper_comparison(primary, collapse, plateaus))]
     return blocks
 
@@ -222,7 +233,9 @@ def _paper_comparison(primary: str, collapse: CollapseFit | None, plateaus: dict
     text = ("The paper measures in SSCD space (unit descriptors, PFD in [0, 2]), where unrelated images sit near 1.22, "
             "E_gen falls from that plateau to a floor of 0.75–0.82 as N grows, E_mem saturates earlier, and curves of "
             "all sizes collapse on N / √|θ| (α ≈ 0.5). ")
-    if collapse is not None:
+    if collapse is not None and collapse.degenerate:
+        text += f"Here the {primary}-space collapse fit is degenerate ({'; '.join(collapse.degenerate)}): no α to compare."
+    elif collapse is not None:
         inside = collapse.alpha_ci[0] <= 0.5 <= collapse.alpha_ci[1]
         text += (f"Here the {primary}-space plateau is "
                  f"{collapse.plateau_high:.3g} and α = {collapse.alpha:.2f}, "

@@ -15,14 +15,13 @@ import pfdist
 from pfdist import FlowSettings, PFDistError, build_network, count_parameters
 from pfdist.cli import app
 from pfdist.cli.common import set_options
+from edm_fixtures import FIXTURES, needs_fixtures
 from pfdist.experiments import get_preset
 from pfdist.experiments.presets import PAPER_WIDTHS, override
 from pfdist.specs import load_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 runner = CliRunner()
-FIXTURES = Path(os.environ.get("PFDIST_EDM_FIXTURES", Path(__file__).resolve().parents[2] / "shared/fixtures/edm"))
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="EDM fixtures not present")
 
 
 def convert(name: str, out: Path) -> Path:

@@ -1,7 +1,9 @@
 """Experiments in descriptor space: a tiny run measured in a kernel space and in pixels, the ideal
 copier reference, unit keys, and ``pfdist rescore`` reproducing the run from its cached maps."""
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,13 +90,15 @@ def test_rescore_reproduces_the_run_without_training(run, monkeypatch):
         summary = rescore(run, spec)
         name = "pixels" if spec == "pixels" else "kernel"
         ran = {(r["n"]): r for r in read_rows(run / "scaling.csv")}
-        again = {(r["n"]): r for r in read_rows(run / "rescore" / name / "scaling.csv")}
+        out = Path(summary["out_dir"])
+        assert out.parent == run / "rescore" and out.name.startswith(name + "-")
+        again = {(r["n"]): r for r in read_rows(out / "scaling.csv")}
         assert summary["students"] == len(ran) == 2
         for n, r in again.items():
             for col in ("e_gen", "e_mem", "mem_ratio"):
                 assert r[col] == pytest.approx(ran[n][col.replace("e_gen", "e_gen" + suffix).replace(
                     "e_mem", "e_mem" + suffix).replace("mem_ratio", "mem_ratio" + suffix)], rel=1e-9, abs=1e-12)
-        bv_run, bv_again = read_rows(run / "bias_variance.csv")[0], read_rows(run / "rescore" / name / "bias_variance.csv")[0]
+        bv_run, bv_again = read_rows(run / "bias_variance.csv")[0], read_rows(out / "bias_variance.csv")[0]
         assert bv_again["e_var"] == pytest.approx(bv_run["e_var" + suffix], rel=1e-9)
 
 
@@ -102,11 +106,25 @@ def test_rescore_command_in_a_new_kernel_space(run):
     result = CliRunner().invoke(app, ["rescore", str(run), "--descriptor",
                                       '{"type": "kernel", "num_features": 64, "name": "wide", "bandwidth_rule": "median_nn"}'])
     assert result.exit_code == 0, result.output
-    rows = read_rows(run / "rescore" / "wide" / "scaling.csv")
+    (out,) = (run / "rescore").glob("wide-*")
+    rows = read_rows(out / "scaling.csv")
     assert len(rows) == 2 and all(0 <= r["e_gen"] <= 2 for r in rows)
-    assert (run / "rescore" / "wide" / "descriptors" / "wide.safetensors").is_file()
+    assert (out / "descriptors" / "wide.safetensors").is_file()
     bad = CliRunner().invoke(app, ["rescore", str(run), "--descriptor", "no-such-file.pt"])
     assert bad.exit_code == 2 and "error:" in bad.output
+
+
+def test_two_kernel_specs_of_one_name_keep_their_own_results(run):
+    specs = [{"type": "kernel", "num_features": 64, "bandwidth_rule": rule} for rule in ("median_nn", "median_nn/4")]
+    first, second = (rescore(run, spec) for spec in specs)
+    assert first["fingerprint"] != second["fingerprint"] and first["out_dir"] != second["out_dir"]
+    for summary, spec in zip((first, second), specs):
+        saved = json.loads((Path(summary["out_dir"]) / "summary.json").read_text())
+        assert saved["descriptor"]["bandwidth_rule"] == spec["bandwidth_rule"]
+        assert saved["fingerprint"] == summary["fingerprint"]
+    e_gen = [[r["e_gen"] for r in read_rows(Path(s["out_dir"]) / "scaling.csv")] for s in (first, second)]
+    assert e_gen[0] != e_gen[1]  # each table was measured in its own space
+    assert rescore(run, specs[0])["out_dir"] == first["out_dir"]  # the same spec finds its directory again
 
 
 @pytest.mark.parametrize("descriptors", [(), "pixels", ("pixels", "pixels"), ({"type": "kernel", "num_features": 3},)])

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 import pfdist
+from edm_fixtures import FIXTURES, needs_fixtures
 from pfdist.errors import PFDistError
 from pfdist.models.edm import UnsafePickleError, load_edm, network_record, read_snapshot
 from pfdist.nets import build_network, normalize_config
@@ -24,9 +25,7 @@ from pfdist.specs import load_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FIXTURES = Path(os.environ.get("PFDIST_EDM_FIXTURES", Path(__file__).resolve().parents[2] / "shared/fixtures/edm"))
 NAMES = ["ddpmpp-vp-uncond", "ncsnpp-ve-cond", "ddpmpp-edm-uncond", "adm-edm-cond"]
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="EDM fixtures not present")
 
 
 def rel_rms(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

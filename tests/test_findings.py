@@ -63,9 +63,9 @@ def test_memorization_finding_saturation_order():
 
 
 def test_copier_and_collapse_findings():
-    flat = Plateau("kernel", 1.30, 1.41, 8192, 8, 1.41 / 1.30)
+    flat = Plateau("kernel", 1.30, 1.41, 8192, 8, 1.41 / 1.30, (1.05, 1.12))
     assert copier_finding({"kernel": flat}, "kernel").verdict == "reproduced"
-    steep = Plateau("pixels", 1.4, 7.5, 8192, 8, 7.5 / 1.4)
+    steep = Plateau("pixels", 1.4, 7.5, 8192, 8, 7.5 / 1.4, (5.0, 5.7))
     assert copier_finding({"pixels": steep}, "pixels").verdict == "not reproduced"
     fit, _ = fit_scaling(scaling_rows(alpha=0.5))
     assert collapse_finding({"kernel": fit}).verdict == "reproduced"

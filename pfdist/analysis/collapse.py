@@ -31,6 +31,11 @@ gets a wider interval rather than a falsely narrow one. On synthetic collapses (
 150 seeds, noise 0.01 and 0.03) its 95% interval covered the true alpha 94-96% of the time; a
 wild residual bootstrap covered 87-91%. The midpoint's interval is profiled the same way. An
 interval that reaches ``alpha_bounds`` is cut there.
+
+Degenerate fits: a fit whose α, width or a plateau ends on its bound, or (for a share, with
+``value_range=(0, 1)``) whose plateau leaves the range the quantity can take, is not a fit of the
+model to the data but of the bounds; ``CollapseFit.degenerate`` lists why, and reports and figures
+show it as "degenerate fit" instead of drawing or tabling it as a result.
 """
 
 from __future__ import annotations
@@ -73,6 +78,11 @@ class CollapseFit:
     n_points: int
     n_sizes: int
     confidence: float
+    degenerate: tuple[str, ...] = ()  # why the fit is not a result (bounds hit, a share's plateau outside [0, 1])
+
+    @property
+    def ok(self) -> bool:
+        return not self.degenerate
 
     def predict(self, n: Any, params: Any) -> np.ndarray:
         """Fitted E_gen at (N, |theta|); ``params`` must be one of the fitted ``sizes``."""
@@ -202,10 +212,13 @@ def fit_collapse(
     alpha_bounds: tuple[float, float] = (0.0, 1.5),
     per_size_floor: bool = True,
     confidence: float = 0.95,
+    value_range: tuple[float, float] | None = None,
 ) -> CollapseFit:
     """Fit the MtoG collapse (module docstring) to points (N, |theta|, E_gen).
 
     n, params, e_gen, e_gen_stderr: (points,). Needs >= 2 distinct sizes with >= 3 points each.
+    ``value_range``: the values the quantity can take (a share: (0, 1)); plateaus outside it
+    mark the fit degenerate, as do parameters on their bounds.
     """
     n_raw, params_raw, y, weight = _validate(n, params, e_gen, e_gen_stderr)
     sizes, size_idx, counts = np.unique(params_raw, return_inverse=True, return_counts=True)
@@ -262,12 +275,32 @@ def fit_collapse(
                    np.inf if midpoint_ci[1] >= x_hi else midpoint_ci[1])
 
     lows = theta[4:] if per_size_floor else np.repeat(theta[4], sizes.size)
+    degenerate = _degenerate(theta, d, value_range)
     return CollapseFit(
         alpha=alpha, alpha_ci=alpha_ci, midpoint=midpoint, midpoint_ci=midpoint_ci,
         width=float(theta[2]), plateau_high=float(theta[3]),
         plateau_low=tuple(float(v) for v in lows), sizes=tuple(int(s) for s in sizes),
         per_size_floor=per_size_floor, r2=r2, rmse=rmse, n_points=int(y.size),
-        n_sizes=int(sizes.size), confidence=confidence)
+        n_sizes=int(sizes.size), confidence=confidence, degenerate=degenerate)
+
+
+def _degenerate(theta: np.ndarray, d: _Data, value_range: tuple[float, float] | None) -> tuple[str, ...]:
+    """Why a fit is not a result: parameters on their bounds, plateaus outside ``value_range``."""
+    reasons = []
+    names = ["α", None, "width w", "memorization plateau"] + ["generalization floor"] * (theta.size - 4)
+    for i, name in enumerate(names):
+        if name is None:
+            continue
+        span = d.upper[i] - d.lower[i]
+        for bound in (d.lower[i], d.upper[i]):
+            if abs(theta[i] - bound) <= 1e-3 * span and name not in " ".join(reasons):
+                reasons.append(f"{name} {theta[i]:.3g} at its bound {bound:.3g}")
+    if value_range is not None:
+        lo, hi = value_range
+        outside = [v for v in theta[3:] if not lo <= v <= hi]
+        if outside:
+            reasons.append(f"plateau {outside[0]:.3g} outside [{lo:g}, {hi:g}]")
+    return tuple(reasons)
 
 
 def fit_collapse_rows(rows: Sequence[dict[str, Any]], *, column: str = "e_gen", **kwargs: Any) -> CollapseFit:
@@ -280,6 +313,7 @@ def fit_collapse_rows(rows: Sequence[dict[str, Any]], *, column: str = "e_gen", 
         se = [max((r.get("mem_ratio_ci_high", float("nan")) - r.get("mem_ratio_ci_low", float("nan"))) / 3.92, 0.01)
               if "mem_ratio_ci_high" in r else 0.01 for r in rows]
         kwargs.setdefault("per_size_floor", False)
+        kwargs.setdefault("value_range", (0.0, 1.0))
     else:
         se = [row.get(f"{column}_stderr", float("nan")) for row in rows]
     return fit_collapse([r["n"] for r in rows], [r["params"] for r in rows], [r[column] for r in rows],

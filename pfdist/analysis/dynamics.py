@@ -7,7 +7,8 @@ then descends again below the first minimum ("epoch-wise double descent").
 Detection, so that noise does not trigger it:
 
 - Smoothing: a light [1, 2, 1] / 4 running mean (edges repeated) picks the epochs; the values
-  reported are the measured E_gen at those epochs.
+  reported are the measured E_gen at those epochs. The minimum of the smoothed curve can sit at
+  another epoch than the raw minimum: the report keeps both (``min_*`` smoothed, ``raw_min_*``).
 - Noise per point: ``se_i = max(stderr_i, sigma_scatter)``, where sigma_scatter is the robust
   scatter of the curve around a local line, 1.4826 MAD(second differences) / sqrt(6). The given
   standard errors cover the evaluation noise only; the scatter also catches training noise.
@@ -60,6 +61,15 @@ class DynamicsReport:
     early_learning: bool
     double_descent: DoubleDescent | None
     noise: float  # median per-point noise scale used
+    raw_min_epoch: float = float("nan")  # epoch of the measured (unsmoothed) minimum of E_gen
+    raw_min_value: float = float("nan")
+
+    def minimum_text(self) -> str:
+        """The minimum as quoted: the smoothed curve's, and the raw one when it differs."""
+        text = f"{self.min_value:.3g} @ epoch {self.min_epoch:g} (minimum of the smoothed curve"
+        if self.raw_min_epoch == self.raw_min_epoch and self.raw_min_epoch != self.min_epoch:
+            text += f"; raw minimum {self.raw_min_value:.3g} @ epoch {self.raw_min_epoch:g}"
+        return text + ")"
 
     @property
     def absent(self) -> bool:
@@ -125,7 +135,7 @@ def detect_dynamics(
             kind="absent", reason=f"too few epochs ({y.size} < {MIN_EPOCHS}) to tell a trend from noise",
             min_epoch=float(epochs[i]), min_value=float(y[i]), final_value=float(y[-1]),
             depth=float(y[-1] - y[i]), threshold=float("nan"), early_learning=False,
-            double_descent=None, noise=float("nan"))
+            double_descent=None, noise=float("nan"), raw_min_epoch=float(epochs[i]), raw_min_value=float(y[i]))
     se = np.maximum(se, _scatter(y))
     se = np.maximum(se, 1e-12 * max(1.0, float(np.max(np.abs(y)))))  # noise-free curves
 
@@ -145,7 +155,7 @@ def detect_dynamics(
         reasons.append(f"double descent: {y[i1]:.4g} at epoch {epochs[i1]:g}, peak {y[j]:.4g} at epoch "
                        f"{epochs[j]:g}, {y[i2]:.4g} at epoch {epochs[i2]:g}")
     if early:
-        reasons.append(f"early learning: minimum {y[i_min]:.4g} at epoch {epochs[i_min]:g}, rises by "
+        reasons.append(f"early learning: smoothed-curve minimum at epoch {epochs[i_min]:g} (E_gen {y[i_min]:.4g}), rises by "
                        f"{s[last] - s[i_min]:.3g} (threshold {delta(last, i_min):.3g}) by epoch {epochs[last]:g}")
     if not reasons:
         if np.ptp(s) <= delta(int(np.argmax(s)), i_min):
@@ -164,7 +174,7 @@ def detect_dynamics(
         double_descent=None if dd is None else DoubleDescent(
             float(epochs[dd[0]]), float(y[dd[0]]), float(epochs[dd[1]]), float(y[dd[1]]),
             float(epochs[dd[2]]), float(y[dd[2]])),
-        noise=float(np.median(se)))
+        noise=float(np.median(se)), raw_min_epoch=float(epochs[int(np.argmin(y))]), raw_min_value=float(np.min(y)))
 
 
 def dynamics_key(student: str, n: int) -> str:

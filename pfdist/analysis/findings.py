@@ -9,9 +9,12 @@ whether the finding reproduced and on what evidence:
 - **E_mem**: E_mem rises with N and saturates earlier in N than E_gen reaches its floor.
   Saturation: the first N where E_mem is within 10% of its range of its maximum; E_gen's floor:
   the first N where E_gen is within 10% of its range of its minimum (per size).
-- **copier**: the ideal copier's E_gen across N in the primary space (max/min; flat at ≤ 1.1).
+- **copier**: the ideal copier's E_gen across N in the primary space: max/min with its 95% interval
+  (:class:`pfdist.analysis.spaces.Plateau`); flat when the interval reaches 1.1 or below, not flat when
+  all of it is above, no verdict without standard errors.
 - **collapse**: α of E_gen's collapse on N / |θ|^α in each space with its 95% interval: a CI
-  that excludes 0 shows a collapse, and the paper's 0.5 is inside it or not.
+  that excludes 0 shows a collapse, and the paper's 0.5 is inside it or not; a degenerate fit
+  (:attr:`CollapseFit.degenerate`) gives no verdict.
 - **early learning** / **double descent**: the detectors of :mod:`pfdist.analysis.dynamics` on
   the mean curve over training seeds, with their significance threshold.
 - **bias-variance**: at the largest N, bias and variance from the smallest to the largest model
@@ -31,7 +34,6 @@ from pfdist.analysis.collapse import CollapseFit, collapse_rows
 from pfdist.analysis.dynamics import DynamicsReport
 from pfdist.analysis.spaces import Plateau
 
-FLAT = 1.1  # the copier is flat when its E_gen varies by at most 10% across N
 SIGNIFICANT_SE = 2.0
 SATURATION = 0.1
 
@@ -124,8 +126,9 @@ def copier_finding(plateaus: dict[str, Plateau] | None, primary: str) -> Finding
     p = (plateaus or {}).get(primary)
     if p is None:
         return Finding(name, paper, "no copier table", "not measured")
-    measured = f"ideal copier E_gen {_g(p.low)} (N = {p.n_low}) … {_g(p.high)} (N = {p.n_high}), max/min {p.ratio:.2f}"
-    return Finding(name, paper, measured, "reproduced" if p.ratio <= FLAT else "not reproduced")
+    measured = f"ideal copier E_gen {_g(p.low)} (N = {p.n_low}) … {_g(p.high)} (N = {p.n_high}), {p.describe()}"
+    verdict = {"flat": "reproduced", "not flat": "not reproduced"}.get(p.verdict, "not measured")
+    return Finding(name, paper, measured, verdict)
 
 
 def collapse_finding(fits: dict[str, CollapseFit | None]) -> Finding:
@@ -135,6 +138,10 @@ def collapse_finding(fits: dict[str, CollapseFit | None]) -> Finding:
     for space, f in fits.items():
         if f is None:
             parts.append(f"{space}: no fit")
+            verdicts.append("not measured")
+            continue
+        if f.degenerate:
+            parts.append(f"{space}: degenerate fit ({'; '.join(f.degenerate)})")
             verdicts.append("not measured")
             continue
         lo, hi = f.alpha_ci
@@ -161,7 +168,7 @@ def early_learning_finding(dynamics: dict[str, DynamicsReport] | None) -> Findin
     def describe(key: str, r: DynamicsReport) -> str | None:
         if not r.early_learning:
             return None
-        return (f"{key}: min {_g(r.min_value)} @ epoch {r.min_epoch:g} → {_g(r.final_value)} "
+        return (f"{key}: min {r.minimum_text()} → {_g(r.final_value)} "
                 f"(rise {_g(r.depth)} > threshold {_g(r.threshold)})")
 
     return _dynamics_finding(dynamics, "early learning at the transition", "E_gen min 0.83 @ epoch 85 → 1.08 @ 500",
@@ -180,21 +187,29 @@ def double_descent_finding(dynamics: dict[str, DynamicsReport] | None) -> Findin
     return _dynamics_finding(dynamics, "epoch-wise double descent", "0.80 → bump 0.84 → 0.76", describe)
 
 
+def largest_n_bias_variance(rows: Sequence[dict[str, Any]]) -> tuple[int, list[dict], str, list[float], list[float]]:
+    """The one answer a run gives for bias and variance: at the largest N, main family, smallest
+    model first, the unbiased finite-K estimates when the table has them (else the plug-in ones).
+    Returns (N, rows, "unbiased" | "plug-in", biases, variances); the report's summary quotes the same."""
+    rows = collapse_rows(rows)
+    n_max = max(r["n"] for r in rows)
+    top = sorted((r for r in rows if r["n"] == n_max), key=lambda r: r["params"])
+    unbiased = "e_var_unbiased" in top[0]
+    bias = [r["e_bias_unbiased" if unbiased else "e_bias"] for r in top]
+    var = [r["e_var_unbiased" if unbiased else "e_var"] for r in top]
+    return n_max, top, "unbiased" if unbiased else "plug-in", bias, var
+
+
 def bias_variance_finding(rows: Sequence[dict[str, Any]] | None) -> Finding:
     name = "at large N, bias falls and variance rises with model size"
     paper = "bias 0.78 → 0.68, variance 0.063 → 0.099"
     if not rows:
         return Finding(name, paper, "no bias-variance runs", "not measured")
-    rows = collapse_rows(rows)
-    n_max = max(r["n"] for r in rows)
-    top = sorted((r for r in rows if r["n"] == n_max), key=lambda r: r["params"])
+    n_max, top, kind, bias, var = largest_n_bias_variance(rows)
     if len(top) < 2:
         return Finding(name, paper, f"one size at N = {n_max}", "not measured")
-    unbiased = "e_var_unbiased" in top[0]
-    bias = [r["e_bias_unbiased" if unbiased else "e_bias"] for r in top]
-    var = [r["e_var_unbiased" if unbiased else "e_var"] for r in top]
     falls, rises = bias[-1] < bias[0], var[-1] > var[0]
-    measured = (f"N = {n_max}, K = {top[0]['k']}, {'unbiased' if unbiased else 'plug-in'} estimates, "
+    measured = (f"N = {n_max}, K = {top[0]['k']}, {kind} estimates, "
                 f"|θ| {_size(top[0]['params'])} … {_size(top[-1]['params'])}: bias {' → '.join(_g(b) for b in bias)}, "
                 f"variance {' → '.join(_g(v) for v in var)} (no interval at this K)")
     verdict = "reproduced" if falls and rises else "partly" if falls or rises else "not reproduced"

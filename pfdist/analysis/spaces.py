@@ -54,9 +54,17 @@ def fit_spaces(rows: Sequence[dict[str, Any]], spaces: Sequence[str]) -> dict[st
     return fits
 
 
+FLAT = 1.1  # a copier is flat when its E_gen varies by at most 10% across N
+Z95 = 1.959963984540054
+
+
 @dataclass(frozen=True)
 class Plateau:
-    """The ideal copier's E_gen across N in one space: flat (ratio near 1) in a saturating space."""
+    """The ideal copier's E_gen across N in one space: flat (ratio near 1) in a saturating space.
+
+    ``ratio_ci``: 95% delta-method interval of high / low from the two points' standard errors
+    (the two are independent Monte-Carlo estimates): ratio · (1 ± 1.96 · √((se_h/h)² + (se_l/l)²)).
+    """
 
     space: str
     low: float
@@ -64,15 +72,34 @@ class Plateau:
     n_low: int  # N at the lowest E_gen
     n_high: int
     ratio: float  # high / low
+    ratio_ci: tuple[float, float] = (math.nan, math.nan)
+
+    @property
+    def verdict(self) -> str:
+        """The rule: "flat" when the ratio's 95% interval reaches FLAT (1.1) or below, "not flat"
+        when all of it lies above; "no interval" without standard errors (no verdict)."""
+        lo = self.ratio_ci[0]
+        if not math.isfinite(lo):
+            return "no interval"
+        return "flat" if lo <= FLAT else "not flat"
+
+    def describe(self) -> str:
+        ci = (f" (95% CI {self.ratio_ci[0]:.3f}–{self.ratio_ci[1]:.3f})" if math.isfinite(self.ratio_ci[0]) else "")
+        return f"max/min {self.ratio:.3f}{ci}: {self.verdict} (flat: the interval reaches {FLAT} or below)"
 
 
 def copier_plateaus(rows: Sequence[dict[str, Any]], spaces: Sequence[str]) -> dict[str, Plateau]:
-    """max / min of the copier's E_gen over N per space, from rows of copier.csv."""
+    """max / min of the copier's E_gen over N per space, from rows of copier.csv, with its interval."""
     out = {}
     for space in spaces:
         col = column("e_gen", space, spaces)
-        points = [(r[col], r["n"]) for r in rows if col in r and isinstance(r[col], float) and math.isfinite(r[col])]
+        se_col = f"{col}_stderr"
+        points = [(r[col], r["n"], r.get(se_col, math.nan)) for r in rows
+                  if col in r and isinstance(r[col], float) and math.isfinite(r[col])]
         if points:
-            (low, n_low), (high, n_high) = min(points), max(points)
-            out[space] = Plateau(space, low, high, n_low, n_high, high / low if low > 0 else math.inf)
+            (low, n_low, se_l), (high, n_high, se_h) = min(points), max(points)
+            ratio = high / low if low > 0 else math.inf
+            rel = math.hypot(se_h / high, se_l / low) if low > 0 and high > 0 else math.nan
+            ci = (ratio * (1 - Z95 * rel), ratio * (1 + Z95 * rel)) if math.isfinite(rel) else (math.nan, math.nan)
+            out[space] = Plateau(space, low, high, n_low, n_high, ratio, ci)
     return out

@@ -10,12 +10,48 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from pfdist.errors import PFDistError
 
 
-class _OneLineErrors(TyperGroup):
+class _PlainHelp:
+    """Help without typer's ``<bool>`` after flags and ``{a}`` around required arguments: flags
+    show no type, arguments show their name in capitals (``A``, ``[A]`` when optional)."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class Command(_PlainHelp, TyperCommand):
+    """Every ``pfdist`` command's class (``@app.command(cls=Command)``)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.param_type_name == "argument" and param.metavar is None:
+                param.metavar = param.name.upper()
+            elif getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                pieces.append(param.metavar if param.required else f"[{param.metavar}]")
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+
+class Group(_PlainHelp, TyperGroup):
+    """A group of commands (``pfdist teacher``) with the same help."""
+
+
+class _OneLineErrors(_PlainHelp, TyperGroup):
     """Every command's bad input and file-system failure ends as one line on stderr, exit code 2."""
 
     def invoke(self, ctx):
@@ -26,11 +62,16 @@ class _OneLineErrors(TyperGroup):
 
         show = warnings.showwarning
 
-        def one_line(message, category, *args, **kwargs):
-            if issubclass(category, (CorruptFileWarning, PFDistWarning)):
-                log.warning("%s", message)  # one line, silenced by --quiet
+        package = str(Path(__file__).resolve().parents[1])
+
+        def one_line(message, category, filename, *args, **kwargs):
+            # pfdist's own warnings (a corrupt cache file, a fit that could not be made) are
+            # messages for the user: one line, without Python's source-line echo, silenced by --quiet.
+            if (issubclass(category, (CorruptFileWarning, PFDistWarning))
+                    or str(Path(filename).resolve()).startswith(package)):
+                log.warning("%s", message)
             else:
-                show(message, category, *args, **kwargs)
+                show(message, category, filename, *args, **kwargs)
 
         warnings.showwarning = one_line
         level, handlers = log.level, list(log.handlers)  # the callback's -v / -q last for this command
@@ -38,6 +79,9 @@ class _OneLineErrors(TyperGroup):
             return super().invoke(ctx)
         except PFDistError as e:
             fail(str(e))
+        except KeyboardInterrupt as e:  # Ctrl-C: one line saying what is kept, no traceback
+            typer.secho(f"\n{e or 'interrupted.'}", fg=typer.colors.YELLOW, err=True)
+            raise typer.Exit(130) from None
         except OSError as e:
             where = f"{e.filename}: " if e.filename else ""
             fail(f"{where}{e.strerror or e} (check the path, its permissions and free disk space).")
@@ -95,6 +139,11 @@ def quiet() -> bool:
 DESCRIPTOR_HELP = ("Descriptor file; default: pixels. A .safetensors kernel descriptor (no code), or a TorchScript / "
                    ".pt2 network such as SSCD. TorchScript and .pt2 files are CODE and run when loaded: use only "
                    "files you trust.")
+
+
+SPEC_HELP = ("Descriptor: 'pixels' (the default); a JSON spec, e.g. '{\"type\": \"kernel\", \"num_features\": 4096}' or "
+             "'{\"type\": \"sscd\", \"path\": \"sscd.pt\"}'; or a file (.safetensors kernel descriptor, no code; "
+             "TorchScript / .pt2, which are CODE and run when loaded: trusted files only).")
 
 
 def fail(message: str | None) -> None:

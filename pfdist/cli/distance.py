@@ -7,14 +7,14 @@ from typing import Optional
 
 import typer
 
-from pfdist.cli.common import DESCRIPTOR_HELP, app, fail, log, progress_bar
+from pfdist.cli.common import Command, SPEC_HELP, app, fail, log, progress_bar
 from pfdist.errors import PFDistError
 from pfdist.settings import FlowSettings
 
 MAX_STEPS = 10_000  # sigma-grid steps; EDM uses 18 to 256
 
 
-@app.command()
+@app.command(cls=Command)
 def distance(
     a: Path = typer.Argument(..., help="First model: a distribution file (.json/.safetensors), a checkpoint, a diffusers directory (or a JSON spec naming one with its conditioning file) or a .pt2 program."),
     b: Path = typer.Argument(..., help="Second model, same data shape."),
@@ -24,7 +24,8 @@ def distance(
     steps: int = typer.Option(FlowSettings.steps, help=f"Sigma-grid steps, 1..{MAX_STEPS} (Heun: 2*steps-1 denoiser calls)."),
     solver: str = typer.Option(FlowSettings.solver, help="heun, euler, dpmpp_2m, dpmpp_3m, unipc or reference (adaptive dopri5)."),
     sigma_max: float = typer.Option(FlowSettings.sigma_max, help="T: x_T ~ N(0, T^2 I)."),
-    descriptor: Optional[Path] = typer.Option(None, help=DESCRIPTOR_HELP),
+    descriptor: Optional[str] = typer.Option(None, help=SPEC_HELP + " A kernel spec is fitted on A's samples on the "
+                                             "protocol's test seeds, as the presets fit theirs on the teacher's."),
     batch_size: int = typer.Option(256, help="Seeds per batch (does not change the result)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: cpu)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result JSON here."),
@@ -42,6 +43,7 @@ def distance(
     """
     from pfdist import checks, distributed
     from pfdist.atomic import atomic_write_json, check_writable
+    from pfdist.descriptors import spec_from_text
     from pfdist.metric import pfd
     from pfdist.specs import load_spec
 
@@ -59,6 +61,11 @@ def distance(
         checks.device("--device", device)
     if out is not None:
         check_writable(out)
+    try:
+        spec = spec_from_text(descriptor or "pixels")
+        flow = FlowSettings(steps=steps, solver=solver, sigma_max=sigma_max)
+    except PFDistError as e:
+        fail(str(e))
 
     main = distributed.is_main()
     log.info("PFD of %s and %s on %d seeds (%s), %s with %d steps", a, b, total,
@@ -66,10 +73,11 @@ def distance(
     try:
         with distributed.process_group(device) as device:
             da, db = distributed.together(lambda: (load_spec(a), load_spec(b)))
+            psi = distributed.together(lambda: _descriptor(spec, da, flow, device))
             with progress_bar(total, "PFD", disable=not main) as bar:
                 result = pfd(
                     da, db, num_samples=num_samples, seed=seed, seeds=seeds, steps=steps, solver=solver,
-                    sigma_max=sigma_max, descriptor=descriptor, batch_size=batch_size, device=device,
+                    sigma_max=sigma_max, descriptor=psi, batch_size=batch_size, device=device,
                     progress=bar.update, error_estimate=error_estimate,
                 )
     except PFDistError as e:
@@ -78,8 +86,24 @@ def distance(
         return
     typer.echo(str(result))
     record = {"a": str(a), "b": str(b), "solver": solver, "steps": steps, "sigma_max": sigma_max,
-              "descriptor": str(descriptor) if descriptor else None, "seeds": seeds,
-              **result.to_dict(per_sample=per_sample)}
+              "descriptor": spec, "seeds": seeds, **result.to_dict(per_sample=per_sample)}
     if out is not None:
         atomic_write_json(out, record)
         typer.echo(f"wrote {out}")
+
+
+def _descriptor(spec: dict, model, flow: FlowSettings, device):
+    """The descriptor ``spec`` names; a kernel is fitted on ``model``'s samples on seeds TEST_SEED..
+    (the seeds the presets fit their kernels on)."""
+    from pfdist.descriptors import build_descriptor
+    from pfdist.ode import data_shape
+    from pfdist.protocol import TEST_SEED, teacher_samples
+
+    def samples(n: int):
+        shape = data_shape(model)
+        if shape is None:
+            raise PFDistError("a kernel spec is fitted on A's samples, but A does not say its data shape; fit a "
+                              "KernelDescriptor in Python, save it and give the .safetensors file.")
+        return teacher_samples(model, range(TEST_SEED, TEST_SEED + n), shape=shape, settings=flow, device=device)
+
+    return build_descriptor(spec, samples)

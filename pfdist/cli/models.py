@@ -7,14 +7,14 @@ from typing import Optional
 
 import typer
 
-from pfdist.cli.common import app, fail, json_option, train_bar
+from pfdist.cli.common import Command, Group, app, fail, json_option, train_bar
 from pfdist.errors import PFDistError
 
-teacher_app = typer.Typer(help="Train the teachers that ship with pfdist.", no_args_is_help=True)
+teacher_app = typer.Typer(cls=Group, help="Train the teachers that ship with pfdist.", no_args_is_help=True)
 app.add_typer(teacher_app, name="teacher")
 
 
-@teacher_app.command("digits")
+@teacher_app.command("digits", cls=Command)
 def teacher_digits(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Weights file (.safetensors; .json and .png beside it). "
                                        "Default: the packaged pfdist:digits-unet."),
@@ -55,7 +55,7 @@ def teacher_digits(
     typer.echo(f"wrote {path}, {path.with_suffix('.json')} and {path.with_suffix('.png')}")
 
 
-@app.command()
+@app.command(cls=Command)
 def convert(
     snapshot: Path = typer.Argument(..., help="An EDM network-snapshot-*.pkl (read without running any of its code)."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the checkpoint: model.safetensors + model.json."),
@@ -80,7 +80,7 @@ def convert(
                f"sigma in [{net.sigma_min:g}, {net.sigma_max:g}]; wrote {path} and {path.with_suffix('.json')}")
 
 
-@app.command()
+@app.command(cls=Command)
 def export(
     model: Path = typer.Argument(..., help="Any model pfdist loads: a checkpoint, an EDM snapshot, a diffusers directory, a distribution file."),
     out: Path = typer.Option(..., "--out", "-o", help="The .pt2 file to write."),

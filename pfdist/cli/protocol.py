@@ -7,14 +7,34 @@ from typing import Optional
 
 import typer
 
-from pfdist.cli.common import DESCRIPTOR_HELP, app, fail, json_option, train_bar
+from pfdist.cli.common import Command, DESCRIPTOR_HELP, app, fail, json_option, train_bar
 from pfdist.errors import PFDistError
 
 NET_HELP = ('Student network, JSON or .json file: {"arch": "mlp", "width": 256, "depth": 3, "sigma_data": 1.0} or '
             '{"arch": "songunet", "model_channels": 16, "channel_mult": [1, 2], "num_blocks": 1} (EDM\'s DDPM++ U-Net). '
             'shape comes from the teacher.')
-TRAIN_HELP = ('TrainConfig fields as JSON, e.g. {"epochs": 20}; an epoch is 12 800 images whatever N is. Unset fields: '
-              'batch_size 256, lr 2e-3, lr_schedule onecycle, epochs 80, EMA half-life 51 200 images (the quick preset).')
+
+
+def student_train():
+    """What unset ``--train`` fields take: the quick preset's scaling training (one-cycle lr, EMA
+    half-life 5% of training), set once in :mod:`pfdist.training.recipes`."""
+    from pfdist.training.recipes import QUICK_STUDENT
+
+    return QUICK_STUDENT
+
+
+def _spaced(x: float) -> str:
+    return f"{x:,.0f}".replace(",", " ")
+
+
+def _train_help() -> str:
+    t = student_train()
+    return (f'TrainConfig fields as JSON, e.g. {{"epochs": 20}}; an epoch is {_spaced(t.epoch_images)} images whatever '
+            f"N is. Unset fields take the quick preset's scaling training: batch_size {t.batch_size}, lr {t.lr:g}, "
+            f"lr_schedule {t.lr_schedule}, epochs {t.epochs}, EMA half-life {_spaced(t.ema_halflife_images)} images.")
+
+
+TRAIN_HELP = _train_help()
 EVAL_HELP = 'EvalConfig fields as JSON, e.g. {"num_samples": 2000, "steps": 35, "solver": "euler"}.'
 
 
@@ -27,12 +47,6 @@ def _epochs_option(text: str, epochs: int) -> list[int]:
     except ValueError:
         fail(f"--eval-epochs must be comma-separated integers, e.g. 0,10,20 (got {text!r}).")
     return [checks.integer("--eval-epochs", e, lo=0, hi=epochs) for e in values]
-
-
-# Unset --train fields take the quick preset's scaling training: 80 epochs of 12 800 images,
-# one-cycle lr 2e-3, batch 256, EMA half-life 5% of training (a properly trained student).
-TRAIN_DEFAULTS = {"batch_size": 256, "lr": 2e-3, "lr_schedule": "onecycle", "epochs": 80, "epoch_images": 12_800,
-                  "ema_halflife_images": 51_200, "ema_rampup_ratio": None, "checkpoint_every": 20}
 
 
 def _protocol_inputs(teacher: Path, net: Optional[str], train_cfg: Optional[str], eval_cfg: Optional[str],
@@ -53,14 +67,14 @@ def _protocol_inputs(teacher: Path, net: Optional[str], train_cfg: Optional[str]
     net_config = {"arch": "mlp", "width": 256, "depth": 3, "sigma_data": 1.0, **json_option(net, "net")}
     net_config.setdefault("shape", list(shape))
     try:
-        train_config = TrainConfig.from_dict({**TRAIN_DEFAULTS, **json_option(train_cfg, "train")})
+        train_config = TrainConfig.from_dict({**student_train().to_dict(), **json_option(train_cfg, "train")})
         eval_config = EvalConfig(**json_option(eval_cfg, "eval"))
     except TypeError as e:
         fail(f"unknown field in --train/--eval: {e}.")
     return model, shape, net_config, train_config, eval_config
 
 
-@app.command()
+@app.command(cls=Command)
 def student(
     teacher: Path = typer.Argument(..., help="Teacher: a distribution file or a trained network."),
     n: int = typer.Option(..., "--n", "-N", help="Training set size N (teacher seeds 0..N-1)."),
@@ -99,7 +113,7 @@ def student(
     typer.echo(f"train loss {rec['train_loss']:.4f}, test loss {rec['test_loss']:.4f}; wrote {out / 'results.json'}")
 
 
-@app.command("bias-variance")
+@app.command("bias-variance", cls=Command)
 def bias_variance_cmd(
     teacher: Path = typer.Argument(..., help="Teacher: a distribution file or a trained network."),
     n: int = typer.Option(..., "--n", "-N", help="Training set size N of each student."),

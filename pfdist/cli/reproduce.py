@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from pfdist.cli.common import app, fail, quiet, set_options
-from pfdist.errors import PFDistError
+from pfdist.cli.common import Command, app, fail, quiet, set_options
+from pfdist.errors import PFDistError, RunInterrupted
 
 ENGINE_HELP = "Where units run: local (this machine, --workers processes), ray (a Ray cluster) or slurm (a job array)."
 
 
-@app.command()
+@app.command(cls=Command)
 def reproduce(
     preset: str = typer.Option("quick", help="quick (15 min on 2 CPU cores), full (37 min), paper (GPUs), "
                                              "digits (U-Nets on real 8x8 digits, 1.5 h on 2 CPU cores), digits-full, "
@@ -74,6 +76,8 @@ def reproduce(
                       engine=engine, engine_options=options, wait=wait, show_progress=not quiet())
     except PFDistError as e:
         fail(str(e))
+    except RunInterrupted as e:
+        raise RunInterrupted(f"{e} The command: pfdist {shlex.join(sys.argv[1:])}") from None
     typer.echo(f"{summary['units']} units = {summary['students']} distinct students ({summary['shared']} shared between "
                f"experiments); {summary['ran']} trained now; wall {summary['wall_s']:.0f} s "
                f"(compute of the run, summed over students: {summary['unit_wall_s_total']:.0f} s)")

@@ -7,17 +7,14 @@ from typing import Optional
 
 import typer
 
-from pfdist.cli.common import app, fail
+from pfdist.cli.common import Command, SPEC_HELP, app, fail
 from pfdist.errors import PFDistError
 
 
-@app.command()
+@app.command(cls=Command)
 def rescore(
     run_dir: Path = typer.Argument(..., help="A run directory written by pfdist reproduce."),
-    descriptor: str = typer.Option(..., help="'pixels'; a JSON spec, e.g. '{\"type\": \"kernel\", \"num_features\": "
-                                             "4096}' or '{\"type\": \"sscd\", \"path\": \"sscd.pt\"}'; or a file "
-                                             "(.safetensors kernel descriptor; TorchScript / .pt2, which are CODE: "
-                                             "trusted files only)."),
+    descriptor: str = typer.Option(..., help=SPEC_HELP),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ..."),
 ) -> None:
     """Recompute E_gen, E_mem, copy share, the ideal copier and bias-variance of every finished
@@ -35,7 +32,7 @@ def rescore(
         typer.echo(f"wrote {t}")
 
 
-@app.command()
+@app.command(cls=Command)
 def plot(run_dir: Path = typer.Argument(..., help="A run directory written by pfdist reproduce.")) -> None:
     """Redraw every figure of a run from its results files, without running any model."""
     from pfdist.experiments import draw

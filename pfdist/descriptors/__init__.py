@@ -5,7 +5,7 @@ from pfdist.descriptors.base import PIXEL_NAMES, Descriptor, descriptor_fingerpr
 from pfdist.descriptors.files import TorchScriptDescriptor, load_module
 from pfdist.descriptors.kernel import KernelDescriptor, median_nn_distance
 from pfdist.descriptors.named import NamedDescriptors
-from pfdist.descriptors.specs import bandwidth_factor, build_descriptor, check_spec, spec_name
+from pfdist.descriptors.specs import bandwidth_factor, build_descriptor, check_spec, spec_from_text, spec_name
 from pfdist.descriptors.sscd import SSCD
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "bandwidth_factor",
     "build_descriptor",
     "check_spec",
+    "spec_from_text",
     "descriptor_fingerprint",
     "identity",
     "load_module",

@@ -14,7 +14,9 @@ An optional "name" labels the space in tables (default: the type; "pixels" for i
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any, Callable
 
 from torch import Tensor
@@ -69,6 +71,26 @@ def check_spec(spec: Any) -> dict:
     elif not isinstance(full["path"], str) or not full["path"]:
         raise PFDistError(f"a {kind} descriptor spec needs a 'path' string.")
     return full
+
+
+def spec_from_text(text: str) -> Any:
+    """What the command line gives (``distance``, ``rescore``): 'pixels', a JSON spec, or a file (.safetensors
+    kernel; TorchScript / .pt2) -> a checked spec."""
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            return check_spec(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise PFDistError(f"--descriptor looks like JSON but does not parse ({e}).") from None
+    if text in ("pixels", "identity"):
+        return check_spec("pixels")
+    path = Path(text)
+    if not path.is_file():
+        raise PFDistError(f"--descriptor {text!r} is neither 'pixels', a JSON spec, nor an existing file.")
+    name = "".join(ch for ch in path.stem.split(".")[0] if ch.isalnum()) or "descriptor"
+    name = name if name[0].isalpha() else f"d{name}"
+    kind = "saved" if path.suffix == ".safetensors" else "file"
+    return check_spec({"type": kind, "path": str(path), "name": name})
 
 
 def spec_name(spec: Any) -> str:

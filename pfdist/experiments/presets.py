@@ -13,6 +13,7 @@ from pfdist.experiments.digits_presets import digits, digits_full
 from pfdist.experiments.spaces import SPACES
 from pfdist.protocol import EvalConfig
 from pfdist.training import TrainConfig
+from pfdist.training.recipes import BATCH, EPOCH_IMAGES, QUICK_STUDENT, constant, onecycle  # noqa: F401
 
 # A mixture of 4 rank-4 Gaussians in 16 dimensions with N(0, 1.5^2) means and a 0.22 noise floor:
 # exact denoiser, cheap flows, and a clear memorization -> generalization change for MLP students.
@@ -20,25 +21,8 @@ MIXTURE_TEACHER = {"type": "low_rank_mixture", "shape": [16], "num_components": 
                    "mean_scale": 1.5, "noise_std": 0.22, "seed": 0}
 
 
-BATCH = 256
-EPOCH_IMAGES = 50 * BATCH  # an "epoch" is 12 800 images (50 steps) whatever N is
-
-
 def mlp(width: int, depth: int = 3) -> Student:
     return Student(f"mlp-w{width}", {"arch": "mlp", "width": width, "depth": depth, "sigma_data": 1.0})
-
-
-def onecycle(epochs: int, lr: float = 2e-3) -> TrainConfig:
-    """Short runs that finish trained: one-cycle lr, EMA half-life 5% of training."""
-    return TrainConfig(batch_size=BATCH, lr=lr, lr_schedule="onecycle", epochs=epochs, epoch_images=EPOCH_IMAGES,
-                       ema_halflife_images=0.05 * epochs * EPOCH_IMAGES, ema_rampup_ratio=None, checkpoint_every=20)
-
-
-def constant(epochs: int, lr: float = 1e-3) -> TrainConfig:
-    """Long runs for training dynamics: constant lr after a short warm-up, EMA half-life 4 epochs."""
-    return TrainConfig(batch_size=BATCH, lr=lr, lr_schedule="constant", warmup_images=200 * BATCH, epochs=epochs,
-                       epoch_images=EPOCH_IMAGES, ema_halflife_images=4 * EPOCH_IMAGES, ema_rampup_ratio=None,
-                       checkpoint_every=20)
 
 
 def quick() -> Preset:
@@ -46,9 +30,9 @@ def quick() -> Preset:
         name="quick",
         teacher=MIXTURE_TEACHER,
         eval=EvalConfig(num_samples=1000, test_samples=2000, loss_repeats=2),
-        scaling=Scaling(tuple(2**k for k in range(1, 13)), (mlp(32), mlp(64), mlp(128)), onecycle(50)),
+        scaling=Scaling(tuple(2**k for k in range(1, 13)), (mlp(32), mlp(64), mlp(128)), QUICK_STUDENT),
         dynamics=Dynamics((2**2, 2**5, 2**12), mlp(128), constant(80), (0, 2, 4, 8, 12, 16, 24, 32, 40, 48, 64, 80)),
-        bias_variance=BiasVarianceStudy((2**4, 2**10), (mlp(32), mlp(64), mlp(128)), onecycle(50), k=3),
+        bias_variance=BiasVarianceStudy((2**4, 2**10), (mlp(32), mlp(64), mlp(128)), QUICK_STUDENT, k=3),
         workers=2,
         notes="<= 15 minutes on 2 CPU cores: MtoG on three MLP sizes in two spaces; small dynamics and bias-variance runs.",
         descriptors=SPACES,

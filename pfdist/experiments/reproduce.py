@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -107,26 +109,31 @@ def reproduce(
     run_dir = Path(run_dir)
     summary = run_preset(preset, run_dir, workers=workers, device=device, shard=shard, show_progress=show_progress,
                          engine=engine, engine_options=engine_options, wait=wait)
-    save_sample_grid_tensors(Context(preset, run_dir, device))
-    found = analyze(run_dir)
-    figures = draw(run_dir, fits=(found["collapse"], found["copy_collapse"]))
-    wall = time.perf_counter() - t0
-    unit_wall = _unit_wall_total(run_dir)
-    ctx = Context(preset, run_dir, device)
-    from pfdist.experiments.units import units_of
+    with _steps(4, show_progress) as step:
+        step("sample grid")
+        save_sample_grid_tensors(Context(preset, run_dir, device))
+        step("fits and verdicts")
+        found = analyze(run_dir)
+        step("figures")
+        figures = draw(run_dir, fits=(found["collapse"], found["copy_collapse"]))
+        step("report")
+        wall = time.perf_counter() - t0
+        unit_wall = _unit_wall_total(run_dir)
+        ctx = Context(preset, run_dir, device)
+        from pfdist.experiments.units import units_of
 
-    distinct = len({ctx.key(u) for u in units_of(preset)})
-    counts = {"units": summary["units"], "students": distinct, "shared": summary["units"] - distinct,
-              "trained_now": summary["ran"]}
-    previous = _previous_summary(run_dir)
-    training_wall = previous.get("training_wall_s", 0.0) + (wall if summary["ran"] else 0.0)
-    timing = {"unit_compute_s": unit_wall, "training_wall_s": training_wall}
-    md, html = write_report(run_dir, config=preset.to_dict(), collapse=found["collapse"], dynamics=found["dynamics"],
-                            bias_variance_rows=found["bias_variance_rows"], wall_time_s=wall, figures=figures,
-                            copy_collapse=found["copy_collapse"],
-                            real_vs_synthetic_rows=found["real_vs_synthetic_rows"], spaces=found["spaces"],
-                            space_fits=found["space_fits"], plateaus=found["plateaus"], timing=timing, counts=counts,
-                            findings=found["findings"], scaling_rows=found["scaling_rows"])
+        distinct = len({ctx.key(u) for u in units_of(preset)})
+        counts = {"units": summary["units"], "students": distinct, "shared": summary["units"] - distinct,
+                  "trained_now": summary["ran"]}
+        previous = _previous_summary(run_dir)
+        training_wall = previous.get("training_wall_s", 0.0) + (wall if summary["ran"] else 0.0)
+        timing = {"unit_compute_s": unit_wall, "training_wall_s": training_wall}
+        md, html = write_report(run_dir, config=preset.to_dict(), collapse=found["collapse"], dynamics=found["dynamics"],
+                                bias_variance_rows=found["bias_variance_rows"], wall_time_s=wall, figures=figures,
+                                copy_collapse=found["copy_collapse"],
+                                real_vs_synthetic_rows=found["real_vs_synthetic_rows"], spaces=found["spaces"],
+                                space_fits=found["space_fits"], plateaus=found["plateaus"], timing=timing,
+                                counts=counts, findings=found["findings"], scaling_rows=found["scaling_rows"])
     summary.update({"wall_s": wall, "unit_wall_s_total": unit_wall, "training_wall_s": training_wall, **counts,
                     "report": [str(md), str(html)], "figures": [str(f) for f in figures],
                     "collapse_alpha": {s: (None if f is None else {"alpha": f.alpha, "ci95": list(f.alpha_ci)})
@@ -137,6 +144,27 @@ def reproduce(
                                        for s, p in (found["plateaus"] or {}).items()}})
     atomic_write_json(run_dir / "summary.json", summary)
     return summary
+
+
+@contextlib.contextmanager
+def _steps(total: int, show: bool):
+    """The analysis phase's bar: ``step(name)`` marks the previous step done and names the next."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc="analysis", unit="step", disable=not show, dynamic_ncols=True, file=sys.stderr)
+    started = []
+
+    def step(name: str) -> None:
+        if started:
+            bar.update(1)
+        started.append(name)
+        bar.set_postfix_str(name)
+
+    try:
+        yield step
+        bar.update(1)
+    finally:
+        bar.close()
 
 
 def _previous_summary(run_dir: Path) -> dict:

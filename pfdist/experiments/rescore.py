@@ -5,8 +5,9 @@ maps are cached in the run directory (``cache/``) by the run itself; rescoring a
 descriptor to them and recomputes E_gen, E_mem, the copy share, the copier reference and
 bias-variance. A student whose cached map is gone has its map recomputed (its ODE is run; it is
 not retrained). Training dynamics are not rescored: their intermediate maps are not kept.
-Results go to ``RUN_DIR/rescore/<name>/`` (scaling.csv, copier.csv, bias_variance.csv,
-summary.json).
+Results go to ``RUN_DIR/rescore/<name>-<fingerprint>/`` (scaling.csv, copier.csv, bias_variance.csv,
+summary.json), keyed by the descriptor's content fingerprint so that two descriptors of one name
+(two kernel specs) never overwrite each other.
 """
 
 from __future__ import annotations
@@ -17,33 +18,24 @@ from pathlib import Path
 from typing import Any
 
 from pfdist.atomic import atomic_write_json
-from pfdist.descriptors import check_spec, descriptor_fingerprint
+from pfdist.descriptors import (KernelDescriptor, NamedDescriptors, build_descriptor, check_spec, descriptor_fingerprint,
+                                spec_from_text)  # noqa: F401  (spec_from_text re-exported)
 from pfdist.errors import PFDistError
 from pfdist.experiments.config import Preset
-from pfdist.experiments.spaces import build_spaces, fit_samples
+from pfdist.experiments.spaces import descriptor_path, fit_samples
+from pfdist.hashing import content_hash
 from pfdist.experiments.tables import write_tables
 from pfdist.experiments.units import Context
 
 RESCORE_DIR = "rescore"
 
 
-def spec_from_text(text: str) -> Any:
-    """What the command line gives: 'pixels', a JSON spec, or a file (.safetensors kernel; TorchScript / .pt2)."""
-    text = text.strip()
-    if text.startswith("{"):
-        try:
-            return check_spec(json.loads(text))
-        except json.JSONDecodeError as e:
-            raise PFDistError(f"--descriptor looks like JSON but does not parse ({e}).") from None
-    if text in ("pixels", "identity"):
-        return check_spec("pixels")
-    path = Path(text)
-    if not path.is_file():
-        raise PFDistError(f"--descriptor {text!r} is neither 'pixels', a JSON spec, nor an existing file.")
-    name = "".join(ch for ch in path.stem.split(".")[0] if ch.isalnum()) or "descriptor"
-    name = name if name[0].isalpha() else f"d{name}"
-    kind = "saved" if path.suffix == ".safetensors" else "file"
-    return check_spec({"type": kind, "path": str(path), "name": name})
+def rescore_dir(run_dir: str | os.PathLike, name: str, fingerprint: str | None) -> Path:
+    """``RUN_DIR/rescore/<name>-<12 hex digits of the descriptor's fingerprint>``: two descriptors
+    of one name (two kernel specs) never share a directory; the same one always finds its own."""
+    if fingerprint is None:
+        raise PFDistError(f"the {name} descriptor has no content fingerprint, so its results cannot be keyed.")
+    return Path(run_dir) / RESCORE_DIR / f"{name}-{content_hash('rescore_dir/v1', fingerprint)[:12]}"
 
 
 def load_run(run_dir: str | os.PathLike) -> Preset:
@@ -65,12 +57,16 @@ def rescore(run_dir: str | os.PathLike, descriptor: Any, *, device: Any = None) 
     preset = load_run(run_dir)
     spec = check_spec(descriptor)
     ctx = Context(preset, run_dir, device)
-    out_dir = run_dir / RESCORE_DIR / spec["name"]
     samples = fit_samples(ctx.teacher, ctx.shape, preset.eval, device=ctx.device, cache_dir=ctx.cache)
-    spaces = build_spaces((spec,), out_dir, samples)
+    psi = build_descriptor(spec, samples)
+    fingerprint = descriptor_fingerprint(psi)
+    out_dir = rescore_dir(run_dir, spec["name"], fingerprint)
+    if isinstance(psi, KernelDescriptor) and not descriptor_path(out_dir, spec["name"]).is_file():
+        psi.save(descriptor_path(out_dir, spec["name"]))
+    spaces = NamedDescriptors({spec["name"]: psi})
     tables = write_tables(ctx, spaces=spaces, out_dir=out_dir)
     summary: dict[str, Any] = {"descriptor": {k: v for k, v in spec.items()},
-                               "fingerprint": descriptor_fingerprint(spaces[spec["name"]]),
+                               "fingerprint": fingerprint, "out_dir": str(out_dir),
                                "tables": [str(t) for t in tables]}
     if (out_dir / "scaling.csv").is_file():
         rows = read_rows(out_dir / "scaling.csv")

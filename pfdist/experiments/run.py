@@ -29,7 +29,7 @@ from typing import Any
 
 from pfdist import checks
 from pfdist.atomic import atomic_write_json
-from pfdist.errors import PFDistError
+from pfdist.errors import PFDistError, RunInterrupted
 from pfdist.experiments.config import Preset
 from pfdist.experiments.engines import UnitJob, get_engine
 from pfdist.experiments.engines.job import remember
@@ -86,8 +86,9 @@ def check_run_dir(preset: Preset, run_dir: Path) -> None:
         claim_run_dir(preset, Path(run_dir))
 
 
-def units_to_run(ctx: Context, shard: tuple[int, int] | None = None) -> list[int]:
-    """Indices (into ``units_of(preset)``) of the unfinished unique students of this shard.
+def units_to_run(ctx: Context, shard: tuple[int, int] | None = None, *, unfinished_only: bool = True) -> list[int]:
+    """Indices (into ``units_of(preset)``) of the unfinished (or, with ``unfinished_only=False``,
+    all) unique students of this shard.
 
     Experiments share students (scaling and bias-variance at dataset 0); each student is
     counted once, and shards split the unique students, so no two shards train the same one.
@@ -98,7 +99,7 @@ def units_to_run(ctx: Context, shard: tuple[int, int] | None = None) -> list[int
         seen.setdefault(ctx.key(unit), i)
     unique = list(seen.values())
     mine = unique if shard is None else unique[shard[0]::shard[1]]
-    return [i for i in mine if not ctx.is_done(units[i])]
+    return [i for i in mine if not (unfinished_only and ctx.is_done(units[i]))]
 
 
 def check_finished(ctx: Context) -> None:
@@ -137,7 +138,28 @@ def run_preset(
     ``shard=(i, m)`` does only every m-th unique student (for spreading one run over machines
     sharing the directory); the tables are written from whatever results exist. ``wait`` waits
     for another run holding the directory instead of failing. Returns timing and counts.
+    Ctrl-C stops every worker and raises :class:`pfdist.errors.RunInterrupted`, saying how many
+    students are finished (kept) and that the same call resumes.
     """
+    try:
+        return _run_preset(preset, run_dir, workers=workers, device=device, shard=shard, show_progress=show_progress,
+                           engine=engine, engine_options=engine_options, wait=wait)
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise RunInterrupted(interrupted_message(Path(run_dir))) from None
+
+
+def interrupted_message(run_dir: Path, finished: int | None = None, total: int | None = None) -> str:
+    """What a Ctrl-C leaves: finished students kept, the others resume from their checkpoints."""
+    counts = "" if finished is None else f"{finished} of {total} students are finished and "
+    return (f"interrupted: {counts}kept in {run_dir} (with the cached teacher maps); run the same command again to "
+            "resume (an interrupted student continues from its last checkpoint).")
+
+
+def _run_preset(preset: Preset, run_dir: str | os.PathLike, *, workers: int | None, device: Any,
+                shard: tuple[int, int] | None, show_progress: bool, engine: str, engine_options: dict | None,
+                wait: bool) -> dict:
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     options = dict(engine_options or {})
@@ -151,10 +173,9 @@ def run_preset(
     with whole:
         with DirectoryLock(run_dir, wait=wait):
             claim_run_dir(preset, run_dir)
-            todo = units_to_run(ctx, shard)
-            ctx.teacher_outputs  # computed (and cached) once before fanning out
-            for i in todo:
-                ctx.train_data(units[i])  # nested stream and independent sets, cached on disk
+            ctx.phases = phase_bars(show_progress)
+            todo = units_to_run(ctx, shard)  # fits the run's kernel descriptors first
+            ctx.prepare([units[i] for i in todo])  # computed (and cached) once before fanning out
         if engine == "local":
             options["workers"] = worker_count(options["workers"], preset, len(todo))
         runner = get_engine(engine, **options)
@@ -162,25 +183,48 @@ def run_preset(
         remember(ctx, device_name)  # units run in this process reuse the teacher's maps in memory
         jobs = [UnitJob(preset.to_dict(), str(run_dir), i, _describe(units[i]), device_name) for i in todo]
         bar = _bar(len(jobs), show_progress)
+        finished = []
 
         def done(job: UnitJob) -> None:
+            finished.append(job)
             bar.set_postfix_str(job.label, refresh=False)
             bar.update(1)
 
         try:
             runner.run(jobs, done)
+        except KeyboardInterrupt:
+            mine = len(units_to_run(ctx, shard, unfinished_only=False))
+            raise RunInterrupted(interrupted_message(run_dir, mine - len(todo) + len(finished), mine)) from None
         finally:
             bar.close()
         with DirectoryLock(run_dir, wait=True, cleanup=False):
             if shard is None:
                 check_finished(ctx)
-            tables = write_tables(ctx)
+            with ctx.phase("tables", 1) as progress:
+                tables = write_tables(ctx)
+                progress(1)
     return {"units": len(units), "unique": len({ctx.key(u) for u in units}), "ran": len(todo),
             "wall_s": time.perf_counter() - t0, "tables": [str(p) for p in tables]}
 
 
 def _describe(unit: Unit) -> str:
     return f"{unit.experiment} {unit.student.label} N={unit.n}" + (f" set {unit.dataset_index}" if unit.dataset_index else "")
+
+
+def phase_bars(show: bool):
+    """(description, total) -> a context manager giving ``progress(n)`` for a tqdm bar on stderr."""
+    from tqdm.auto import tqdm
+
+    @contextlib.contextmanager
+    def phase(what: str, total: int):
+        bar = tqdm(total=total, desc=what, unit="sample", disable=not show, dynamic_ncols=True, file=sys.stderr,
+                   leave=False)
+        try:
+            yield bar.update
+        finally:
+            bar.close()
+
+    return phase
 
 
 def _bar(total: int, show: bool):

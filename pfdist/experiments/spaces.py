@@ -30,10 +30,10 @@ def descriptor_path(run_dir: str | Path, name: str) -> Path:
 
 def fit_samples(teacher: Callable, shape: tuple[int, ...], config: EvalConfig, *, device: Any = None,
                 cache_dir: Any = None) -> Callable[[int], Any]:
-    """n -> the teacher's samples on seeds TEST_SEED .. TEST_SEED + n - 1."""
-    def samples(n: int):
+    """n -> the teacher's samples on seeds TEST_SEED .. TEST_SEED + n - 1 (``progress(k)`` gets samples done)."""
+    def samples(n: int, progress: Callable[[int], None] | None = None):
         return teacher_samples(teacher, range(TEST_SEED, TEST_SEED + n), shape=shape, settings=config.settings(),
-                               device=device, cache_dir=cache_dir)
+                               device=device, cache_dir=cache_dir, progress=progress)
     return samples
 
 

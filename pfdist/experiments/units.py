@@ -7,6 +7,7 @@ that need the same student (scaling and bias-variance at dataset 0) share it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,8 +21,8 @@ from pfdist.flows import resolve_device
 from pfdist.hashing import content_hash
 from pfdist.experiments.config import Preset, Student
 from pfdist.nets import normalize_config
-from pfdist.protocol import (EvalConfig, dataset_seeds, read_results, student_key, student_train_config, teacher_map,
-                             teacher_samples, teacher_student)
+from pfdist.protocol import (TEST_SEED, EvalConfig, copier_outputs, dataset_seeds, read_results, student_key,
+                             student_train_config, teacher_map, teacher_samples, teacher_student)
 from pfdist.specs import build_distribution, data_shape, load_spec
 from pfdist.training import TrainConfig
 
@@ -82,6 +83,12 @@ class Context:
         self._real_data: dict[str, torch.Tensor] = {}
         self._data_keys: dict[tuple[str, int], str] = {}
         self._descriptors = None
+        # Set by the driver: (description, total) -> a context manager giving progress(n) for one phase.
+        self.phases: Callable[[str, int], Any] | None = None
+
+    def phase(self, what: str, total: int):
+        """One phase's progress callback (None when no bars were asked for)."""
+        return self.phases(what, total) if self.phases is not None else contextlib.nullcontext(None)
 
     @property
     def descriptors(self):
@@ -89,7 +96,12 @@ class Context:
         if self._descriptors is None:
             from pfdist.experiments.spaces import build_spaces, fit_samples
 
-            samples = fit_samples(self.teacher, self.shape, self.preset.eval, device=self.device, cache_dir=self.cache)
+            fit = fit_samples(self.teacher, self.shape, self.preset.eval, device=self.device, cache_dir=self.cache)
+
+            def samples(n: int):
+                with self.phase("descriptor fit: teacher samples", n) as progress:
+                    return fit(n, progress)
+
             self._descriptors = build_spaces(self.preset.descriptors, self.run_dir, samples)
         return self._descriptors
 
@@ -117,8 +129,9 @@ class Context:
     @property
     def teacher_outputs(self):
         if self._teacher_outputs is None:
-            self._teacher_outputs = teacher_map(self.teacher, self.shape, self.preset.eval, device=self.device,
-                                                cache_dir=self.cache)
+            with self.phase("teacher maps", self.preset.eval.num_samples) as progress:
+                self._teacher_outputs = teacher_map(self.teacher, self.shape, self.preset.eval, device=self.device,
+                                                    cache_dir=self.cache, progress=progress)
         return self._teacher_outputs
 
     def train_data(self, unit: Unit) -> torch.Tensor:
@@ -148,9 +161,27 @@ class Context:
         if (n, index) not in self._datasets:
             ev: EvalConfig = self.preset.eval
             seeds = dataset_seeds(n, index, eval_seeds=range(ev.seed, ev.seed + ev.num_samples))
-            self._datasets[(n, index)] = teacher_samples(self.teacher, seeds, shape=self.shape, settings=ev.settings(),
-                                                         device=self.device, cache_dir=self.cache)
+            with self.phase(f"training set N={n}" + (f" #{index}" if index else ""), len(seeds)) as progress:
+                self._datasets[(n, index)] = teacher_samples(self.teacher, seeds, shape=self.shape,
+                                                             settings=ev.settings(), device=self.device,
+                                                             cache_dir=self.cache, progress=progress)
         return self._datasets[(n, index)]
+
+    def prepare(self, units: list[Unit]) -> None:
+        """What the driver computes (and caches) once before fanning ``units`` out, a bar per phase:
+        the teacher's maps, its test samples, each training set and its ideal copier's map."""
+        ev = self.preset.eval
+        self.teacher_outputs
+        with self.phase("teacher test samples", ev.test_samples) as progress:
+            teacher_samples(self.teacher, range(TEST_SEED, TEST_SEED + ev.test_samples), shape=self.shape,
+                            settings=ev.settings(), device=self.device, cache_dir=self.cache, progress=progress)
+        sets = {(u.source, u.n, u.dataset_index): u for u in units}
+        for unit in sets.values():
+            self.train_data(unit)
+        for (source, n, index), unit in sets.items():
+            label = f"ideal copier N={n}" + (f" #{index}" if index else "") + ("" if source == "teacher" else f" {source}")
+            with self.phase(label, ev.num_samples) as progress:
+                copier_outputs(self.train_data(unit), ev, device=self.device, cache_dir=self.cache, progress=progress)
 
     def run(self, unit: Unit, progress: Callable | None = None) -> dict:
         return teacher_student(

@@ -11,6 +11,8 @@ network's forward arguments (:func:`pfdist.models.diffusers_conditioning.read_co
 
 from __future__ import annotations
 
+import importlib.util
+
 import json
 import os
 from pathlib import Path
@@ -111,7 +113,11 @@ def load_network(path: str | os.PathLike) -> tuple:
     sched_cls = _class_from_config(sched_dir / "scheduler_config.json", "SchedulerMixin")
     shapes = _weight_shapes(model_dir)
     try:
-        model = model_cls.from_pretrained(model_dir, use_safetensors=True, local_files_only=True)
+        # low_cpu_mem_usage needs accelerate; asking for it only when present keeps diffusers from
+        # printing its install advice on every load.
+        lean = importlib.util.find_spec("accelerate") is not None
+        model = model_cls.from_pretrained(model_dir, use_safetensors=True, local_files_only=True,
+                                          low_cpu_mem_usage=lean)
         scheduler = sched_cls.from_pretrained(sched_dir)
     except (OSError, ValueError, RuntimeError) as e:
         raise PFDistError(f"cannot load the diffusers model in {path} with safetensors weights: "

@@ -147,11 +147,13 @@ def doubled_outputs(model: Any, outputs: FlowOutputs, config: EvalConfig, device
     return run(outputs.flow), run(doubled_grid(outputs.flow)), outputs.flow.solver
 
 
-def copier_outputs(train_data: Tensor, config: EvalConfig, *, device: Any = None, cache_dir: Any = None) -> FlowOutputs:
-    """The exact empirical flow of ``train_data`` on the evaluation seeds: the ideal copier's map."""
+def copier_outputs(train_data: Tensor, config: EvalConfig, *, device: Any = None, cache_dir: Any = None,
+                   progress: Callable[[int], None] | None = None) -> FlowOutputs:
+    """The exact empirical flow of ``train_data`` on the evaluation seeds: the ideal copier's map.
+    ``progress(n)`` gets samples done."""
     return flow_outputs(EmpiricalDenoiser(train_data.to(device)), shape=tuple(train_data.shape[1:]),
                         num_samples=config.num_samples, seed=config.seed, flow=config.settings(),
-                        batch_size=config.batch_size, device=device, cache_dir=cache_dir)
+                        batch_size=config.batch_size, device=device, cache_dir=cache_dir, progress=progress)
 
 
 def evaluate_student(

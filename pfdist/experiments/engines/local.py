@@ -1,11 +1,19 @@
-"""The local engine: units one after another in this process, or in a pool of spawned processes."""
+"""The local engine: units one after another in this process, or in a pool of spawned processes.
+
+Ctrl-C: a terminal sends SIGINT to every process of the foreground group, workers included.
+Workers ignore it (a pool worker would otherwise report the interrupt as its unit's result and go
+on to the next unit); the driver alone decides: it cancels the units not started, ends the workers
+(their students resume from the last checkpoint on the next run; finished units are kept) and
+raises ``KeyboardInterrupt`` within seconds.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
-from multiprocessing import get_context
+from multiprocessing import active_children, get_context
 from typing import Callable, Sequence
 
 import torch
@@ -31,10 +39,35 @@ class LocalEngine:
                 done(job)
             return
         threads = max(1, torch.get_num_threads() // self.workers)
+        before = set(active_children())
         # Workers end with this process (kill -9 included): see pfdist.processes.
-        with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=exit_with_parent,
-                                 initargs=(os.getpid(),)) as pool:
+        pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_worker_start,
+                                   initargs=(os.getpid(),))
+        try:
             futures = {pool.submit(replace(job, threads=job.threads or threads)): job for job in jobs}
             for fut in as_completed(futures):
                 fut.result()
                 done(futures[fut])
+        except BaseException:
+            _stop(pool, [p for p in active_children() if p not in before])
+            raise
+        pool.shutdown()
+
+
+def _worker_start(parent_pid: int) -> None:
+    """A pool worker: Ctrl-C is the driver's to handle; end with the driver."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent(parent_pid)
+
+
+def _stop(pool: ProcessPoolExecutor, workers: list, grace_s: float = 5.0) -> None:
+    """Cancel the units not started and end the workers (SIGTERM, then SIGKILL after ``grace_s``)."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for p in workers:
+        p.terminate()
+    for p in workers:
+        p.join(grace_s)
+        if p.is_alive():
+            p.kill()
+            p.join()
+    pool.shutdown(wait=True)

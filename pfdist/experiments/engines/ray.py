@@ -8,8 +8,10 @@ node before anything is submitted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -60,14 +62,15 @@ class RayEngine:
         ray = require("ray", "ray")
         if not jobs:
             return
-        started = not ray.is_initialized()
-        if started:
-            ray.init(address=self.address, **{"log_to_driver": False, **self.init_options})
-        try:
-            self._run(ray, jobs, done)
-        finally:
+        with quiet_ray():
+            started = not ray.is_initialized()
             if started:
-                ray.shutdown()
+                ray.init(address=self.address, **{"log_to_driver": False, **self.init_options})
+            try:
+                self._run(ray, jobs, done)
+            finally:
+                if started:
+                    ray.shutdown()
 
     def _run(self, ray: Any, jobs: Sequence[UnitJob], done: Callable[[UnitJob], None]) -> None:
         run_dir = jobs[0].run_dir
@@ -118,3 +121,17 @@ def _reason(error: Exception) -> str:
     if cause is not None:
         return f"{type(cause).__name__}: {cause}"
     return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+
+
+# Warnings Ray raises about its own setup (deprecations, future defaults, accelerator variables)
+# while it starts, runs tasks and shuts down: advice to Ray's developers, not to a pfdist user.
+RAY_MODULES = r"(ray|pfdist\.experiments\.engines\.ray)(\..*)?$"
+
+
+@contextlib.contextmanager
+def quiet_ray():
+    """Ray's UserWarning / FutureWarning / DeprecationWarning hidden while the engine runs."""
+    with warnings.catch_warnings():
+        for category in (UserWarning, FutureWarning, DeprecationWarning):
+            warnings.filterwarnings("ignore", category=category, module=RAY_MODULES)
+        yield
