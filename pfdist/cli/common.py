@@ -19,6 +19,14 @@ class _PlainHelp:
     """Help without typer's ``<bool>`` after flags and ``{a}`` around required arguments: flags
     show no type, arguments show their name in capitals (``A``, ``[A]`` when optional)."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.param_type_name == "argument" and param.metavar is None:
+                param.metavar = param.name.upper()
+            elif (getattr(param, "is_flag", False) or getattr(param, "count", False)) and param.metavar is None:
+                param.metavar = ""
+
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
         if option is not None:
@@ -28,14 +36,6 @@ class _PlainHelp:
 
 class Command(_PlainHelp, TyperCommand):
     """Every ``pfdist`` command's class (``@app.command(cls=Command)``)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        for param in self.params:
-            if param.param_type_name == "argument" and param.metavar is None:
-                param.metavar = param.name.upper()
-            elif getattr(param, "is_flag", False) and param.metavar is None:
-                param.metavar = ""
 
     def collect_usage_pieces(self, ctx) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
