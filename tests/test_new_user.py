@@ -345,7 +345,7 @@ def test_summary_and_findings_row_quote_one_bias_variance_answer():
 
 def test_loading_a_diffusers_model_prints_no_accelerate_notice(tmp_path, capfd):
     diffusers = pytest.importorskip("diffusers")
-    from pfdist.models.diffusers import load_diffusers
+    from pfdist.models.diffusers_load import load_diffusers
 
     unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16),
                                  down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
