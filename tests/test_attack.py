@@ -1,0 +1,116 @@
+"""Inputs an attacker (or an accident) would try: each is refused with one clear error, writes
+nothing, runs no code from a data file, and never changes a result silently."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import pfdist
+from pfdist.cli import app
+from pfdist.descriptors import resolve_descriptor
+from pfdist.descriptors.specs import build_descriptor
+from pfdist.errors import PFDistError
+from pfdist.models.export import export_denoiser
+from pfdist.specs import load_spec
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# --- .pt2 archives are checked before anything in them is read, as a model or as a descriptor ---
+
+class _Payload:
+    """Unpickling this creates ``marker``: a stand-in for any code a pickle can run."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def _pickle_bytes(marker) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"x": _Payload(marker)}, buffer)
+    return buffer.getvalue()
+
+
+def _rewrite(src, dst, edit):
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info, edit(info.filename, zin.read(info)))
+
+
+def _evil_archives(tmp_path, marker):
+    """A valid exported denoiser, then three copies that run code (create ``marker``) when read."""
+    good = tmp_path / "good.pt2"
+    export_denoiser(pfdist.build_network({"arch": "mlp", "shape": [3, 2], "width": 8, "depth": 1}, seed=0), good)
+    payload = _pickle_bytes(marker)
+
+    def sample_inputs(name, data):  # torch.export.save's default: example inputs as a pickle
+        return payload if "sample_inputs" in name else data
+
+    def pickled_constant(name, data):  # a constant saved with use_pickle
+        if name.endswith("constants_config.json"):
+            config = json.loads(data)
+            for entry in config["config"].values():
+                entry["use_pickle"] = True
+            return json.dumps(config).encode()
+        return payload if name.endswith("data/constants/tensor_0") else data
+
+    def shape_expression(name, data):  # sympy.sympify evaluates expressions as Python
+        if name.endswith("models/model.json"):
+            text = json.loads(data)
+            program = json.dumps(text)
+            old = next(iter(_expr_strings(text)))
+            evil = f"__import__('builtins').open({str(marker)!r}, 'w') and {old}"
+            return program.replace(json.dumps(old), json.dumps(evil)).encode()
+        return data
+
+    paths = []
+    for edit in (sample_inputs, pickled_constant, shape_expression):
+        path = tmp_path / f"{edit.__name__}.pt2"
+        _rewrite(good, path, edit)
+        paths.append(path)
+    return good, paths
+
+
+def _expr_strings(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from [value] if key == "expr_str" else _expr_strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _expr_strings(value)
+
+
+def test_malicious_pt2_is_refused_as_model_and_descriptor_and_runs_nothing(tmp_path):
+    marker = tmp_path / "code-ran"
+    good, evil = _evil_archives(tmp_path, marker)
+    load_spec(good)  # the unedited archive loads
+    teacher = "examples/teacher.json"
+    runner = CliRunner()
+    for path in evil:
+        loaders = {
+            "model": lambda: load_spec(path),
+            "descriptor path": lambda: resolve_descriptor(str(path)),
+            "pfd(descriptor=...)": lambda: pfdist.pfd(load_spec(teacher), load_spec(teacher), num_samples=2,
+                                                      steps=2, descriptor=str(path)),
+            "file spec": lambda: build_descriptor({"type": "file", "path": str(path)}),
+            "sscd spec": lambda: build_descriptor({"type": "sscd", "path": str(path)}),
+        }
+        for what, load in loaders.items():
+            with pytest.raises(PFDistError, match="pickle|not arithmetic"):
+                load()
+            assert not marker.exists(), f"{path.name} as {what} ran its payload"
+        for args in (["distance", teacher, teacher, "-n", "2", "--steps", "2", "--descriptor", str(path)],
+                     ["distance", str(path), teacher, "-n", "2", "--steps", "2"]):
+            r = runner.invoke(app, args)
+            assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+            assert "pickle" in r.output or "not arithmetic" in r.output, r.output
+            assert not marker.exists(), f"{path.name} via `pfdist {' '.join(args)}` ran its payload"
