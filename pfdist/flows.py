@@ -75,7 +75,7 @@ def flow_outputs(
         key = content_hash("flow_outputs/v2", num_samples, {**record, "flow": side.flow and side.flow.to_dict()})
     path = Path(cache_dir) / f"flow-{key}.safetensors" if cache_dir is not None and key else None
     if path is not None and distributed.all_true(path.is_file()):  # every rank of a group, or none
-        out = _read_cache(path)
+        out = _read_cache(path, key)
         if distributed.all_true(out is not None):  # a damaged entry anywhere is a miss everywhere
             if progress:
                 progress(num_samples)
@@ -83,14 +83,16 @@ def flow_outputs(
     values = p.evaluate_range(range(seed, seed + num_samples), progress)
     out = FlowOutputs(values, nfe=side.nfe, key=key, descriptor_object=p.descriptor, **record)
     if path is not None and distributed.is_main():
-        atomic_save_tensors(path, {"values": values}, metadata={"pfdist": json.dumps(out.metadata())}, checksum=True)
+        atomic_save_tensors(path, {"values": values}, metadata={"pfdist": json.dumps(out.metadata())},
+                            checksum=True, key=key)
     return out
 
 
-def _read_cache(path: Path) -> FlowOutputs | None:
-    """A verified cache entry, or None (with one warning line) when it is damaged or unverifiable."""
+def _read_cache(path: Path, key: str) -> FlowOutputs | None:
+    """The verified cache entry of ``key``, or None (with one warning line) when it is damaged,
+    unverifiable or another key's entry (a copied file): then it is recomputed."""
     try:
-        tensors, meta = load_tensors_checked(path)
+        tensors, meta = load_tensors_checked(path, key=key)
         return FlowOutputs.from_metadata(tensors["values"], json.loads(meta["pfdist"]))
     except (CorruptFileError, KeyError, ValueError) as e:
         warn_corrupt(e if isinstance(e, CorruptFileError) else CorruptFileError(f"{path} is malformed ({e})"))

@@ -61,7 +61,8 @@ def teacher_samples(
 
     With ``cache_dir`` (and a teacher with a content fingerprint) the samples are stored as a
     checksummed safetensors file keyed by the teacher, seeds, shape and flow settings; a file
-    that fails its checksum is recomputed, with one warning line.
+    that fails its checksum, or holds another key's entry (a copied file), is recomputed, with
+    one warning line.
     """
     if isinstance(teacher, EmpiricalDenoiser) and len(seeds) > len(teacher):
         raise PFDistError(
@@ -72,10 +73,10 @@ def teacher_samples(
     if own is not None and own != tuple(shape):
         raise PFDistError(f"the teacher's data shape is {own}, not {tuple(shape)}.")
     settings = settings or FlowSettings()
-    path = _cache_path(teacher, seeds, shape, settings, cache_dir)
+    path, key = _cache_path(teacher, seeds, shape, settings, cache_dir)
     if path is not None and path.is_file():
         try:
-            values = load_tensors_checked(path)[0]["data"]
+            values = load_tensors_checked(path, key=key)[0]["data"]
             if tuple(values.shape) == (len(seeds), *shape):
                 if progress:
                     progress(len(seeds))
@@ -86,14 +87,15 @@ def teacher_samples(
     out = flow_outputs(teacher, shape=shape, num_samples=len(seeds), seed=seeds.start, flow=settings,
                        batch_size=batch_size, device=device, progress=progress)
     if path is not None:
-        atomic_save_tensors(path, {"data": out.values}, checksum=True)
+        atomic_save_tensors(path, {"data": out.values}, checksum=True, key=key)
     return out.values
 
 
 def _cache_path(teacher: Any, seeds: range, shape: Sequence[int], settings: FlowSettings,
-                cache_dir: str | os.PathLike | None) -> Path | None:
+                cache_dir: str | os.PathLike | None) -> tuple[Path | None, str | None]:
+    """The cache file and the full key stored in it (checked on read), or (None, None)."""
     fp = fingerprint(teacher) if cache_dir is not None else None
     if fp is None:
-        return None
+        return None, None
     key = content_hash("teacher_samples/v1", fp, seeds.start, len(seeds), list(shape), dataclasses.asdict(settings))
-    return Path(cache_dir) / f"data-{key[:32]}.safetensors"
+    return Path(cache_dir) / f"data-{key[:32]}.safetensors", key
