@@ -114,3 +114,49 @@ def test_malicious_pt2_is_refused_as_model_and_descriptor_and_runs_nothing(tmp_p
             assert r.exit_code == 2 and "Traceback" not in r.output, r.output
             assert "pickle" in r.output or "not arithmetic" in r.output, r.output
             assert not marker.exists(), f"{path.name} via `pfdist {' '.join(args)}` ran its payload"
+
+
+# --- a failed start writes nothing, so the corrected command is not locked out ---
+
+STUDENT = {"label": "m", "net": {"arch": "mlp", "width": 8, "depth": 1}}
+TINY_TRAIN = {"epochs": 1, "epoch_images": 32, "batch_size": 16}
+TINY = {"name": "tiny", "teacher": {"type": "low_rank_mixture", "shape": [4], "num_components": 2, "rank": 2,
+                                    "scale": 1.0, "mean_scale": 1.5, "noise_std": 0.2, "seed": 0},
+        "eval": {"num_samples": 16, "test_samples": 16, "loss_repeats": 1, "steps": 4, "batch_size": 16},
+        "scaling": {"ns": [4], "students": [STUDENT], "train": TINY_TRAIN}}
+
+
+def _tiny(**changes) -> dict:
+    return json.loads(json.dumps({**TINY, **changes}))
+
+
+BAD_STARTS = {
+    "invalid student net": (_tiny(scaling={"ns": [4], "students": [{"label": "m", "net": {"arch": "mlp", "width": -3}}],
+                                           "train": TINY_TRAIN}), "width"),
+    "missing descriptor file": (_tiny(descriptors=[{"type": "file", "path": "/nonexistent/net.pt2"}]), "does not exist"),
+    "N > 2^20": (_tiny(scaling={"ns": [2**20 + 1], "students": [STUDENT], "train": TINY_TRAIN}), "largest supported"),
+    "eval epoch past the last": (_tiny(scaling=None, dynamics={"ns": [4], "student": STUDENT, "train": TINY_TRAIN,
+                                                               "eval_epochs": [0, 5]}), "eval_epochs"),
+    "no studies": (_tiny(scaling=None), "no study"),
+    "real data of another shape": (_tiny(scaling=None, real_vs_synthetic={"ns": [4], "students": [STUDENT],
+                                                                          "train": TINY_TRAIN}), "shape"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STARTS))
+def test_a_failed_start_writes_nothing_and_the_corrected_command_claims(tmp_path, case):
+    from pfdist.experiments import load_preset
+    from pfdist.experiments.run import CONFIG, claim_run_dir, prepare
+
+    bad, message = BAD_STARTS[case]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    run_dir = tmp_path / "run"
+    r = CliRunner().invoke(app, ["reproduce", "--preset", str(tmp_path / "bad.json"), "--out", str(run_dir)])
+    assert r.exit_code == 2 and "Traceback" not in r.output and message in r.output, r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output
+    assert not run_dir.exists(), sorted(p.name for p in run_dir.rglob("*"))
+    (tmp_path / "good.json").write_text(json.dumps(TINY))
+    good = load_preset(str(tmp_path / "good.json"))
+    prepare(good, run_dir)
+    claim_run_dir(good, run_dir)  # the corrected command's claim: no "holds a run of another config"
+    assert json.loads((run_dir / CONFIG).read_text())["key"] == good.key()

@@ -47,6 +47,11 @@ class Dynamics:
                 isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in seeds):
             raise PFDistError(f"Dynamics: seeds must be distinct ints >= 0, at least one; got {self.seeds!r}.")
         object.__setattr__(self, "seeds", seeds)
+        last = self.train.epochs
+        late = [e for e in self.eval_epochs if not _is_int(e) or not 0 <= e <= last]
+        if late:
+            raise PFDistError(f"dynamics.eval_epochs {late} are not epochs of this training (0 .. {last}); "
+                              f"use epochs in [0, {last}] or raise dynamics.train.epochs.")
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,9 @@ class BiasVarianceStudy:
             raise PFDistError(f"bias_variance.seeds must be one of {SEED_MODES} (got {self.seeds!r}).")
 
 
+STUDIES = ("scaling", "dynamics", "bias_variance", "real_vs_synthetic")
+
+
 @dataclass(frozen=True)
 class Preset:
     """Everything one ``pfdist reproduce`` run does. ``teacher`` is a spec dict or a file path.
@@ -106,6 +114,8 @@ class Preset:
     descriptors: tuple = ("pixels",)
 
     def __post_init__(self):
+        if all(getattr(self, study) is None for study in STUDIES):
+            raise PFDistError(f"preset {self.name!r} has no study; give at least one of {', '.join(STUDIES)}.")
         if isinstance(self.descriptors, (str, dict)) or not self.descriptors:
             raise PFDistError("Preset.descriptors must be a non-empty list of descriptor specs, e.g. "
                               '["pixels"] or [{"type": "kernel"}, "pixels"].')
@@ -124,7 +134,7 @@ class Preset:
         d = asdict(self)
         d["descriptors"] = list(self.descriptors)
         d["eval"] = self.eval.to_dict()
-        for name in ("scaling", "dynamics", "bias_variance", "real_vs_synthetic"):
+        for name in STUDIES:
             part = getattr(self, name)
             if part is not None:
                 d[name]["train"] = part.train.to_dict()

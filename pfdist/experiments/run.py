@@ -43,7 +43,8 @@ CONFIG = "config.json"
 def prepare(preset: Preset, run_dir: str | os.PathLike, *, device: Any = None,
             shard: tuple[int, int] | None = None) -> Context:
     """Validate a run before anything is written: the directory is usable, the teacher loads,
-    the device exists, the shard is well formed."""
+    the device exists, the shard is well formed, and every unit's network, training set and
+    descriptor file is valid (so a failed start claims nothing and its corrected command runs)."""
     if not isinstance(preset, Preset):
         raise PFDistError(f"preset must be a Preset, got {type(preset).__name__}.")
     if shard is not None:
@@ -56,7 +57,9 @@ def prepare(preset: Preset, run_dir: str | os.PathLike, *, device: Any = None,
         raise PFDistError(f"{run_dir} exists and is not a directory; choose another --out.")
     if device is not None:
         checks.device("device", device)
-    return Context(preset, run_dir, device)
+    ctx = Context(preset, run_dir, device)
+    ctx.check()
+    return ctx
 
 
 def claim_run_dir(preset: Preset, run_dir: Path) -> None:
