@@ -160,3 +160,18 @@ def test_a_failed_start_writes_nothing_and_the_corrected_command_claims(tmp_path
     prepare(good, run_dir)
     claim_run_dir(good, run_dir)  # the corrected command's claim: no "holds a run of another config"
     assert json.loads((run_dir / CONFIG).read_text())["key"] == good.key()
+
+
+# --- a preset's name is a name, not a path ---
+
+@pytest.mark.parametrize("name", ["../../x", "/abs/path", "a/b", "..", ".hidden", "", "x" * 65, 3])
+def test_preset_name_must_be_one_safe_path_component(tmp_path, monkeypatch, name):
+    from pfdist.experiments import load_preset
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.json").write_text(json.dumps(_tiny(name=name)))
+    with pytest.raises(PFDistError, match="name"):
+        load_preset("p.json")
+    r = CliRunner().invoke(app, ["reproduce", "--preset", "p.json"])
+    assert r.exit_code == 2 and "Traceback" not in r.output and "name" in r.output, r.output
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["p.json"]  # nothing written, inside runs/ or out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -90,6 +91,7 @@ class BiasVarianceStudy:
 
 
 STUDIES = ("scaling", "dynamics", "bias_variance", "real_vs_synthetic")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # one path component: never "..", "/x" or "a/b"
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,10 @@ class Preset:
     descriptors: tuple = ("pixels",)
 
     def __post_init__(self):
+        if not isinstance(self.name, str) or not NAME.fullmatch(self.name):
+            raise PFDistError(f"preset name {self.name!r} is not a plain name: it names the default run directory "
+                              "runs/<name>, so use letters, digits, '.', '_' and '-' (starting with a letter or "
+                              "digit, at most 64), e.g. \"my-run\"; choose the directory itself with --out.")
         if all(getattr(self, study) is None for study in STUDIES):
             raise PFDistError(f"preset {self.name!r} has no study; give at least one of {', '.join(STUDIES)}.")
         if isinstance(self.descriptors, (str, dict)) or not self.descriptors:
