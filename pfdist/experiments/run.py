@@ -13,8 +13,9 @@ local, ray, slurm) runs the units in the middle:
 
 Locking: an unsharded run holds the run directory's lock (:class:`pfdist.lock.DirectoryLock`)
 from claim to tables, so a second run on the same ``--out`` is refused, naming the holder (or
-waits, with ``wait``). Sharded runs take it only to claim and to write tables, so shards on
-several machines can share the directory; each student's directory is locked while it trains.
+waits, with ``wait``). Sharded runs take it only to claim and to write tables, as a shared lock
+(shards started at once queue for each other, without ``wait``), so shards on several machines
+can share the directory; each student's directory is locked while it trains.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def run_preset(
     units = units_of(preset)
     whole = DirectoryLock(run_dir, wait=wait) if shard is None else contextlib.nullcontext()
     with whole:
-        with DirectoryLock(run_dir, wait=wait):
+        with DirectoryLock(run_dir, wait=wait, shared=shard is not None):  # shards queue for each other
             claim_run_dir(preset, run_dir)
             todo = units_to_run(ctx, shard)
             ctx.teacher_outputs  # computed (and cached) once before fanning out
@@ -174,7 +175,7 @@ def run_preset(
             runner.run(jobs, done)
         finally:
             bar.close()
-        with DirectoryLock(run_dir, wait=True, cleanup=False):
+        with DirectoryLock(run_dir, wait=True, cleanup=False, shared=shard is not None):
             if shard is None:
                 check_finished(ctx)
             tables = write_tables(ctx)
