@@ -39,7 +39,8 @@ class PFDResult:
     outputs, the count recorded when they were made); ``nfe = max(nfe_a, nfe_b)``, the cost
     of the dearer side. ``flow_a`` / ``flow_b``: the
     flow settings each side's ODE actually ran on (after clamping to the models' sigma range;
-    None for a generator), as dicts.
+    None for a generator), as dicts. ``comparison``: a hash of the two maps' and the descriptor's
+    fingerprints (None when one has none), so that :meth:`combine` joins parts of one comparison only.
     """
 
     value: float
@@ -53,6 +54,7 @@ class PFDResult:
     nfe_b: float = math.nan
     flow_a: dict | None = None
     flow_b: dict | None = None
+    comparison: str | None = None
 
     @classmethod
     def from_per_sample(
@@ -64,6 +66,7 @@ class PFDResult:
         nfe_b: float = math.nan,
         flow_a: dict | None = None,
         flow_b: dict | None = None,
+        comparison: str | None = None,
     ) -> "PFDResult":
         per_sample = per_sample.detach().double().cpu()
         m = per_sample.numel()
@@ -76,7 +79,7 @@ class PFDResult:
         lo, hi = max(mean - Z_95 * se_mean, 0.0), mean + Z_95 * se_mean
         nfe = max(nfe_a, nfe_b) if not (math.isnan(nfe_a) or math.isnan(nfe_b)) else math.nan
         return cls(value, stderr, (math.sqrt(lo), math.sqrt(hi)), per_sample, m, nfe, seed,
-                   nfe_a, nfe_b, flow_a, flow_b)
+                   nfe_a, nfe_b, flow_a, flow_b, comparison)
 
     @staticmethod
     def combine(parts: Sequence["PFDResult"]) -> "PFDResult":
@@ -92,11 +95,14 @@ class PFDResult:
                 )
             if (a.flow_a, a.flow_b) != (b.flow_a, b.flow_b):
                 raise PFDistError("the parts ran on different flow settings; combine parts of one comparison.")
+            if a.comparison != b.comparison:
+                raise PFDistError("the parts compare different models or descriptors (their comparison "
+                                  "fingerprints differ); combine parts of one comparison.")
         total = sum(r.num_samples for r in parts)
         mean_nfe = lambda side: sum(getattr(r, side) * r.num_samples for r in parts) / total  # noqa: E731
         return PFDResult.from_per_sample(
             torch.cat([r.per_sample for r in parts]), seed=parts[0].seed, nfe_a=mean_nfe("nfe_a"),
-            nfe_b=mean_nfe("nfe_b"), flow_a=parts[0].flow_a, flow_b=parts[0].flow_b,
+            nfe_b=mean_nfe("nfe_b"), flow_a=parts[0].flow_a, flow_b=parts[0].flow_b, comparison=parts[0].comparison,
         )
 
     def to_dict(self, *, per_sample: bool = False) -> dict:
@@ -112,6 +118,8 @@ class PFDResult:
             "flow_a": self.flow_a,
             "flow_b": self.flow_b,
         }
+        if self.comparison is not None:
+            d["comparison"] = self.comparison
         if per_sample:
             d["per_sample"] = self.per_sample.tolist()
         return d

@@ -12,10 +12,12 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from pfdist.descriptors import Descriptor
+from pfdist.descriptors import Descriptor, descriptor_fingerprint
 from pfdist.distance import PFDResult, squared_distances
 from pfdist import checks
 from pfdist.errors import PFDistError
+from pfdist.hashing import content_hash
+from pfdist.outputs import FlowOutputs
 from pfdist.plan import make_plan
 from pfdist.settings import FlowSettings
 
@@ -77,7 +79,14 @@ def pfd(
                   class_labels=class_labels, descriptor=descriptor, device=device, dtype=dtype, batch_size=batch_size)
     per_sample = p.evaluate_range(range(seed, seed + num_samples), progress)
     side_a, side_b = p.sides
+    prints = [_fingerprint(side_a.source), _fingerprint(side_b.source), descriptor_fingerprint(p.descriptor)]
     return PFDResult.from_per_sample(
         per_sample, seed=seed, nfe_a=side_a.nfe, nfe_b=side_b.nfe,
         flow_a=side_a.flow and side_a.flow.to_dict(), flow_b=side_b.flow and side_b.flow.to_dict(),
+        comparison=None if None in prints else content_hash("pfd/comparison/v1", prints),
     )
+
+
+def _fingerprint(source: Any) -> str | None:
+    """A map's content hash; precomputed outputs carry the hash of the map that made them."""
+    return source.map_fingerprint if isinstance(source, FlowOutputs) else source.fingerprint()

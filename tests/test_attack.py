@@ -175,3 +175,101 @@ def test_preset_name_must_be_one_safe_path_component(tmp_path, monkeypatch, name
     r = CliRunner().invoke(app, ["reproduce", "--preset", "p.json"])
     assert r.exit_code == 2 and "Traceback" not in r.output and "name" in r.output, r.output
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["p.json"]  # nothing written, inside runs/ or out
+
+
+# --- values that used to be reinterpreted silently are refused ---
+
+def test_combine_refuses_parts_of_different_comparisons():
+    teacher, other = load_spec("examples/teacher.json"), load_spec("examples/other.json")
+    first = pfdist.pfd(teacher, other, num_samples=4, seed=0, steps=4)
+    rest = pfdist.pfd(teacher, other, num_samples=4, seed=4, steps=4)
+    whole = pfdist.pfd(teacher, other, num_samples=8, seed=0, steps=4)
+    torch.testing.assert_close(pfdist.PFDResult.combine([rest, first]).per_sample, whole.per_sample)
+    for wrong in (pfdist.pfd(teacher, teacher, num_samples=4, seed=4, steps=4),  # another model pair
+                  pfdist.pfd(teacher, other, num_samples=4, seed=4, steps=4, descriptor=lambda x: 2 * x)):
+        with pytest.raises(PFDistError, match="different models or descriptors"):
+            pfdist.PFDResult.combine([first, wrong])
+    # Outputs precomputed by flow_outputs are the same map as the model itself.
+    outputs = pfdist.flow_outputs(teacher, num_samples=8, seed=0, flow=pfdist.FlowSettings(steps=4))
+    pfdist.PFDResult.combine([first, pfdist.pfd(outputs, other, num_samples=4, seed=4, steps=4)])
+
+
+@pytest.mark.parametrize("shape", [(2.7,), (0,), (-1,), (2, 0)])
+def test_generator_shape_must_be_positive_integers(shape):
+    with pytest.raises(PFDistError, match="shape"):
+        pfdist.generator(lambda x: x, shape=shape)
+
+
+def _tiny_unet():
+    diffusers = pytest.importorskip("diffusers")
+    return diffusers, diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8,),
+                                            layers_per_block=1, down_block_types=("DownBlock2D",),
+                                            up_block_types=("UpBlock2D",), norm_num_groups=4)
+
+
+def test_diffusers_schedules_and_labels_out_of_range_are_refused():
+    diffusers, unet = _tiny_unet()
+    cases = [(lambda: pfdist.from_diffusers(unet, diffusers.DDPMScheduler(), label_dim=2.5), "label_dim"),
+             (lambda: pfdist.from_diffusers(unet, diffusers.DDPMScheduler(beta_start=0.5, beta_end=1.5)), "betas"),
+             (lambda: pfdist.from_diffusers(unet, diffusers.EDMEulerScheduler(sigma_data=0.0)), "sigma_data"),
+             (lambda: pfdist.from_diffusers(unet, diffusers.EDMEulerScheduler(sigma_min=5.0, sigma_max=1.0)), "below")]
+    for make, message in cases:
+        with pytest.raises(PFDistError, match=message):
+            make()
+    # The schedules that are valid still load, zero terminal SNR included.
+    assert pfdist.from_diffusers(unet, diffusers.DDPMScheduler(rescale_betas_zero_snr=True)).sigma_max > 1e3
+
+
+def test_negative_kernel_seed_is_refused():
+    from pfdist.descriptors import KernelDescriptor
+    from pfdist.descriptors.specs import check_spec
+
+    samples = torch.randn(16, 3, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(PFDistError, match="seed"):
+        KernelDescriptor.fit(samples, num_features=4, seed=-1)  # torch would use 2^64 - 1
+    with pytest.raises(PFDistError, match="seed"):
+        KernelDescriptor.random(3, 1.0, num_features=4, seed=-1)
+    with pytest.raises(PFDistError, match="seed"):
+        check_spec({"type": "kernel", "seed": -1})
+
+
+@pytest.mark.parametrize("study, message", [
+    ({"scaling": {"ns": [4, 4], "students": [STUDENT], "train": TINY_TRAIN}}, "ns must be distinct"),
+    ({"scaling": {"ns": [4], "students": [STUDENT, STUDENT], "train": TINY_TRAIN}}, "labels must be distinct"),
+    ({"scaling": {"ns": [4], "students": [STUDENT, {**STUDENT, "label": "n"}], "train": TINY_TRAIN}},
+     "nets must be distinct"),
+    ({"bias_variance": {"ns": [8, 8], "students": [STUDENT], "train": TINY_TRAIN, "k": 2}}, "ns must be distinct"),
+    ({"dynamics": {"ns": [4, 4], "student": STUDENT, "train": TINY_TRAIN, "eval_epochs": [0, 1]}}, "ns must be distinct"),
+])
+def test_duplicate_ns_or_students_are_refused(tmp_path, study, message):
+    from pfdist.experiments import load_preset
+
+    (tmp_path / "p.json").write_text(json.dumps(_tiny(**{"scaling": None, **study})))
+    with pytest.raises(PFDistError, match=message):
+        load_preset(str(tmp_path / "p.json"))
+
+
+def test_slurm_engine_options_and_absent_slurm_are_refused(tmp_path, monkeypatch):
+    from pfdist.experiments.engines import get_engine
+
+    with pytest.raises(PFDistError, match="max_parallel"):
+        get_engine("slurm", max_parallel=-3, cluster="local")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    with pytest.raises(PFDistError, match="no Slurm"):
+        get_engine("slurm")
+    r = CliRunner().invoke(app, ["reproduce", "--engine", "slurm", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "no Slurm" in r.output and not (tmp_path / "run").exists(), r.output
+    get_engine("slurm", cluster="local")  # submitit's local executor is asked for by name
+
+
+def test_convert_refuses_nan_weights(tmp_path, monkeypatch):
+    from test_edm import write_edm_snapshot
+
+    net = pfdist.build_network({"arch": "songunet", "shape": [1, 8, 8], "model_channels": 4, "channel_mult": [1, 2],
+                                "num_blocks": 1, "attn_resolutions": [], "precond": "edm"}, seed=0).eval()
+    with torch.no_grad():
+        next(net.parameters())[0] = float("nan")
+    write_edm_snapshot(net, tmp_path / "snap.pkl", monkeypatch)
+    r = CliRunner().invoke(app, ["convert", str(tmp_path / "snap.pkl"), "-o", str(tmp_path / "out")])
+    assert r.exit_code == 2 and "NaN" in r.output and "Traceback" not in r.output, r.output
+    assert not (tmp_path / "out").exists()

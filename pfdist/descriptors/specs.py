@@ -63,6 +63,8 @@ def check_spec(spec: Any) -> dict:
                 raise PFDistError(f"kernel descriptor {field} must be an integer (got {full[field]!r}).")
         if full["num_features"] < 2 or full["num_features"] % 2:
             raise PFDistError(f"kernel descriptor num_features must be even and >= 2 (got {full['num_features']}).")
+        if full["seed"] < 0:
+            raise PFDistError(f"kernel descriptor seed must be >= 0 (got {full['seed']}).")
         if full["fit_samples"] < 2:
             raise PFDistError(f"kernel descriptor fit_samples must be >= 2 (got {full['fit_samples']}).")
         bandwidth_factor(full["bandwidth_rule"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -29,6 +30,9 @@ class Scaling:
     students: tuple[Student, ...]
     train: TrainConfig
 
+    def __post_init__(self) -> None:
+        _distinct("scaling", self.ns, self.students)
+
 
 @dataclass(frozen=True)
 class Dynamics:
@@ -48,6 +52,7 @@ class Dynamics:
                 isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in seeds):
             raise PFDistError(f"Dynamics: seeds must be distinct ints >= 0, at least one; got {self.seeds!r}.")
         object.__setattr__(self, "seeds", seeds)
+        _distinct("dynamics", self.ns, (self.student,))
         last = self.train.epochs
         late = [e for e in self.eval_epochs if not _is_int(e) or not 0 <= e <= last]
         if late:
@@ -70,6 +75,7 @@ class RealVsSynthetic:
 
         if self.data not in REAL_DATA:
             raise PFDistError(f"RealVsSynthetic: unknown real data {self.data!r}; choose one of {sorted(REAL_DATA)}.")
+        _distinct("real_vs_synthetic", self.ns, self.students)
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,7 @@ class BiasVarianceStudy:
             raise PFDistError(f"bias_variance.k must be an integer >= 2 (got {self.k!r}).")
         if self.seeds not in SEED_MODES:
             raise PFDistError(f"bias_variance.seeds must be one of {SEED_MODES} (got {self.seeds!r}).")
+        _distinct("bias_variance", self.ns, self.students)
 
 
 STUDIES = ("scaling", "dynamics", "bias_variance", "real_vs_synthetic")
@@ -203,6 +210,15 @@ class Preset:
 
     def replace(self, **changes: Any) -> "Preset":
         return replace(self, **changes)
+
+
+def _distinct(where: str, ns: tuple, students: tuple) -> None:
+    """Each N and each student once: a repeat would give duplicate rows in the tables."""
+    for what, items in (("ns", list(ns)), ("student labels", [s.label for s in students]),
+                        ("student nets", [json.dumps(s.net, sort_keys=True) for s in students])):
+        repeated = sorted({str(v) for v in items if items.count(v) > 1})
+        if repeated:
+            raise PFDistError(f"{where}: {what} must be distinct; {', '.join(repeated)} repeated.")
 
 
 def _is_int(v: Any) -> bool:

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.nets.precond import precond_coefficients
 from pfdist.ode import expand_sigma
@@ -155,10 +156,15 @@ def from_diffusers(unet: nn.Module, scheduler: Any, *, label_dim: int | None = N
         if unet_cfg.get("class_embed_type") is not None:
             raise PFDistError(f"UNet class_embed_type={unet_cfg['class_embed_type']!r} takes labels of unknown range; "
                               "pass label_dim= explicitly.")
+    label_dim = checks.integer("label_dim", label_dim, lo=0)
     common = dict(label_dim=label_dim, shape=_unet_shape(unet), fractional_timesteps=fractional_timesteps)
     if "sigma_data" in cfg and "sigma_min" in cfg and "sigma_max" in cfg:
         if prediction_type not in ("epsilon", "v_prediction"):
             raise PFDistError(f"EDM-style schedulers predict 'epsilon' or 'v_prediction', not {prediction_type!r}.")
+        for name in ("sigma_data", "sigma_min", "sigma_max"):
+            checks.real(f"the scheduler's {name}", cfg[name], positive=True)
+        if not cfg["sigma_min"] < cfg["sigma_max"]:
+            raise PFDistError(f"the scheduler's sigma_min ({cfg['sigma_min']}) must be below its sigma_max ({cfg['sigma_max']}).")
         den = DiffusersDenoiser(unet, kind="edm", prediction_type=prediction_type, train_sigmas=None,
                                 sigma_data=cfg["sigma_data"], sigma_min=cfg["sigma_min"],
                                 sigma_max=cfg["sigma_max"], **common)
@@ -170,6 +176,9 @@ def from_diffusers(unet: nn.Module, scheduler: Any, *, label_dim: int | None = N
         if prediction_type not in PREDICTION_TYPES:
             raise PFDistError(f"prediction_type {prediction_type!r} is not one of {PREDICTION_TYPES}.")
         abar = abar.double()
+        if not (torch.isfinite(abar).all() and (abar[:-1] > 0).all() and abar[-1] >= 0 and (abar <= 1).all()):
+            raise PFDistError("the scheduler's alphas_cumprod must lie in (0, 1] (the last may be 0: zero terminal "
+                              "SNR); check its betas, each in (0, 1).")
         abar = abar[abar > 0]  # a zero-terminal-SNR schedule's last step has sigma = inf
         if len(abar) < 2 or not bool((abar[1:] < abar[:-1]).all()):
             raise PFDistError("the scheduler's alphas_cumprod must decrease over at least two timesteps.")
