@@ -8,6 +8,7 @@ and is cached under a key hashing all of it.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -63,10 +64,13 @@ def flow_outputs(
                           "(ode_map(denoiser, flow, class_labels=...)).")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise PFDistError(f"num_samples must be a positive integer (got {num_samples!r}).")
+    checks.size("num_samples", num_samples, checks.MAX_SEEDS, "each seed runs the ODE and its output is kept")
     checks.integer("seed", seed, lo=0, hi=checks.SEED_MAX - num_samples + 1)
     p = make_plan({"model": model}, reduce=lambda outs: outs[0], shape=shape, flow=flow, class_labels=class_labels,
                   descriptor=descriptor, device=device, dtype=dtype, batch_size=batch_size)
     side = p.sides[0]
+    checks.size("num_samples", num_samples, checks.MAX_HELD_VALUES // math.prod(p.shape),
+                f"the outputs of data of shape {p.shape} are kept in memory, {checks.MAX_HELD_VALUES:,} numbers at most")
     record = dict(seed=seed, shape=p.shape, flow=side.flow, sigma_max=p.sigma_max,
                   map_fingerprint=side.source.fingerprint(), descriptor=descriptor_fingerprint(p.descriptor),
                   dtype=str(dtype), conditioning=side.source.conditioning)

@@ -71,6 +71,7 @@ def pfd(
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
         raise PFDistError(f"num_samples must be an integer >= 2 (got {num_samples!r}).")
+    checks.size("num_samples", num_samples, checks.MAX_SEEDS, "each seed runs both maps' ODEs and keeps its distance")
     checks.integer("seed", seed, lo=0, hi=checks.SEED_MAX - num_samples + 1)
     keywords = dict(steps=steps, solver=solver, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
     if flow is not None or any(v is not None for v in keywords.values()):

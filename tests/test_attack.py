@@ -273,3 +273,29 @@ def test_convert_refuses_nan_weights(tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["convert", str(tmp_path / "snap.pkl"), "-o", str(tmp_path / "out")])
     assert r.exit_code == 2 and "NaN" in r.output and "Traceback" not in r.output, r.output
     assert not (tmp_path / "out").exists()
+
+
+# --- sizes that cannot finish or fit in memory are refused up front, with the reason ---
+
+def test_unbounded_sizes_are_refused_with_the_reason(tmp_path):
+    from pfdist import checks
+    from pfdist.descriptors.specs import check_spec
+
+    teacher = load_spec("examples/teacher.json")
+    with pytest.raises(PFDistError, match="more than pfdist runs"):
+        pfdist.pfd(teacher, teacher, num_samples=10**15)
+    with pytest.raises(PFDistError, match="more than pfdist runs"):
+        pfdist.EvalConfig(num_samples=10**12)
+    with pytest.raises(PFDistError, match="nearest-neighbour"):
+        check_spec({"type": "kernel", "fit_samples": 10**8})
+    with pytest.raises(PFDistError, match="kept in memory"):  # few seeds, but of a huge shape
+        pfdist.flow_outputs(pfdist.generator(lambda x: x, shape=(4096, 1024)), num_samples=1000)
+    assert checks.size("k", checks.MAX_STUDENTS, checks.MAX_STUDENTS, "why", lo=2) == checks.MAX_STUDENTS
+    runner = CliRunner()
+    teacher_file = "examples/teacher.json"
+    for args in (["bias-variance", teacher_file, "-N", "4", "--k", "100000000", "-o", str(tmp_path / "bv")],
+                 ["distance", teacher_file, teacher_file, "-n", str(10**15)],
+                 ["reproduce", "--set", json.dumps({"eval": {"num_samples": 10**12}}), "-o", str(tmp_path / "run")]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and "more than pfdist runs" in r.output and "Traceback" not in r.output, (args, r.output)
+    assert not (tmp_path / "bv").exists() and not (tmp_path / "run").exists()

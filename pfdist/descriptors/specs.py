@@ -20,6 +20,7 @@ from typing import Any, Callable
 from torch import Tensor
 
 from pfdist.descriptors.base import Descriptor, identity
+from pfdist import checks
 from pfdist.errors import PFDistError
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -67,6 +68,8 @@ def check_spec(spec: Any) -> dict:
             raise PFDistError(f"kernel descriptor seed must be >= 0 (got {full['seed']}).")
         if full["fit_samples"] < 2:
             raise PFDistError(f"kernel descriptor fit_samples must be >= 2 (got {full['fit_samples']}).")
+        checks.size("kernel descriptor fit_samples", full["fit_samples"], checks.MAX_FIT_SAMPLES,
+                    "the bandwidth's nearest-neighbour search compares every pair of samples")
         bandwidth_factor(full["bandwidth_rule"])
     elif not isinstance(full["path"], str) or not full["path"]:
         raise PFDistError(f"a {kind} descriptor spec needs a 'path' string.")

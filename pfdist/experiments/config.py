@@ -7,6 +7,7 @@ import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from pfdist import checks
 from pfdist.descriptors import check_spec
 from pfdist.errors import PFDistError
 from pfdist.hashing import content_hash
@@ -92,6 +93,7 @@ class BiasVarianceStudy:
     def __post_init__(self):
         if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 2:
             raise PFDistError(f"bias_variance.k must be an integer >= 2 (got {self.k!r}).")
+        checks.size("bias_variance.k", self.k, checks.MAX_STUDENTS, checks.STUDENTS_WHY, lo=2)
         if self.seeds not in SEED_MODES:
             raise PFDistError(f"bias_variance.seeds must be one of {SEED_MODES} (got {self.seeds!r}).")
         _distinct("bias_variance", self.ns, self.students)

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 from torch import Tensor
 
+from pfdist import checks
 from pfdist.atomic import CorruptFileError, atomic_save_tensors, load_tensors_checked, warn_corrupt
 from pfdist.denoisers import EmpiricalDenoiser
 from pfdist.errors import PFDistError
@@ -25,7 +26,7 @@ from pfdist.ode import data_shape
 EVAL_SEED = 100_000
 TEST_SEED = 200_000
 DATASET_STRIDE = 1 << 20
-MAX_N = 1 << 20
+MAX_N = checks.MAX_TRAIN_SET
 
 
 def dataset_seeds(n: int, index: int = 0, *, eval_seeds: range = range(EVAL_SEED, EVAL_SEED + 10_000)) -> range:
@@ -35,7 +36,8 @@ def dataset_seeds(n: int, index: int = 0, *, eval_seeds: range = range(EVAL_SEED
     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
         raise PFDistError(f"dataset index must be an integer >= 0 (got {index!r}).")
     if n > MAX_N:
-        raise PFDistError(f"N = {n} exceeds the largest supported training set ({MAX_N}).")
+        raise PFDistError(f"N = {n} exceeds the largest supported training set ({MAX_N}): the seeds of "
+                          "independent training sets are 2^20 apart.")
     seeds = range(index * DATASET_STRIDE, index * DATASET_STRIDE + n)
     for other, name in ((eval_seeds, "evaluation"), (range(TEST_SEED, TEST_SEED + 100_000), "test")):
         if seeds.start < other.stop and other.start < seeds.stop:
