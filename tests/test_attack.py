@@ -299,3 +299,25 @@ def test_unbounded_sizes_are_refused_with_the_reason(tmp_path):
         r = runner.invoke(app, args)
         assert r.exit_code == 2 and "more than pfdist runs" in r.output and "Traceback" not in r.output, (args, r.output)
     assert not (tmp_path / "bv").exists() and not (tmp_path / "run").exists()
+
+
+def test_more_reinterpreted_values_found_by_an_attack_pass_are_refused():
+    """Truthy strings as flags, out-of-range descriptor sizes, a negative T, k = 0 neighbours."""
+    from pfdist.descriptors.specs import check_spec
+
+    bad_specs = [({"type": "file", "path": "net.pt2", "normalize": "no"}, "true or false"),
+                 ({"type": "sscd", "path": "sscd.pt", "quantize": "no"}, "true or false"),
+                 ({"type": "sscd", "path": "sscd.pt", "size": 2.5}, "size"),
+                 ({"type": "sscd", "path": "sscd.pt", "size": 0}, "size"),
+                 ({"type": "sscd", "path": "sscd.pt", "interpolation": "nearest-ish"}, "interpolation")]
+    for spec, message in bad_specs:
+        with pytest.raises(PFDistError, match=message):
+            check_spec(spec)
+    a = pfdist.Gaussian(torch.zeros(2), torch.eye(2))
+    b = pfdist.Gaussian(torch.ones(2), torch.eye(2))
+    with pytest.raises(PFDistError, match="sigma_max"):
+        pfdist.gaussian_pfd(a, b, sigma_max=-3.0)  # was the value at T = 3
+    with pytest.raises(PFDistError, match="sigma_max"):
+        pfdist.noise(range(2), (3,), sigma_max=-1.0)
+    with pytest.raises(PFDistError, match="k must be"):
+        pfdist.nearest_neighbors(torch.zeros(3, 2), torch.zeros(4, 2), k=0)  # was an empty result

@@ -75,6 +75,8 @@ class TorchScriptDescriptor:
     """
 
     def __init__(self, path: str | os.PathLike, *, normalize: bool = False, map_location: str = "cpu"):
+        if not isinstance(normalize, bool):
+            raise PFDistError(f"normalize must be True or False (got {normalize!r}).")
         self.path = Path(path)
         self.module, self.format = load_module(self.path, map_location=map_location)
         self.normalize = bool(normalize)

@@ -73,6 +73,15 @@ def check_spec(spec: Any) -> dict:
         bandwidth_factor(full["bandwidth_rule"])
     elif not isinstance(full["path"], str) or not full["path"]:
         raise PFDistError(f"a {kind} descriptor spec needs a 'path' string.")
+    for flag in ("normalize", "quantize"):  # "no" is not False
+        if flag in full and not isinstance(full[flag], bool):
+            raise PFDistError(f"{kind} descriptor {flag} must be true or false (got {full[flag]!r}).")
+    if kind == "sscd":
+        from pfdist.descriptors.sscd import INTERPOLATIONS
+
+        checks.integer("sscd descriptor size", full["size"], lo=1, hi=4096)
+        if full["interpolation"] not in INTERPOLATIONS:
+            raise PFDistError(f"sscd descriptor interpolation must be one of {INTERPOLATIONS} (got {full['interpolation']!r}).")
     return full
 
 
