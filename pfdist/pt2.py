@@ -28,16 +28,18 @@ _ALLOWED = re.compile(r"(archive_format|archive_version|byteorder|\.data/.*|mode
                       r"|data/constants/(tensor_\d+|[^/]+_constants_config\.json)|data/sample_inputs/[^/]+\.pt)")
 _PAYLOAD = re.compile(r"(weight|tensor)_\d+")  # raw tensor bytes; custom_obj_* / opaque_obj_* are pickles
 # Shape expressions: numbers, operators, symbols such as s0 / u3 (bare or quoted, as in
-# Symbol('s0', integer=True)), sympy's function names and assumptions. No attributes, no other names.
-_EXPR_TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d+)?(?:e[+-]?\d+)?)|([A-Za-z_][A-Za-z_0-9]*)|'([a-z]+\d+)'"
-                         r"|(\*\*|//|[-+*/%(),<>=!&|~^]))")
+# Symbol('s0', integer=True)), quoted numbers (Float('1.5', precision=53)), sympy's class and
+# function names and assumptions. No attributes, no other names, no other strings.
+_EXPR_TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d+)?(?:e[+-]?\d+)?)|([A-Za-z_][A-Za-z_0-9]*)"
+                         r"|'([a-z]+\d+|-?\d+(?:\.\d+)?(?:e[+-]?\d+)?)'|(\*\*|//|[-+*/%(),<>=!&|~^]))")
 _SYMBOL = re.compile(r"[a-z]+\d+")
 _FUNCTIONS = frozenset(
     "Max Min Abs Mod floor ceiling sqrt Pow Eq Ne Lt Le Gt Ge And Or Not True False oo int_oo zoo nan "
     "FloorDiv ModularIndexing Where PythonMod CleanDiv CeilToInt FloorToInt CeilDiv LShift RShift PowByNatural "
     "FloatPow FloatTrueDiv IntTrueDiv IsNonOverlappingAndDenseIndicator TruncToFloat TruncToInt RoundToInt "
-    "RoundDecimal ToFloat Identity Symbol Integer Rational Float positive negative nonnegative integer real finite"
-    .split())
+    "RoundDecimal ToFloat Identity Symbol Integer Rational Float Mul Add Pow StrictLessThan LessThan StrictGreaterThan "
+    "GreaterThan Equality Unequality BooleanTrue BooleanFalse Infinity NegativeInfinity One Zero NegativeOne Half "
+    "positive negative nonnegative nonpositive integer real finite precision".split())
 
 
 def _safe_expr(text: Any) -> bool:
