@@ -24,6 +24,7 @@ MAX_SEEDS = 1 << 24  # seeds of one evaluation (pfd, flow_outputs, EvalConfig): 
 MAX_HELD_VALUES = 1 << 31  # numbers one evaluation keeps in memory (outputs x features): 8 GiB in float32
 MAX_TRAIN_SET = 1 << 20  # training set size N (the seed blocks of independent training sets are 2^20 apart)
 MAX_FIT_SAMPLES = 1 << 16  # samples a kernel bandwidth is fitted on: the nearest-neighbour search is O(n^2)
+MAX_TRAIN_IMAGES = 1 << 36  # images one student trains on (epochs x epoch_images): 69 G, 340x EDM's CIFAR-10 run
 MAX_STUDENTS = 1024  # students K of one bias-variance decomposition: each is trained, all are held in memory
 STUDENTS_WHY = "each student is trained and all their outputs are held in memory"
 

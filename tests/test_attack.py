@@ -288,6 +288,10 @@ def test_unbounded_sizes_are_refused_with_the_reason(tmp_path):
         pfdist.EvalConfig(num_samples=10**12)
     with pytest.raises(PFDistError, match="nearest-neighbour"):
         check_spec({"type": "kernel", "fit_samples": 10**8})
+    with pytest.raises(PFDistError, match="cannot finish"):
+        pfdist.TrainConfig(epochs=10**12)
+    with pytest.raises(PFDistError, match="test loss"):
+        pfdist.EvalConfig(test_samples=2048, loss_repeats=10**12)
     with pytest.raises(PFDistError, match="kept in memory"):  # few seeds, but of a huge shape
         pfdist.flow_outputs(pfdist.generator(lambda x: x, shape=(4096, 1024)), num_samples=1000)
     assert checks.size("k", checks.MAX_STUDENTS, checks.MAX_STUDENTS, "why", lo=2) == checks.MAX_STUDENTS

@@ -50,6 +50,8 @@ class EvalConfig:
         for name in ("num_samples", "test_samples"):
             checks.size(f"EvalConfig.{name}", getattr(self, name), checks.MAX_SEEDS,
                         "each seed runs the ODE and its output is kept")
+        checks.size("EvalConfig test_samples x loss_repeats", self.test_samples * self.loss_repeats, checks.MAX_SEEDS,
+                    "each is one network evaluation of the test loss")
         flow = self.settings()  # validates the solver fields
         for name in ("steps", "sigma_min", "sigma_max", "rho"):
             object.__setattr__(self, name, getattr(flow, name))
