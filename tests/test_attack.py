@@ -116,6 +116,18 @@ def test_malicious_pt2_is_refused_as_model_and_descriptor_and_runs_nothing(tmp_p
             assert not marker.exists(), f"{path.name} via `pfdist {' '.join(args)}` ran its payload"
 
 
+def test_every_pt2_load_goes_through_the_archive_check():
+    """``torch.export.load`` is called in one place, after :func:`pfdist.pt2.check_archive`."""
+    import ast
+    from pathlib import Path
+
+    root = Path(pfdist.__file__).parent
+    callers = sorted(str(path.relative_to(root)) for path in root.rglob("*.py")
+                     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                     if isinstance(node, ast.Call) and ast.unparse(node.func).endswith("export.load"))
+    assert callers == ["pt2.py"]
+
+
 # --- a failed start writes nothing, so the corrected command is not locked out ---
 
 STUDENT = {"label": "m", "net": {"arch": "mlp", "width": 8, "depth": 1}}
