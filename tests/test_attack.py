@@ -264,8 +264,9 @@ def test_duplicate_ns_or_students_are_refused(tmp_path, study, message):
 def test_slurm_engine_options_and_absent_slurm_are_refused(tmp_path, monkeypatch):
     from pfdist.experiments.engines import get_engine
 
-    with pytest.raises(PFDistError, match="max_parallel"):
-        get_engine("slurm", max_parallel=-3, cluster="local")
+    for option, value in (("max_parallel", -3), ("mem_gb", -3), ("poll_s", 0)):
+        with pytest.raises(PFDistError, match=option):
+            get_engine("slurm", **{option: value}, cluster="local")
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
     with pytest.raises(PFDistError, match="no Slurm"):
         get_engine("slurm")

@@ -67,6 +67,9 @@ class SlurmEngine:
         if max_parallel is not None and (not isinstance(max_parallel, int) or isinstance(max_parallel, bool)
                                          or max_parallel < 1):
             raise PFDistError(f"max_parallel must be an integer >= 1 (got {max_parallel!r}).")
+        for name, value in (("mem_gb", mem_gb), ("poll_s", poll_s)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9):
+                raise PFDistError(f"{name} must be a positive number (got {value!r}).")
         if cluster not in (None, "slurm", "local", "debug"):
             raise PFDistError(f"cluster must be 'slurm', 'local' or 'debug' (got {cluster!r}).")
         if cluster in (None, "slurm") and shutil.which("sbatch") is None:
