@@ -23,6 +23,7 @@ from pfdist.errors import PFDistError
 
 CHECKSUM_KEY = "content_sha256"
 TENSORS_CHECKSUM_KEY = "pfdist_sha256"
+CACHE_KEY = "pfdist_cache_key"  # the key a cache entry was written under
 
 
 class CorruptFileError(PFDistError):
@@ -160,12 +161,18 @@ def _tensors_checksum(tensors: dict, metadata: dict) -> str:
 
 
 def atomic_save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict | None = None, *,
-                        checksum: bool = False) -> Path:
-    """Save a dict of tensors with safetensors, atomically; ``checksum`` adds ``pfdist_sha256``."""
+                        checksum: bool = False, key: str | None = None) -> Path:
+    """Save a dict of tensors with safetensors, atomically; ``checksum`` adds ``pfdist_sha256``.
+
+    ``key``: a cache entry's key, stored (under the checksum) so that a read can tell the entry
+    asked for from another valid entry copied over it (see :func:`load_tensors_checked`).
+    """
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     metadata = dict(metadata or {})
+    if key is not None:
+        metadata[CACHE_KEY] = key
     if checksum:
         metadata[TENSORS_CHECKSUM_KEY] = _tensors_checksum(tensors, metadata)
 
@@ -180,8 +187,12 @@ def atomic_save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict |
     return atomic_write(path, write)
 
 
-def load_tensors_checked(path: str | os.PathLike) -> tuple[dict, dict]:
-    """Tensors and metadata of a file written with ``atomic_save_tensors(..., checksum=True)``, verified."""
+def load_tensors_checked(path: str | os.PathLike, *, key: str | None = None) -> tuple[dict, dict]:
+    """Tensors and metadata of a file written with ``atomic_save_tensors(..., checksum=True)``, verified.
+
+    With ``key``, the file must also be the cache entry of that key: another entry (a valid file
+    copied or renamed over this one) is a CorruptFileError like a damaged file.
+    """
     from safetensors.torch import safe_open
 
     path = Path(path)
@@ -198,6 +209,11 @@ def load_tensors_checked(path: str | os.PathLike) -> tuple[dict, dict]:
     if metadata[TENSORS_CHECKSUM_KEY] != _tensors_checksum(tensors, metadata):
         raise CorruptFileError(f"{path} fails its checksum (edited or damaged)")
     del metadata[TENSORS_CHECKSUM_KEY]
+    if key is not None and metadata.get(CACHE_KEY) != key:
+        found = metadata.get(CACHE_KEY)
+        raise CorruptFileError(f"{path} is not the cache entry asked for (it holds "
+                               f"{'no key' if found is None else 'key ' + found[:16] + '...'}, not {key[:16]}...; "
+                               "a cache file was copied or renamed)")
     return tensors, metadata
 
 

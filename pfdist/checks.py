@@ -20,6 +20,15 @@ from pfdist.errors import PFDistError
 SEED_MAX = 2**63 - 1  # seeds are derived into 64-bit generator states
 MAX_NUMEL = 1 << 24  # largest data shape (16.7 M values, e.g. 3 x 2048 x 2048) accepted from files and the CLI
 
+# Sizes that cannot finish or fit in memory are refused up front (see :func:`size`), here in one place.
+MAX_SEEDS = 1 << 24  # seeds of one evaluation (pfd, flow_outputs, EvalConfig): 16.8 M, 1 700x the paper's 10 000
+MAX_HELD_VALUES = 1 << 31  # numbers one evaluation keeps in memory (outputs x features): 8 GiB in float32
+MAX_TRAIN_SET = 1 << 20  # training set size N (the seed blocks of independent training sets are 2^20 apart)
+MAX_FIT_SAMPLES = 1 << 16  # samples a kernel bandwidth is fitted on: the nearest-neighbour search is O(n^2)
+MAX_TRAIN_IMAGES = 1 << 36  # images one student trains on (epochs x epoch_images): 69 G, 340x EDM's CIFAR-10 run
+MAX_STUDENTS = 1024  # students K of one bias-variance decomposition: each is trained, all are held in memory
+STUDENTS_WHY = "each student is trained and all their outputs are held in memory"
+
 
 def integer(name: str, value: Any, *, lo: int | None = None, hi: int | None = None) -> int:
     """An int (not a bool, not a float such as 4.7 or 4.0) in [lo, hi]."""
@@ -29,6 +38,14 @@ def integer(name: str, value: Any, *, lo: int | None = None, hi: int | None = No
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         bounds = f">= {lo}" if hi is None else f"<= {hi}" if lo is None else f"in [{lo}, {hi}]"
         raise PFDistError(f"{name} must be an integer {bounds}, got {value}.")
+    return value
+
+
+def size(name: str, value: Any, limit: int, why: str, *, lo: int = 1) -> int:
+    """A count (int >= lo) no larger than ``limit``; above it, the error says why it cannot be run."""
+    value = integer(name, value, lo=lo)
+    if value > limit:
+        raise PFDistError(f"{name} = {value:,} is more than pfdist runs ({limit:,}): {why}. Use a smaller {name}.")
     return value
 
 

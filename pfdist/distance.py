@@ -50,6 +50,8 @@ class PFDResult:
     which is its own exact map. ``solver_error = solver_error_a + solver_error_b`` bounds the
     discretisation part of the result: on the same seeds, |value - value_exact| <= solver_error
     (Minkowski's inequality), beside the Monte-Carlo interval ``ci``.
+    ``comparison``: a hash of the two maps' and the descriptor's fingerprints (None when one
+    has none), so that :meth:`combine` joins parts of one comparison only.
     """
 
     value: float
@@ -65,6 +67,7 @@ class PFDResult:
     flow_b: dict | None = None
     solver_error_a: float | None = None
     solver_error_b: float | None = None
+    comparison: str | None = None
 
     @property
     def solver_error(self) -> float | None:
@@ -85,6 +88,7 @@ class PFDResult:
         flow_b: dict | None = None,
         solver_error_a: float | None = None,
         solver_error_b: float | None = None,
+        comparison: str | None = None,
     ) -> "PFDResult":
         per_sample = per_sample.detach().double().cpu()
         m = per_sample.numel()
@@ -92,7 +96,7 @@ class PFDResult:
         mean = per_sample.mean().item()
         se_mean = per_sample.std(unbiased=True).item() / math.sqrt(m)
         return cls._from_mean(mean, se_mean, per_sample, m, seed, nfe_a, nfe_b, flow_a, flow_b,
-                              solver_error_a, solver_error_b)
+                              solver_error_a, solver_error_b, comparison)
 
     @classmethod
     def from_sums(
@@ -109,14 +113,14 @@ class PFDResult:
 
     @classmethod
     def _from_mean(cls, mean, se_mean, per_sample, m, seed, nfe_a, nfe_b, flow_a, flow_b,
-                   solver_error_a=None, solver_error_b=None) -> "PFDResult":
+                   solver_error_a=None, solver_error_b=None, comparison=None) -> "PFDResult":
         """The interval rule (class docstring) from the mean squared distance and its standard error."""
         value = math.sqrt(mean)
         stderr = se_mean / (2 * value) if value > 0 else 0.0
         lo, hi = max(mean - Z_95 * se_mean, 0.0), mean + Z_95 * se_mean
         nfe = max(nfe_a, nfe_b) if not (math.isnan(nfe_a) or math.isnan(nfe_b)) else math.nan
         return cls(value, stderr, (math.sqrt(lo), math.sqrt(hi)), per_sample, m, nfe, seed,
-                   nfe_a, nfe_b, flow_a, flow_b, solver_error_a, solver_error_b)
+                   nfe_a, nfe_b, flow_a, flow_b, solver_error_a, solver_error_b, comparison)
 
     @staticmethod
     def combine(parts: Sequence["PFDResult"]) -> "PFDResult":
@@ -138,11 +142,14 @@ class PFDResult:
                 )
             if (a.flow_a, a.flow_b) != (b.flow_a, b.flow_b):
                 raise PFDistError("the parts ran on different flow settings; combine parts of one comparison.")
+            if a.comparison != b.comparison:
+                raise PFDistError("the parts compare different models or descriptors (their comparison "
+                                  "fingerprints differ); combine parts of one comparison.")
         total = sum(r.num_samples for r in parts)
         mean_nfe = lambda side: sum(getattr(r, side) * r.num_samples for r in parts) / total  # noqa: E731
         return PFDResult.from_per_sample(
             torch.cat([r.per_sample for r in parts]), seed=parts[0].seed, nfe_a=mean_nfe("nfe_a"),
-            nfe_b=mean_nfe("nfe_b"), flow_a=parts[0].flow_a, flow_b=parts[0].flow_b,
+            nfe_b=mean_nfe("nfe_b"), flow_a=parts[0].flow_a, flow_b=parts[0].flow_b, comparison=parts[0].comparison,
             **({} if any(r.solver_error is None for r in parts) else
                dict(solver_error_a=parts[0].solver_error_a, solver_error_b=parts[0].solver_error_b)),
         )
@@ -163,6 +170,8 @@ class PFDResult:
             "solver_error_a": self.solver_error_a,
             "solver_error_b": self.solver_error_b,
         }
+        if self.comparison is not None:
+            d["comparison"] = self.comparison
         if per_sample:
             if self.per_sample is None:
                 raise PFDistError("this result kept no per-sample values; use PFDMetric(per_sample=True).")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import warnings
 from pathlib import Path
@@ -78,11 +79,14 @@ def flow_outputs(
         flow = FlowSettings.of(flow, **keywords)
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise PFDistError(f"num_samples must be a positive integer (got {num_samples!r}).")
+    checks.size("num_samples", num_samples, checks.MAX_SEEDS, "each seed runs the ODE and its output is kept")
     checks.integer("seed", seed, lo=0, hi=checks.SEED_MAX - num_samples + 1)
     p = make_plan({"model": model}, reduce=lambda outs: outs[0], shape=shape, flow=flow, class_labels=class_labels,
                   descriptor=descriptor, device=device, dtype=dtype, batch_size=batch_size,
                   autocast=autocast)
     side = p.sides[0]
+    checks.size("num_samples", num_samples, checks.MAX_HELD_VALUES // math.prod(side.source.shape or p.shape),
+                f"the outputs of data of shape {p.shape} are kept in memory, {checks.MAX_HELD_VALUES:,} numbers at most")
     record = dict(seed=seed, shape=side.source.shape or p.shape, flow=side.flow, sigma_max=p.sigma_max,
                   map_fingerprint=side.source.fingerprint(), descriptor=descriptor_fingerprint(p.descriptor),
                   dtype=p.precision, conditioning=side.source.conditioning)
@@ -98,7 +102,7 @@ def flow_outputs(
                       "they are computed, not cached.", PFDistWarning, stacklevel=2)
     path = Path(cache_dir) / f"flow-{key}.safetensors" if cache_dir is not None and key else None
     if path is not None and distributed.all_true(path.is_file()):  # every rank of a group, or none
-        out = _read_cache(path)
+        out = _read_cache(path, key)
         if distributed.all_true(out is not None):  # a damaged entry anywhere is a miss everywhere
             log.debug("flow outputs of seeds %d..%d read from %s", seed, seed + num_samples - 1, path)
             if progress:
@@ -107,15 +111,17 @@ def flow_outputs(
     values = p.evaluate_range(range(seed, seed + num_samples), progress)
     out = FlowOutputs(values, nfe=side.nfe, key=key, descriptor_object=p.descriptor, **record)
     if path is not None and distributed.is_main():
-        atomic_save_tensors(path, {"values": values}, metadata={"pfdist": json.dumps(out.metadata())}, checksum=True)
+        atomic_save_tensors(path, {"values": values}, metadata={"pfdist": json.dumps(out.metadata())},
+                            checksum=True, key=key)
         log.debug("flow outputs of seeds %d..%d cached in %s", seed, seed + num_samples - 1, path)
     return out
 
 
-def _read_cache(path: Path) -> FlowOutputs | None:
-    """A verified cache entry, or None (with one warning line) when it is damaged or unverifiable."""
+def _read_cache(path: Path, key: str) -> FlowOutputs | None:
+    """The verified cache entry of ``key``, or None (with one warning line) when it is damaged,
+    unverifiable or another key's entry (a copied file): then it is recomputed."""
     try:
-        tensors, meta = load_tensors_checked(path)
+        tensors, meta = load_tensors_checked(path, key=key)
         return FlowOutputs.from_metadata(tensors["values"], json.loads(meta["pfdist"]))
     except (CorruptFileError, KeyError, ValueError) as e:
         warn_corrupt(e if isinstance(e, CorruptFileError) else CorruptFileError(f"{path} is malformed ({e})"))

@@ -12,10 +12,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from pfdist.descriptors import Descriptor
+from pfdist.descriptors import Descriptor, descriptor_fingerprint
 from pfdist.distance import PFDResult, squared_distances
 from pfdist import checks
 from pfdist.errors import PFDistError
+from pfdist.hashing import content_hash
 from pfdist.outputs import FlowOutputs
 from pfdist.plan import make_plan
 from pfdist.settings import FlowSettings
@@ -104,10 +105,12 @@ def pfd(
     per_sample = torch.cat([p.evaluate_range(run, progress) for run in runs])
     # The discretisation estimate runs on the first seeds of the first run.
     errors = solver_errors(p, runs[0].start, len(runs[0])) if error_estimate else (None, None)
+    prints = [_fingerprint(side_a.source), _fingerprint(side_b.source), descriptor_fingerprint(p.descriptor)]
     return PFDResult.from_per_sample(
         per_sample, seed=runs[0].start if len(runs) == 1 else None, nfe_a=side_a.nfe, nfe_b=side_b.nfe,
         flow_a=side_a.flow and side_a.flow.to_dict(), flow_b=side_b.flow and side_b.flow.to_dict(),
         solver_error_a=errors[0], solver_error_b=errors[1],
+        comparison=None if None in prints else content_hash("pfd/comparison/v1", prints),
     )
 
 
@@ -122,10 +125,17 @@ def _seed_runs(num_samples: int | None, seed: int | None, seeds: Any, precompute
         runs = checks.seed_ranges("seeds", seeds)
         if sum(map(len, runs)) < 2:
             raise PFDistError(f"seeds must hold at least 2 seeds for an interval (got {seeds!r}).")
+        checks.size("seeds", sum(map(len, runs)), checks.MAX_SEEDS, "each seed runs both maps' ODEs and keeps its distance")
         return runs
     num_samples = 10_000 if num_samples is None else num_samples
     seed = 100_000 if seed is None else seed
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
         raise PFDistError(f"num_samples must be an integer >= 2 (got {num_samples!r}).")
+    checks.size("num_samples", num_samples, checks.MAX_SEEDS, "each seed runs both maps' ODEs and keeps its distance")
     checks.integer("seed", seed, lo=0, hi=checks.SEED_MAX - num_samples + 1)
     return [range(seed, seed + num_samples)]
+
+
+def _fingerprint(source: Any) -> str | None:
+    """A map's content hash; precomputed outputs carry the hash of the map that made them."""
+    return source.map_fingerprint if isinstance(source, FlowOutputs) else source.fingerprint()

@@ -7,6 +7,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.settings import FlowSettings
 
@@ -36,6 +37,7 @@ def noise(
     whatever the batch, the order of seeds, or the device it is moved to.
     """
     seeds = _seeds(seeds)
+    checks.real("sigma_max", sigma_max, positive=True)  # -T would draw the same noise, mislabelled
     shape = tuple(int(s) for s in shape)
     out = torch.empty(len(seeds), *shape, dtype=torch.float32)
     g = torch.Generator()

@@ -73,7 +73,9 @@ def _pt2(module, shape):
 
     path = Path(tempfile.mkdtemp()) / "desc.pt2"
     batch = torch.export.Dim("batch", min=1)
-    torch.export.save(torch.export.export(module, (torch.zeros(2, *shape),), dynamic_shapes=({0: batch},)), str(path))
+    program = torch.export.export(module, (torch.zeros(2, *shape),), dynamic_shapes=({0: batch},))
+    program.example_inputs = None  # stored as a pickle otherwise, which pfdist refuses to load
+    torch.export.save(program, str(path))
     return pfdist.TorchScriptDescriptor(path)
 
 

@@ -164,7 +164,9 @@ def _files(tmp_path, module, example):
     ts, pt2 = tmp_path / "net.pt", tmp_path / "net.pt2"
     torch.jit.script(module).save(str(ts))
     batch = torch.export.Dim("batch", min=1)
-    torch.export.save(torch.export.export(module, (example,), dynamic_shapes=({0: batch},)), str(pt2))
+    program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+    program.example_inputs = None  # stored as a pickle otherwise, which pfdist refuses to load
+    torch.export.save(program, str(pt2))
     return ts, pt2
 
 

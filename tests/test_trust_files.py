@@ -200,3 +200,28 @@ def test_corrupt_flow_cache_is_a_miss(teacher, tmp_path, damage):
         again = pfdist.flow_outputs(teacher, num_samples=8, flow=pfdist.FlowSettings(steps=4), cache_dir=tmp_path).values
     assert torch.equal(again, clean)
     assert torch.equal(pfdist.flow_outputs(teacher, num_samples=8, flow=pfdist.FlowSettings(steps=4), cache_dir=tmp_path).values, clean)
+
+
+def _swap(first, second):
+    one, two = first.read_bytes(), second.read_bytes()
+    first.write_bytes(two)
+    second.write_bytes(one)
+
+
+def test_swapped_cache_files_are_detected_and_recomputed(teacher, tmp_path):
+    """A valid cache file copied over another (same format, checksum intact) is another key's
+    entry: it is recomputed with a warning, never read as the entry asked for."""
+    flow = pfdist.FlowSettings(steps=4)
+    a = pfdist.flow_outputs(teacher, num_samples=8, seed=0, flow=flow, cache_dir=tmp_path).values
+    b = pfdist.flow_outputs(teacher, num_samples=8, seed=50, flow=flow, cache_dir=tmp_path).values
+    _swap(*tmp_path.glob("flow-*.safetensors"))
+    with pytest.warns(CorruptFileWarning, match="not the cache entry asked for"):
+        again = pfdist.flow_outputs(teacher, num_samples=8, seed=0, flow=flow, cache_dir=tmp_path).values
+    assert torch.equal(again, a) and not torch.equal(again, b)
+
+    d1 = teacher_samples(teacher, range(0, 16), shape=(4,), cache_dir=tmp_path)
+    d2 = teacher_samples(teacher, range(16, 32), shape=(4,), cache_dir=tmp_path)
+    _swap(*tmp_path.glob("data-*.safetensors"))
+    with pytest.warns(CorruptFileWarning, match="not the cache entry asked for"):
+        again = teacher_samples(teacher, range(0, 16), shape=(4,), cache_dir=tmp_path)
+    assert torch.equal(again, d1) and not torch.equal(again, d2)

@@ -204,3 +204,36 @@ def test_tables_are_refused_when_a_unit_lacks_its_results(tmp_path, monkeypatch)
     with pytest.raises(pfdist.PFDistError, match="no complete results"):
         run_preset(tiny(bias_variance=None, scaling=Scaling((4,), (mlp(8),), TRAIN)), tmp_path, show_progress=False)
     assert not (tmp_path / "scaling.csv").exists()
+
+
+def test_shards_started_together_queue_instead_of_refusing_each_other(tmp_path):
+    """Both shards meet a lock held by another shard (claiming the directory) and wait for it:
+    the documented multi-machine use works when every shard starts at once, without --wait."""
+    import json
+
+    preset = tiny(bias_variance=None, scaling=Scaling((4, 8), (mlp(8),), TRAIN))  # one student per shard
+    holder = python(f"import time; from pfdist.lock import DirectoryLock\n"
+                    f"with DirectoryLock({str(tmp_path)!r}, shared=True):\n    print('held', flush=True); time.sleep(1.5)")
+    assert holder.stdout.readline().strip() == "held"
+    code = ("import json, sys; from pfdist.experiments import Preset; from pfdist.experiments.run import run_preset\n"
+            f"preset = Preset.from_dict(json.loads({json.dumps(json.dumps(preset.to_dict()))}))\n"
+            f"print(run_preset(preset, {str(tmp_path)!r}, shard=(int(sys.argv[1]), 2), show_progress=False)['ran'])")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    shards = [subprocess.Popen([sys.executable, "-c", code, str(i)], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [s.communicate(timeout=300) for s in shards]
+    holder.wait()
+    assert [s.returncode for s in shards] == [0, 0], [err[-500:] for _, err in outs]
+    assert sum(int(out.split()[-1]) for out, _ in outs) == len(units_of(preset))
+    ctx = prepare(preset, tmp_path)
+    assert all(ctx.is_done(u) for u in units_of(preset))
+
+
+def test_a_shard_is_still_refused_by_a_whole_run(tmp_path):
+    holder = hold_lock(tmp_path, 60)  # an unsharded run holds the directory for its whole length
+    try:
+        with pytest.raises(pfdist.PFDistError, match=f"in use by pid {holder.pid}"):
+            run_preset(tiny(), tmp_path, shard=(0, 2), show_progress=False)
+    finally:
+        holder.kill()
+        holder.wait()

@@ -132,7 +132,7 @@ def bias_variance_cmd(
     from pfdist.protocol import bias_variance
 
     check_writable(out, directory=True)
-    checks.integer("--k", k, lo=2)
+    checks.size("--k", k, checks.MAX_STUDENTS, checks.STUDENTS_WHY, lo=2)
     try:
         model, shape, net_cfg, train_cfg, eval_cfg = _protocol_inputs(teacher, net, train_config, eval_config, device)
         bar, update = train_bar()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.hashing import content_hash
 from pfdist.ode import expand_sigma
@@ -82,6 +83,7 @@ def nearest_neighbors(x: Tensor, data: Tensor, *, k: int = 2, chunk_size: int = 
     x: (batch, *shape), data: (N, *shape) -> (batch, k) distances (ascending), (batch, k) indices.
     Streams over data in chunks; distances are computed in float64 for exact ordering.
     """
+    checks.integer("k", k, lo=1)
     flat = x.reshape(x.shape[0], -1).double()
     Y = data.reshape(data.shape[0], -1).to(x.device)
     k = min(k, Y.shape[0])

@@ -95,6 +95,7 @@ def gaussian_pfd(a: Gaussian, b: Gaussian, *, sigma_max: float = FlowSettings.si
     """
     if a.shape != b.shape:
         raise PFDistError(f"shapes differ: {a.shape} vs {b.shape}.")
+    checks.real("sigma_max", sigma_max, positive=True)  # -T would give T's value under another name
     d = a.mean.numel()
     eye = torch.eye(d, dtype=torch.float64)
 

@@ -4,6 +4,8 @@ SECURITY: both formats are code. ``torch.jit.load`` and ``torch.export.load`` ru
 file's author put in it (PyTorch offers no safe mode for TorchScript), so load only files you
 trust as you would trust a Python script. Weights-only formats (safetensors) carry no code;
 pfdist's own descriptors (:class:`~pfdist.descriptors.KernelDescriptor`) are stored that way.
+A ``.pt2`` archive is checked before it is read, as a model's is (:func:`pfdist.pt2.check_archive`):
+one holding pickles (e.g. the example inputs ``torch.export.save`` stores by default) is refused.
 
 The format is recognised by content (both are zip archives): a ``.pt2`` program has an
 ``archive_format`` entry, a TorchScript archive has ``code/`` and ``data.pkl`` entries.
@@ -21,9 +23,11 @@ from torch import Tensor
 
 from pfdist.hashing import file_sha256
 from pfdist.errors import PFDistError
+from pfdist.pt2 import load_program
 
-HOW_TO_EXPORT = ("export one with torch.jit.script(model).save(path), or with "
-                 "torch.export.save(torch.export.export(model, (x,), dynamic_shapes=...), 'model.pt2')")
+HOW_TO_EXPORT = ("export one with torch.jit.script(model).save(path), or as a .pt2 with "
+                 "program = torch.export.export(model, (x,), dynamic_shapes=...); program.example_inputs = None; "
+                 "torch.export.save(program, 'model.pt2')")
 
 
 def module_format(path: Path) -> str:
@@ -50,18 +54,15 @@ def load_module(path: str | os.PathLike, *, map_location: str = "cpu") -> tuple[
     """
     path = Path(path)
     kind = module_format(path)
+    if kind == "export":  # checked first: torch.export.load would unpickle what the archive holds
+        return load_program(path).module(), kind
     try:
         with warnings.catch_warnings():  # TorchScript is deprecated upstream but is how SSCD ships
             warnings.simplefilter("ignore", DeprecationWarning)
-            if kind == "torchscript":
-                module = torch.jit.load(str(path), map_location=map_location)
-            else:
-                module = torch.export.load(str(path)).module()
+            module = torch.jit.load(str(path), map_location=map_location).eval()
     except Exception as e:  # torch raises several error types for damaged archives
-        raise PFDistError(f"descriptor file {path} could not be loaded as {kind} ({type(e).__name__}: {e}); "
+        raise PFDistError(f"descriptor file {path} could not be loaded as TorchScript ({type(e).__name__}: {e}); "
                           f"{HOW_TO_EXPORT}.") from None
-    if kind == "torchscript":
-        module.eval()
     return module, kind
 
 
@@ -74,6 +75,8 @@ class TorchScriptDescriptor:
     """
 
     def __init__(self, path: str | os.PathLike, *, normalize: bool = False, map_location: str = "cpu"):
+        if not isinstance(normalize, bool):
+            raise PFDistError(f"normalize must be True or False (got {normalize!r}).")
         self.path = Path(path)
         self.module, self.format = load_module(self.path, map_location=map_location)
         self.normalize = bool(normalize)

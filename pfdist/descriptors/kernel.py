@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from pfdist import checks
 from pfdist.errors import PFDistError
 
 FORMAT = "pfdist.kernel_descriptor/v1"
@@ -76,8 +77,7 @@ class KernelDescriptor:
         """h = bandwidth_factor * median nearest-neighbour distance of ``samples`` (n, *shape), n >= 2."""
         if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 2 or num_features % 2:
             raise PFDistError(f"num_features must be an even integer >= 2 (got {num_features!r}).")
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise PFDistError(f"seed must be an integer (got {seed!r}).")
+        checks.seed("seed", seed)  # torch would take -1 as 2^64 - 1
         if not (isinstance(bandwidth_factor, (int, float)) and math.isfinite(bandwidth_factor) and bandwidth_factor > 0):
             raise PFDistError(f"bandwidth_factor must be a finite number > 0 (got {bandwidth_factor!r}).")
         h = bandwidth_factor * median_nn_distance(samples)
@@ -89,7 +89,7 @@ class KernelDescriptor:
     @classmethod
     def random(cls, dim: int, bandwidth: float, *, num_features: int = 2048, seed: int = 0) -> "KernelDescriptor":
         """Fresh seeded frequencies for data of ``dim`` numbers and a given bandwidth."""
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(checks.seed("seed", seed))
         return cls(torch.randn(num_features // 2, dim, generator=g, dtype=torch.float64), bandwidth, seed=seed)
 
     def __call__(self, x: Tensor) -> Tensor:

@@ -22,6 +22,7 @@ from typing import Any, Callable
 from torch import Tensor
 
 from pfdist.descriptors.base import Descriptor, identity
+from pfdist import checks
 from pfdist.errors import PFDistError
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -65,11 +66,24 @@ def check_spec(spec: Any) -> dict:
                 raise PFDistError(f"kernel descriptor {field} must be an integer (got {full[field]!r}).")
         if full["num_features"] < 2 or full["num_features"] % 2:
             raise PFDistError(f"kernel descriptor num_features must be even and >= 2 (got {full['num_features']}).")
+        if full["seed"] < 0:
+            raise PFDistError(f"kernel descriptor seed must be >= 0 (got {full['seed']}).")
         if full["fit_samples"] < 2:
             raise PFDistError(f"kernel descriptor fit_samples must be >= 2 (got {full['fit_samples']}).")
+        checks.size("kernel descriptor fit_samples", full["fit_samples"], checks.MAX_FIT_SAMPLES,
+                    "the bandwidth's nearest-neighbour search compares every pair of samples")
         bandwidth_factor(full["bandwidth_rule"])
     elif not isinstance(full["path"], str) or not full["path"]:
         raise PFDistError(f"a {kind} descriptor spec needs a 'path' string.")
+    for flag in ("normalize", "quantize"):  # "no" is not False
+        if flag in full and not isinstance(full[flag], bool):
+            raise PFDistError(f"{kind} descriptor {flag} must be true or false (got {full[flag]!r}).")
+    if kind == "sscd":
+        from pfdist.descriptors.sscd import INTERPOLATIONS
+
+        checks.integer("sscd descriptor size", full["size"], lo=1, hi=4096)
+        if full["interpolation"] not in INTERPOLATIONS:
+            raise PFDistError(f"sscd descriptor interpolation must be one of {INTERPOLATIONS} (got {full['interpolation']!r}).")
     return full
 
 

@@ -49,6 +49,8 @@ class SSCD:
     ):
         if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 4096:
             raise PFDistError(f"size must be an integer in 1..4096 (got {size!r}).")
+        if not isinstance(quantize, bool):
+            raise PFDistError(f"quantize must be True or False (got {quantize!r}).")
         if interpolation not in INTERPOLATIONS:
             raise PFDistError(f"interpolation must be one of {INTERPOLATIONS} (got {interpolation!r}).")
         lo, hi = (float(v) for v in data_range)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from pfdist import checks
 from pfdist.descriptors import check_spec
 from pfdist.errors import PFDistError
 from pfdist.hashing import content_hash
@@ -28,6 +31,9 @@ class Scaling:
     students: tuple[Student, ...]
     train: TrainConfig
 
+    def __post_init__(self) -> None:
+        _distinct("scaling", self.ns, self.students)
+
 
 @dataclass(frozen=True)
 class Dynamics:
@@ -47,6 +53,12 @@ class Dynamics:
                 isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in seeds):
             raise PFDistError(f"Dynamics: seeds must be distinct ints >= 0, at least one; got {self.seeds!r}.")
         object.__setattr__(self, "seeds", seeds)
+        _distinct("dynamics", self.ns, (self.student,))
+        last = self.train.epochs
+        late = [e for e in self.eval_epochs if not _is_int(e) or not 0 <= e <= last]
+        if late:
+            raise PFDistError(f"dynamics.eval_epochs {late} are not epochs of this training (0 .. {last}); "
+                              f"use epochs in [0, {last}] or raise dynamics.train.epochs.")
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,7 @@ class RealVsSynthetic:
 
         if self.data not in REAL_DATA:
             raise PFDistError(f"RealVsSynthetic: unknown real data {self.data!r}; choose one of {sorted(REAL_DATA)}.")
+        _distinct("real_vs_synthetic", self.ns, self.students)
 
 
 @dataclass(frozen=True)
@@ -80,8 +93,14 @@ class BiasVarianceStudy:
     def __post_init__(self):
         if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 2:
             raise PFDistError(f"bias_variance.k must be an integer >= 2 (got {self.k!r}).")
+        checks.size("bias_variance.k", self.k, checks.MAX_STUDENTS, checks.STUDENTS_WHY, lo=2)
         if self.seeds not in SEED_MODES:
             raise PFDistError(f"bias_variance.seeds must be one of {SEED_MODES} (got {self.seeds!r}).")
+        _distinct("bias_variance", self.ns, self.students)
+
+
+STUDIES = ("scaling", "dynamics", "bias_variance", "real_vs_synthetic")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # one path component: never "..", "/x" or "a/b"
 
 
 @dataclass(frozen=True)
@@ -106,6 +125,12 @@ class Preset:
     descriptors: tuple = ("pixels",)
 
     def __post_init__(self):
+        if not isinstance(self.name, str) or not NAME.fullmatch(self.name):
+            raise PFDistError(f"preset name {self.name!r} is not a plain name: it names the default run directory "
+                              "runs/<name>, so use letters, digits, '.', '_' and '-' (starting with a letter or "
+                              "digit, at most 64), e.g. \"my-run\"; choose the directory itself with --out.")
+        if all(getattr(self, study) is None for study in STUDIES):
+            raise PFDistError(f"preset {self.name!r} has no study; give at least one of {', '.join(STUDIES)}.")
         if isinstance(self.descriptors, (str, dict)) or not self.descriptors:
             raise PFDistError("Preset.descriptors must be a non-empty list of descriptor specs, e.g. "
                               '["pixels"] or [{"type": "kernel"}, "pixels"].')
@@ -124,7 +149,7 @@ class Preset:
         d = asdict(self)
         d["descriptors"] = list(self.descriptors)
         d["eval"] = self.eval.to_dict()
-        for name in ("scaling", "dynamics", "bias_variance", "real_vs_synthetic"):
+        for name in STUDIES:
             part = getattr(self, name)
             if part is not None:
                 d[name]["train"] = part.train.to_dict()
@@ -187,6 +212,15 @@ class Preset:
 
     def replace(self, **changes: Any) -> "Preset":
         return replace(self, **changes)
+
+
+def _distinct(where: str, ns: tuple, students: tuple) -> None:
+    """Each N and each student once: a repeat would give duplicate rows in the tables."""
+    for what, items in (("ns", list(ns)), ("student labels", [s.label for s in students]),
+                        ("student nets", [json.dumps(s.net, sort_keys=True) for s in students])):
+        repeated = sorted({str(v) for v in items if items.count(v) > 1})
+        if repeated:
+            raise PFDistError(f"{where}: {what} must be distinct; {', '.join(repeated)} repeated.")
 
 
 def _is_int(v: Any) -> bool:

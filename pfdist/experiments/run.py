@@ -13,8 +13,9 @@ local, ray, slurm) runs the units in the middle:
 
 Locking: an unsharded run holds the run directory's lock (:class:`pfdist.lock.DirectoryLock`)
 from claim to tables, so a second run on the same ``--out`` is refused, naming the holder (or
-waits, with ``wait``). Sharded runs take it only to claim and to write tables, so shards on
-several machines can share the directory; each student's directory is locked while it trains.
+waits, with ``wait``). Sharded runs take it only to claim and to write tables, as a shared lock
+(shards started at once queue for each other, without ``wait``), so shards on several machines
+can share the directory; each student's directory is locked while it trains.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ CONFIG = "config.json"
 def prepare(preset: Preset, run_dir: str | os.PathLike, *, device: Any = None,
             shard: tuple[int, int] | None = None) -> Context:
     """Validate a run before anything is written: the directory is usable, the teacher loads,
-    the device exists, the shard is well formed."""
+    the device exists, the shard is well formed, and every unit's network, training set and
+    descriptor file is valid (so a failed start claims nothing and its corrected command runs)."""
     if not isinstance(preset, Preset):
         raise PFDistError(f"preset must be a Preset, got {type(preset).__name__}.")
     if shard is not None:
@@ -56,7 +58,9 @@ def prepare(preset: Preset, run_dir: str | os.PathLike, *, device: Any = None,
         raise PFDistError(f"{run_dir} exists and is not a directory; choose another --out.")
     if device is not None:
         checks.device("device", device)
-    return Context(preset, run_dir, device)
+    ctx = Context(preset, run_dir, device)
+    ctx.check()
+    return ctx
 
 
 def claim_run_dir(preset: Preset, run_dir: Path) -> None:
@@ -171,7 +175,7 @@ def _run_preset(preset: Preset, run_dir: str | os.PathLike, *, workers: int | No
     units = units_of(preset)
     whole = DirectoryLock(run_dir, wait=wait) if shard is None else contextlib.nullcontext()
     with whole:
-        with DirectoryLock(run_dir, wait=wait):
+        with DirectoryLock(run_dir, wait=wait, shared=shard is not None):  # shards queue for each other
             claim_run_dir(preset, run_dir)
             ctx.phases = phase_bars(show_progress)
             todo = units_to_run(ctx, shard)  # fits the run's kernel descriptors first
@@ -197,7 +201,7 @@ def _run_preset(preset: Preset, run_dir: str | os.PathLike, *, workers: int | No
             raise RunInterrupted(interrupted_message(run_dir, mine - len(todo) + len(finished), mine)) from None
         finally:
             bar.close()
-        with DirectoryLock(run_dir, wait=True, cleanup=False):
+        with DirectoryLock(run_dir, wait=True, cleanup=False, shared=shard is not None):
             if shard is None:
                 check_finished(ctx)
             with ctx.phase("tables", 1) as progress:

@@ -183,6 +183,27 @@ class Context:
             with self.phase(label, ev.num_samples) as progress:
                 copier_outputs(self.train_data(unit), ev, device=self.device, cache_dir=self.cache, progress=progress)
 
+    def check(self) -> None:
+        """Everything a unit would refuse later, refused now (nothing is computed or written):
+        each student's network, each training set's seeds and real data, the descriptor files."""
+        from pfdist.descriptors.files import module_format
+
+        ev = self.preset.eval
+        for unit in units_of(self.preset):
+            try:
+                self.net_config(unit.student)
+            except PFDistError as e:
+                raise PFDistError(f"{unit.experiment} student {unit.student.label!r}: {e}") from None
+            if unit.source == "teacher":
+                dataset_seeds(unit.n, unit.dataset_index, eval_seeds=range(ev.seed, ev.seed + ev.num_samples))
+            else:
+                self._real(unit.source, unit.n)
+        for spec in self.preset.descriptors:
+            if spec["type"] in ("file", "sscd"):
+                module_format(Path(spec["path"]))
+            elif spec["type"] == "saved" and not Path(spec["path"]).is_file():
+                raise PFDistError(f"descriptor file {spec['path']} does not exist.")
+
     def run(self, unit: Unit, progress: Callable | None = None) -> dict:
         return teacher_student(
             self.teacher, unit.n, self.net_config(unit.student), unit.train, self.unit_dir(unit), shape=self.shape,

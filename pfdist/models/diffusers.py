@@ -47,6 +47,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.hashing import content_hash
 from pfdist.models.diffusers_conditioning import check_conditioning
@@ -263,6 +264,7 @@ def from_diffusers(model: nn.Module, scheduler: Any, *, label_dim: int | None = 
                           "only DDPM-family, EDM-style and flow-matching schedulers are supported.")
     if label_dim is None:
         label_dim = _label_dim(model, model_cfg)
+    label_dim = checks.integer("label_dim", label_dim, lo=0)
     conditioning = check_conditioning(model, conditioning, label_dim=label_dim)
     common = dict(label_dim=0 if "class_labels" in conditioning else label_dim, shape=_model_shape(model),
                   fractional_timesteps=fractional_timesteps, conditioning=conditioning)
@@ -275,6 +277,10 @@ def from_diffusers(model: nn.Module, scheduler: Any, *, label_dim: int | None = 
     if "sigma_data" in cfg and "sigma_min" in cfg and "sigma_max" in cfg:
         if prediction_type not in ("epsilon", "v_prediction"):
             raise PFDistError(f"EDM-style schedulers predict 'epsilon' or 'v_prediction', not {prediction_type!r}.")
+        for key in ("sigma_data", "sigma_min", "sigma_max"):
+            checks.real(f"the scheduler's {key}", cfg[key], positive=True)
+        if not cfg["sigma_min"] < cfg["sigma_max"]:
+            raise PFDistError(f"the scheduler's sigma_min ({cfg['sigma_min']}) must be below its sigma_max ({cfg['sigma_max']}).")
         den = DiffusersDenoiser(model, kind="edm", prediction_type=prediction_type, train_sigmas=None,
                                 sigma_data=cfg["sigma_data"], sigma_min=cfg["sigma_min"],
                                 sigma_max=cfg["sigma_max"], **common)
@@ -287,6 +293,9 @@ def from_diffusers(model: nn.Module, scheduler: Any, *, label_dim: int | None = 
         if prediction_type not in PREDICTION_TYPES:
             raise PFDistError(f"prediction_type {prediction_type!r} is not one of {PREDICTION_TYPES}.")
         abar = abar.double()
+        if not (torch.isfinite(abar).all() and (abar[:-1] > 0).all() and abar[-1] >= 0 and (abar <= 1).all()):
+            raise PFDistError("the scheduler's alphas_cumprod must lie in (0, 1] (the last may be 0: zero terminal "
+                              "SNR); check its betas, each in (0, 1).")
         abar = abar[abar > 0]  # a zero-terminal-SNR schedule's last step has sigma = inf
         if len(abar) < 2 or not bool((abar[1:] < abar[:-1]).all()):
             raise PFDistError("the scheduler's alphas_cumprod must decrease over at least two timesteps.")

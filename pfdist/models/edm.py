@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pfdist.errors import PFDistError
+from pfdist.errors import NonFiniteError, PFDistError
 from pfdist.nets import EDM2Precond, Precond, build_network
 from pfdist.nets.build import SCHEMAS
 
@@ -329,6 +329,10 @@ def load_edm(path: str | os.PathLike, *, device: torch.device | str | None = Non
     config = edm_config(net_record)
     state: dict[str, Tensor] = {}
     _collect_state(net_record, "", state)
+    broken = sorted(k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if broken:
+        raise NonFiniteError(f"{path}: the weights {broken[:3]} hold NaN or Inf ({len(broken)} tensors); the "
+                             "snapshot is damaged or from a diverged run: use another snapshot.")
     net = build_network(config)
     want = net.state_dict()
     missing, unexpected = sorted(set(want) - set(state)), sorted(set(state) - set(want))

@@ -17,9 +17,7 @@ import hashlib
 import io
 import json
 import os
-import re
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from torch import Tensor, nn
 from pfdist.atomic import atomic_write
 from pfdist.errors import PFDistError
 from pfdist.ode import data_shape, expand_sigma
+from pfdist.pt2 import load_program
 
 FORMAT = "pfdist.denoiser.pt2"
 FORMAT_VERSION = 1
@@ -112,35 +111,6 @@ def _batch_range(program: Any) -> tuple[int, int | None]:
     return int(bounds.lower), None if bounds.upper is int_oo else int(bounds.upper)
 
 
-_ALLOWED = re.compile(r"(archive_format|archive_version|byteorder|\.data/.*|models/[^/]+\.json|extra/[^/]+"
-                      r"|data/weights/(weight_\d+|[^/]+_weights_config\.json)"
-                      r"|data/constants/(tensor_\d+|[^/]+_constants_config\.json)|data/sample_inputs/[^/]+\.pt)")
-
-
-def check_archive(path: Path) -> None:
-    """Refuse a .pt2 archive holding anything ``torch.export.load`` would unpickle."""
-    try:
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-            for info in infos:
-                name = info.filename.split("/", 1)[1] if "/" in info.filename else info.filename
-                if info.is_dir():
-                    continue
-                if not _ALLOWED.fullmatch(name):
-                    raise PFDistError(f"{path} holds {name!r}, which pfdist does not load (a pickle or another "
-                                      "program kind); re-export the model with `pfdist export`.")
-                if name.startswith("data/sample_inputs/") and info.file_size:
-                    raise PFDistError(f"{path} stores example inputs as a pickle; re-export the model with `pfdist export`.")
-                if name.endswith("_config.json"):
-                    config = json.loads(zf.read(info)).get("config", {})
-                    if any(entry.get("use_pickle", True) for entry in config.values()):
-                        raise PFDistError(f"{path} stores tensors as pickles; re-export the model with `pfdist export`.")
-    except (zipfile.BadZipFile, OSError, ValueError, AttributeError) as e:
-        if isinstance(e, PFDistError):
-            raise
-        raise PFDistError(f"{path} is not a readable .pt2 archive ({e}).") from None
-
-
 class ExportedDenoiser(nn.Module):
     """A denoiser read from a ``.pt2`` program (see :func:`load_exported`).
 
@@ -209,12 +179,8 @@ def load_exported(path: str | os.PathLike, *, device: torch.device | str | None 
     path = Path(path)
     if not path.is_file():
         raise PFDistError(f"{path} does not exist.")
-    check_archive(path)
     extra = {META_FILE: ""}
-    try:
-        program = torch.export.load(str(path), extra_files=extra)
-    except Exception as e:  # torch raises RuntimeError, KeyError, ... for bad archives
-        raise PFDistError(f"{path} is not a loadable torch.export program ({type(e).__name__}: {e}).") from None
+    program = load_program(path, extra_files=extra)
     try:
         meta = json.loads(extra[META_FILE])
         ok = meta.get("format") == FORMAT and meta.get("format_version") == FORMAT_VERSION

@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from pfdist import checks
 from pfdist.atomic import atomic_write_json
 from pfdist.errors import PFDistError
 from pfdist.flows import flow_outputs
@@ -114,8 +115,7 @@ def bias_variance(
     (data plus training variance). Each student is an independent unit in ``out_dir/student-<i>``
     (resumable); the report is ``out_dir/bias_variance.json``.
     """
-    if k < 2:
-        raise PFDistError(f"k must be at least 2 (got {k}).")
+    checks.size("k", k, checks.MAX_STUDENTS, checks.STUDENTS_WHY, lo=2)
     if seeds not in SEED_MODES:
         raise PFDistError(f"seeds must be one of {SEED_MODES} (got {seeds!r}).")
     shape = tuple(shape or data_shape(teacher) or ())

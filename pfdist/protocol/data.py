@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 from torch import Tensor
 
+from pfdist import checks
 from pfdist.atomic import CorruptFileError, atomic_save_tensors, load_tensors_checked, warn_corrupt
 from pfdist.denoisers import EmpiricalDenoiser
 from pfdist.errors import PFDistError
@@ -25,7 +26,7 @@ from pfdist.ode import data_shape
 EVAL_SEED = 100_000
 TEST_SEED = 200_000
 DATASET_STRIDE = 1 << 20
-MAX_N = 1 << 20
+MAX_N = checks.MAX_TRAIN_SET
 
 
 def dataset_seeds(n: int, index: int = 0, *, eval_seeds: range = range(EVAL_SEED, EVAL_SEED + 10_000)) -> range:
@@ -35,7 +36,8 @@ def dataset_seeds(n: int, index: int = 0, *, eval_seeds: range = range(EVAL_SEED
     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
         raise PFDistError(f"dataset index must be an integer >= 0 (got {index!r}).")
     if n > MAX_N:
-        raise PFDistError(f"N = {n} exceeds the largest supported training set ({MAX_N}).")
+        raise PFDistError(f"N = {n} exceeds the largest supported training set ({MAX_N}): the seeds of "
+                          "independent training sets are 2^20 apart.")
     seeds = range(index * DATASET_STRIDE, index * DATASET_STRIDE + n)
     for other, name in ((eval_seeds, "evaluation"), (range(TEST_SEED, TEST_SEED + 100_000), "test")):
         if seeds.start < other.stop and other.start < seeds.stop:
@@ -61,7 +63,8 @@ def teacher_samples(
 
     With ``cache_dir`` (and a teacher with a content fingerprint) the samples are stored as a
     checksummed safetensors file keyed by the teacher, seeds, shape and flow settings; a file
-    that fails its checksum is recomputed, with one warning line.
+    that fails its checksum, or holds another key's entry (a copied file), is recomputed, with
+    one warning line.
     """
     if isinstance(teacher, EmpiricalDenoiser) and len(seeds) > len(teacher):
         raise PFDistError(
@@ -72,10 +75,10 @@ def teacher_samples(
     if own is not None and own != tuple(shape):
         raise PFDistError(f"the teacher's data shape is {own}, not {tuple(shape)}.")
     settings = settings or FlowSettings()
-    path = _cache_path(teacher, seeds, shape, settings, cache_dir)
+    path, key = _cache_path(teacher, seeds, shape, settings, cache_dir)
     if path is not None and path.is_file():
         try:
-            values = load_tensors_checked(path)[0]["data"]
+            values = load_tensors_checked(path, key=key)[0]["data"]
             if tuple(values.shape) == (len(seeds), *shape):
                 if progress:
                     progress(len(seeds))
@@ -86,14 +89,15 @@ def teacher_samples(
     out = flow_outputs(teacher, shape=shape, num_samples=len(seeds), seed=seeds.start, flow=settings,
                        batch_size=batch_size, device=device, progress=progress)
     if path is not None:
-        atomic_save_tensors(path, {"data": out.values}, checksum=True)
+        atomic_save_tensors(path, {"data": out.values}, checksum=True, key=key)
     return out.values
 
 
 def _cache_path(teacher: Any, seeds: range, shape: Sequence[int], settings: FlowSettings,
-                cache_dir: str | os.PathLike | None) -> Path | None:
+                cache_dir: str | os.PathLike | None) -> tuple[Path | None, str | None]:
+    """The cache file and the full key stored in it (checked on read), or (None, None)."""
     fp = fingerprint(teacher) if cache_dir is not None else None
     if fp is None:
-        return None
+        return None, None
     key = content_hash("teacher_samples/v1", fp, seeds.start, len(seeds), list(shape), dataclasses.asdict(settings))
-    return Path(cache_dir) / f"data-{key[:32]}.safetensors"
+    return Path(cache_dir) / f"data-{key[:32]}.safetensors", key

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from pfdist import checks
 from pfdist.denoisers import EmpiricalDenoiser, nearest_neighbors
 from pfdist.descriptors import Descriptor, NamedDescriptors, identity
 from pfdist.errors import PFDistError
@@ -54,6 +55,11 @@ class EvalConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise PFDistError(f"EvalConfig.{name} must be an integer >= {lo} (got {value!r}).")
+        for name in ("num_samples", "test_samples"):
+            checks.size(f"EvalConfig.{name}", getattr(self, name), checks.MAX_SEEDS,
+                        "each seed runs the ODE and its output is kept")
+        checks.size("EvalConfig test_samples x loss_repeats", self.test_samples * self.loss_repeats, checks.MAX_SEEDS,
+                    "each is one network evaluation of the test loss")
         flow = self.settings()  # validates the solver fields
         for name in ("steps", "sigma_min", "sigma_max", "rho"):
             object.__setattr__(self, name, getattr(flow, name))

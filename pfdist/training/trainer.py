@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterable, NamedTuple
 import torch
 from torch import Tensor
 
+from pfdist import checks
 from pfdist.errors import CheckpointError, NonFiniteError, PFDistError
 from pfdist.hashing import content_hash
 from pfdist.nets import EDMPrecond, build_network, normalize_config
@@ -99,6 +100,9 @@ class TrainConfig:
         need(is_int(self.epochs) and self.epochs >= 0, f"epochs must be an int >= 0, got {self.epochs!r}")
         need(self.epoch_images is None or (is_int(self.epoch_images) and self.epoch_images >= 1),
              f"epoch_images must be None or an int >= 1, got {self.epoch_images!r}")
+        if self.epoch_images is not None:
+            checks.size("TrainConfig epochs x epoch_images", self.epochs * self.epoch_images, checks.MAX_TRAIN_IMAGES,
+                        "every image is a training step's sample, so such a run cannot finish", lo=0)
         need(self.ema_halflife_images is None or positive(self.ema_halflife_images),
              "ema_halflife_images must be None or positive")
         need(self.ema_rampup_ratio is None or positive(self.ema_rampup_ratio),

@@ -3,13 +3,15 @@
 Tasks are checkpointable: when Slurm preempts one or its time runs out, submitit requeues it
 (up to ``max_requeues`` times on timeouts) and each unit resumes from its last checkpoint. The run
 directory must be shared storage (every node checks the token the submitting machine wrote).
-``cluster="local"`` runs the same array as local processes (submitit's local executor), and
-``cluster=None`` lets submitit pick Slurm where ``sbatch`` exists.
+``cluster="local"`` runs the same array as local processes (submitit's local executor);
+``cluster=None`` (the default) means Slurm, and is refused where there is no ``sbatch`` rather
+than run locally without a word.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -66,8 +68,17 @@ class SlurmEngine:
                                  ("max_requeues", max_requeues, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise PFDistError(f"{name} must be an integer >= {low} (got {value!r}).")
+        if max_parallel is not None and (not isinstance(max_parallel, int) or isinstance(max_parallel, bool)
+                                         or max_parallel < 1):
+            raise PFDistError(f"max_parallel must be an integer >= 1 (got {max_parallel!r}).")
+        for name, value in (("mem_gb", mem_gb), ("poll_s", poll_s)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9):
+                raise PFDistError(f"{name} must be a positive number (got {value!r}).")
         if cluster not in (None, "slurm", "local", "debug"):
             raise PFDistError(f"cluster must be 'slurm', 'local' or 'debug' (got {cluster!r}).")
+        if cluster in (None, "slurm") and shutil.which("sbatch") is None:
+            raise PFDistError("the slurm engine found no Slurm here (no sbatch on PATH); run on a Slurm login node, "
+                              "or use --engine local.")
         self.partition, self.time_min, self.mem_gb = partition, time_min, mem_gb
         self.cpus, self.gpus, self.per_task = cpus_per_unit, gpus_per_unit, units_per_task
         self.max_parallel, self.max_requeues, self.account, self.qos = max_parallel, max_requeues, account, qos
