@@ -134,14 +134,14 @@ def test_preset_overrides_are_checked():
 
 
 def test_set_takes_dot_lists_beside_json():
-    changes = set_options(["eval.num_samples=500", "dynamics=null", "name=my study", "scaling.ns=[2, 4]",
+    changes = set_options(["eval.num_samples=500", "dynamics=null", "name=my-study", "scaling.ns=[2, 4]",
                            '{"eval": {"steps": 4}}'])
-    assert changes == [{"eval": {"num_samples": 500}}, {"dynamics": None}, {"name": "my study"},
+    assert changes == [{"eval": {"num_samples": 500}}, {"dynamics": None}, {"name": "my-study"},
                        {"scaling": {"ns": [2, 4]}}, {"eval": {"steps": 4}}]
     p = get_preset("quick")
     for change in changes:
         p = override(p, change)
-    assert (p.eval.num_samples, p.eval.steps, p.dynamics, p.name, p.scaling.ns) == (500, 4, None, "my study", (2, 4))
+    assert (p.eval.num_samples, p.eval.steps, p.dynamics, p.name, p.scaling.ns) == (500, 4, None, "my-study", (2, 4))
     for bad in ("eval..steps=4", "=4", "1a=2"):
         with pytest.raises(PFDistError, match="is not a key path"):
             set_options([bad])

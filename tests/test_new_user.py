@@ -158,8 +158,10 @@ def test_one_ctrl_c_stops_every_worker_keeps_finished_units_and_says_how_to_resu
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "pfdist", "reproduce", "--preset", str(preset), "--out", str(out)]
     # Its own process group, as a shell gives a foreground job: SIGINT to the group is one Ctrl-C.
+    # A terminal's foreground job has SIGINT's default action, whatever this test process inherited
+    # (an earlier test or a library may have left SIGINT ignored, and children inherit that).
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
+                         start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 240
         while not list(out.glob("units/*/results.json")):
