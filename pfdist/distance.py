@@ -83,6 +83,9 @@ class PFDResult:
         """Join results on contiguous seed ranges (any order) into the result of the union."""
         if not parts:
             raise PFDistError("nothing to combine.")
+        strays = sorted({type(r).__name__ for r in parts if not isinstance(r, PFDResult)})
+        if strays:
+            raise PFDistError(f"combine joins PFDResult objects (pfd on seed ranges); got {', '.join(strays)}.")
         parts = sorted(parts, key=lambda r: r.seed)
         for a, b in zip(parts, parts[1:]):
             if a.seed + a.num_samples != b.seed:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from torch import Tensor
 
+from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.hashing import content_hash, fingerprint
 from pfdist.ode import Denoiser, data_shape
@@ -159,7 +160,7 @@ class GeneratorMap:
         if isinstance(nfe, bool) or not isinstance(nfe, numbers.Real) or not nfe >= 0:
             raise PFDistError(f"nfe must be a non-negative number (got {nfe!r}).")
         self.nfe = float(nfe)
-        self._shape = None if shape is None else tuple(int(s) for s in shape)
+        self._shape = None if shape is None else checks.shape("shape", shape)
         self.label_dim = label_dim if label_dim else 0
         if isinstance(self.label_dim, bool) or not isinstance(self.label_dim, int) or self.label_dim < 0:
             raise PFDistError(f"label_dim must be a non-negative integer (got {label_dim!r}).")

@@ -69,7 +69,7 @@ def pfd(
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
         raise PFDistError(f"num_samples must be an integer >= 2 (got {num_samples!r}).")
-    checks.integer("seed", seed, lo=0, hi=checks.SEED_MAX - num_samples + 1)
+    checks.seed_range("seed", seed, num_samples)
     keywords = dict(steps=steps, solver=solver, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
     if flow is not None or any(v is not None for v in keywords.values()):
         flow = FlowSettings.of(flow, **keywords)

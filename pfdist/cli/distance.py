@@ -9,9 +9,7 @@ import typer
 
 from pfdist.cli.common import DESCRIPTOR_HELP, app, fail, progress_bar
 from pfdist.errors import PFDistError
-from pfdist.settings import FlowSettings
-
-MAX_STEPS = 10_000  # sigma-grid steps; EDM uses 18 to 256
+from pfdist.settings import MAX_STEPS, MIN_STEPS, FlowSettings
 
 
 @app.command()
@@ -20,7 +18,7 @@ def distance(
     b: Path = typer.Argument(..., help="Second model, same data shape."),
     num_samples: int = typer.Option(10_000, "--num-samples", "-n", help="Shared noise seeds M."),
     seed: int = typer.Option(100_000, help="First evaluation seed; seeds are seed..seed+M-1."),
-    steps: int = typer.Option(FlowSettings.steps, help=f"Sigma-grid steps, 1..{MAX_STEPS} (Heun: 2*steps-1 denoiser calls)."),
+    steps: int = typer.Option(FlowSettings.steps, help=f"Sigma-grid steps, {MIN_STEPS}..{MAX_STEPS} (Heun: 2*steps-1 denoiser calls)."),
     solver: str = typer.Option(FlowSettings.solver, help="heun, euler, dpmpp_2m or reference (adaptive dopri5)."),
     sigma_max: float = typer.Option(FlowSettings.sigma_max, help="T: x_T ~ N(0, T^2 I)."),
     descriptor: Optional[Path] = typer.Option(None, help=DESCRIPTOR_HELP),
@@ -41,8 +39,8 @@ def distance(
     from pfdist.specs import load_spec
 
     checks.integer("--num-samples", num_samples, lo=1)
-    checks.integer("--seed", seed, lo=0, hi=checks.SEED_MAX - num_samples + 1)
-    checks.integer("--steps", steps, lo=1, hi=MAX_STEPS)
+    checks.seed_range("--seed", seed, num_samples, "--num-samples")
+    checks.integer("--steps", steps, lo=MIN_STEPS, hi=MAX_STEPS)
     checks.integer("--batch-size", batch_size, lo=1)
     if device is not None:
         checks.device("--device", device)

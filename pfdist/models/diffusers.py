@@ -155,6 +155,9 @@ def from_diffusers(unet: nn.Module, scheduler: Any, *, label_dim: int | None = N
         if unet_cfg.get("class_embed_type") is not None:
             raise PFDistError(f"UNet class_embed_type={unet_cfg['class_embed_type']!r} takes labels of unknown range; "
                               "pass label_dim= explicitly.")
+    elif label_dim and unet_cfg.get("num_class_embeds") is None and unet_cfg.get("class_embed_type") is None:
+        raise PFDistError(f"label_dim={label_dim!r} was given but this UNet is unconditional (no num_class_embeds "
+                          "or class_embed_type); leave label_dim out.")
     common = dict(label_dim=label_dim, shape=_unet_shape(unet), fractional_timesteps=fractional_timesteps)
     if "sigma_data" in cfg and "sigma_min" in cfg and "sigma_max" in cfg:
         if prediction_type not in ("epsilon", "v_prediction"):
@@ -227,4 +230,8 @@ def load_diffusers(path: str | os.PathLike, *, fractional_timesteps: bool = True
         scheduler = sched_cls.from_pretrained(sched_dir)
     except (OSError, ValueError, EnvironmentError) as e:
         raise PFDistError(f"cannot load the diffusers model in {path} with safetensors weights ({e}).") from None
+    except RuntimeError as e:  # torch's load_state_dict: the weights do not fit the network the config builds
+        first = " ".join(str(e).split())[:200]
+        raise PFDistError(f"the weights in {path} do not fit the network its config.json describes ({first}); "
+                          "save the model again with save_pretrained.") from None
     return from_diffusers(unet, scheduler, fractional_timesteps=fractional_timesteps)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.nets import Precond, build_network
 from pfdist.nets.build import SCHEMAS
@@ -169,9 +170,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 def read_snapshot(path: str | os.PathLike) -> Any:
     """The snapshot's top-level object, with every persistent module as a :class:`PersistentRecord`."""
-    path = Path(path)
-    if not path.is_file():
-        raise PFDistError(f"{path} does not exist; give an EDM network-snapshot-*.pkl file.")
+    path = checks.existing_file(path, "EDM snapshot", "give an EDM network-snapshot-*.pkl file")
     with open(path, "rb") as f:
         try:
             return _RestrictedUnpickler(f, str(path)).load()
@@ -267,17 +266,20 @@ def load_edm(path: str | os.PathLike, *, device: torch.device | str | None = Non
     ``iDDPMPrecond``) with ``sigma_min`` / ``sigma_max``, ``label_dim`` and a ``config`` that
     :func:`pfdist.save_denoiser` writes. Nothing in the file is executed (see the module docstring).
     """
+    if device is not None:
+        checks.device("device", device)
     net_record = network_record(read_snapshot(path))
     config = edm_config(net_record)
     state: dict[str, Tensor] = {}
     _collect_state(net_record, "", state)
-    net = build_network(config)
-    want = net.state_dict()
+    with torch.device("meta"):  # shapes only: nothing is allocated until the weights are known to fit
+        want = build_network(config).state_dict()
     missing, unexpected = sorted(set(want) - set(state)), sorted(set(state) - set(want))
     wrong = sorted(k for k in set(want) & set(state) if want[k].shape != state[k].shape)
     if missing or unexpected or wrong:
         raise UnsupportedSnapshotError(
             f"{path}: the weights do not fit the network its arguments describe (missing {missing[:3]}, "
             f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}); it is not a network pfdist implements.")
+    net = build_network(config)
     net.load_state_dict({k: v.to(want[k].dtype) for k, v in state.items()})
     return net.to(device).eval().requires_grad_(False)
