@@ -113,6 +113,16 @@ def existing_file(path: Any, what: str, fix: str = "") -> Path:
     return path
 
 
+def existing_dir(path: Any, what: str, fix: str = "") -> Path:
+    """``path`` as a Path to a directory that exists: "does not exist" and "is a file" are two errors."""
+    path = Path(path)
+    if not path.exists():
+        raise PFDistError(f"{what} {path} does not exist{'; ' + fix if fix else ''}.")
+    if not path.is_dir():
+        raise PFDistError(f"{what} {path} is a file, not a directory{'; ' + fix if fix else ''}.")
+    return path
+
+
 def device(name: str, value: Any) -> torch.device:
     """A torch device that exists here and can run models ('cpu', 'cuda', 'cuda:1', 'mps')."""
     try:

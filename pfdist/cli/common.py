@@ -75,13 +75,22 @@ def progress_bar(total: int, desc: str, disable: bool = False):
 
 def json_option(value: Optional[str], what: str) -> dict:
     """A JSON object given inline or as a path to a .json file."""
+    from pfdist import checks
+
     if not value:
         return {}
-    text = Path(value).read_text() if value.endswith(".json") and Path(value).is_file() else value
+    text = value
+    if not value.lstrip().startswith(("{", "[")):  # not inline JSON: the name of a file
+        path = checks.existing_file(value, f"--{what} file", "give a JSON object or the path of a .json file")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            fail(f"--{what} file {path} is not a text file; give a .json file.")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        fail(f"--{what} must be a JSON object or a .json file ({e}).")
+        where = "" if text is value else f" in {value}"
+        fail(f"--{what} must be a JSON object or a .json file (invalid JSON{where}: {e}).")
     if not isinstance(obj, dict):
         fail(f"--{what} must be a JSON object, e.g. '{{\"epochs\": 20}}'.")
     return obj

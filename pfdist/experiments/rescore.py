@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pfdist import checks
 from pfdist.atomic import atomic_write_json
 from pfdist.descriptors import check_spec, descriptor_fingerprint
 from pfdist.errors import PFDistError
@@ -47,7 +48,7 @@ def spec_from_text(text: str) -> Any:
 
 
 def load_run(run_dir: str | os.PathLike) -> Preset:
-    path = Path(run_dir) / "config.json"
+    path = checks.existing_dir(run_dir, "run directory", "give the directory pfdist reproduce wrote") / "config.json"
     if not path.is_file():
         raise PFDistError(f"{run_dir} is not a run directory (no config.json); run pfdist reproduce first.")
     try:
