@@ -348,3 +348,18 @@ def test_every_json_example_in_the_help_is_accepted(tmp_path):
         check = teacher_train if command == "teacher digits" else validators[option]
         for obj in objects:
             check(json.dumps(obj))
+
+
+def test_steps_help_states_the_range_the_check_uses(specs):
+    import re
+
+    from pfdist.settings import MAX_STEPS, MIN_STEPS
+
+    text = " ".join(runner.invoke(app, ["distance", "--help"], terminal_width=400).output.split())
+    assert re.search(rf"Sigma-grid steps, {MIN_STEPS}\.\.{MAX_STEPS}\b", text), text
+    a, b = specs
+    one_line_error(runner.invoke(app, ["distance", str(a), str(b), "-n", "4", "--steps", str(MIN_STEPS - 1)]),
+                   f"--steps must be an integer in [{MIN_STEPS}, {MAX_STEPS}]")
+    with pytest.raises(pfdist.PFDistError, match=rf"steps must be an integer in \[{MIN_STEPS}, {MAX_STEPS}\]"):
+        pfdist.FlowSettings(steps=MAX_STEPS + 1)
+    assert runner.invoke(app, ["distance", str(a), str(b), "-n", "4", "--steps", str(MIN_STEPS)]).exit_code == 0

@@ -52,9 +52,14 @@ def load_run(run_dir: str | os.PathLike) -> Preset:
     if not path.is_file():
         raise PFDistError(f"{run_dir} is not a run directory (no config.json); run pfdist reproduce first.")
     try:
-        return Preset.from_dict(json.loads(path.read_text())["preset"])
+        saved = json.loads(path.read_text())
+        preset = Preset.from_dict(saved["preset"])
     except (ValueError, KeyError, TypeError) as e:
         raise PFDistError(f"{path} is corrupt ({type(e).__name__}: {e}).") from None
+    if saved.get("key") != preset.key():
+        raise PFDistError(f"{path} was edited: its preset no longer matches the key its students were made under, "
+                          "so they cannot be found; restore the file as pfdist reproduce wrote it.")
+    return preset
 
 
 def rescore(run_dir: str | os.PathLike, descriptor: Any, *, device: Any = None) -> dict[str, Any]:

@@ -176,11 +176,15 @@ def save_denoiser(
     return path
 
 
-def load_denoiser(path: str | os.PathLike, *, device: torch.device | str | None = None) -> EDMPrecond:
-    """The denoiser saved by :func:`save_denoiser`, in eval mode with gradients off."""
+def load_denoiser(path: str | os.PathLike, *, device: torch.device | str | None = None,
+                  fix: str | None = None) -> EDMPrecond:
+    """The denoiser saved by :func:`save_denoiser`, in eval mode with gradients off.
+
+    ``fix``: what an error tells the user to do (default: save it again or check the path).
+    """
     path = Path(path)
     json_path = _denoiser_json(path)
-    fix = f"save the denoiser again (save_denoiser) or check the path {path}"
+    fix = fix or f"save the denoiser again (save_denoiser) or check the path {path}"
     record = _read_json(json_path, "denoiser config", fix)
     named, sha256 = _tensors_path(json_path, record, fix)
     if named != path:
