@@ -66,6 +66,8 @@ class PFDResult:
         flow_b: dict | None = None,
     ) -> "PFDResult":
         per_sample = per_sample.detach().double().cpu()
+        if not bool(torch.isfinite(per_sample).all()) or bool((per_sample < 0).any()):
+            raise PFDistError("per_sample must hold squared distances: finite numbers >= 0.")
         m = per_sample.numel()
         if m < 2:
             raise PFDistError(f"num_samples must be at least 2 for an interval (got {m}).")

@@ -70,6 +70,8 @@ def pfd(
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
         raise PFDistError(f"num_samples must be an integer >= 2 (got {num_samples!r}).")
     checks.seed_range("seed", seed, num_samples)
+    if progress is not None and not callable(progress):
+        raise PFDistError(f"progress must be a function of the number of samples done (got {type(progress).__name__}).")
     keywords = dict(steps=steps, solver=solver, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
     if flow is not None or any(v is not None for v in keywords.values()):
         flow = FlowSettings.of(flow, **keywords)

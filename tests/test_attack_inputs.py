@@ -187,3 +187,22 @@ def test_diffusers_dir_whose_config_disagrees_with_its_weights(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**config, "block_out_channels": [16, 32]}))
     with pytest.raises(PFDistError, match="do not fit the network its config.json describes"):
         load_spec(tmp_path)
+
+
+def test_more_bad_api_values_found_by_the_attack_pass():
+    g, h = pfdist.Gaussian(torch.zeros(2), torch.eye(2)), pfdist.Gaussian(torch.ones(2), torch.eye(2))
+    with pytest.raises(PFDistError, match="progress must be a function"):
+        pfdist.pfd(g, h, num_samples=4, progress=3)
+    with pytest.raises(PFDistError, match=r"data must be \(N, \*shape\) with N >= 1"):
+        pfdist.nearest_neighbors(torch.zeros(3, 2), torch.zeros(0, 2))
+    with pytest.raises(PFDistError, match="sigma_max must be a positive number <= "):
+        pfdist.generator(lambda x: x, sigma_max=1e300, shape=(2,))
+    for bad in ([-1.0, -2.0], [float("nan"), 1.0]):  # a math domain error / a NaN PFD before
+        with pytest.raises(PFDistError, match="squared distances: finite numbers >= 0"):
+            pfdist.PFDResult.from_per_sample(torch.tensor(bad), seed=0)
+
+
+@pytest.mark.parametrize("width", [2**20, 2**40])
+def test_a_network_too_large_to_build_is_refused_before_allocating(width):
+    with pytest.raises(PFDistError, match="parameters, more than the"):
+        pfdist.build_network({"arch": "mlp", "shape": [2], "width": width, "depth": 1})
