@@ -363,3 +363,19 @@ def test_steps_help_states_the_range_the_check_uses(specs):
     with pytest.raises(pfdist.PFDistError, match=rf"steps must be an integer in \[{MIN_STEPS}, {MAX_STEPS}\]"):
         pfdist.FlowSettings(steps=MAX_STEPS + 1)
     assert runner.invoke(app, ["distance", str(a), str(b), "-n", "4", "--steps", str(MIN_STEPS)]).exit_code == 0
+
+
+@pytest.mark.parametrize("args, match", [
+    (["distance", "A", "B", "-n", "1e23"], "Invalid value for '--num-samples'"),
+    (["bias-variance", "A", "-N", "4", "-K", "1.5", "-o", "OUT"], "Invalid value for '--k'"),
+    (["distance", "A"], "Missing argument 'b'"),
+    (["student", "A", "-N", "4"], "Missing option '--out'"),
+    (["distance", "A", "B", "--bogus"], "No such option: --bogus"),
+    (["nosuch"], "No such command 'nosuch'"),
+])
+def test_values_the_parser_refuses_are_one_line_too(specs, tmp_path, args, match):
+    a, b = specs
+    args = [{"A": str(a), "B": str(b), "OUT": str(tmp_path / "o")}.get(x, x) for x in args]
+    r = runner.invoke(app, args)
+    one_line_error(r, match)
+    assert "--help)" in r.output  # where to look next

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer._click.exceptions import UsageError
 from typer.core import TyperGroup
 
 from pfdist.errors import PFDistError
@@ -32,6 +33,11 @@ class _OneLineErrors(TyperGroup):
         warnings.showwarning = one_line
         try:
             return super().invoke(ctx)
+        except UsageError as e:  # a value the option's type refuses, a missing option, an unknown command
+            if type(e).__name__ == "NoArgsIsHelpError":  # the help itself, shown for a bare command
+                raise
+            where = e.ctx.command_path if e.ctx is not None else ctx.command_path
+            fail(f"{' '.join(e.format_message().split())} (see {where} --help)")
         except PFDistError as e:
             fail(str(e))
         except OSError as e:
