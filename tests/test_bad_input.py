@@ -379,3 +379,14 @@ def test_values_the_parser_refuses_are_one_line_too(specs, tmp_path, args, match
     r = runner.invoke(app, args)
     one_line_error(r, match)
     assert "--help)" in r.output  # where to look next
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--engine", "slurm", "--time-min", "-5"], "--time-min must be an integer >= 1"),      # was 'time_min'
+    (["--units-per-task", "0"], "--units-per-task must be an integer >= 1"),                # was 'does not apply'
+    (["--engine", "ray", "--cpus-per-unit", "nan"], "--cpus-per-unit must be a finite number"),
+    (["--engine", "ray", "--gpus-per-unit", "-1"], "--gpus-per-unit must be >= 0"),
+])
+def test_reproduce_engine_options_are_named_as_typed(tmp_path, args, match):
+    one_line_error(runner.invoke(app, ["reproduce", *args, "-o", str(tmp_path / "r")]), match)
+    assert not (tmp_path / "r").exists()
