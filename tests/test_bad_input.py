@@ -242,6 +242,8 @@ def test_a_directory_where_a_file_is_expected_is_called_a_directory(specs, tmp_p
     one_line_error(runner.invoke(app, ["convert", str(tmp_path), "-o", str(tmp_path / "c")]), "is a directory, not a file")
     one_line_error(runner.invoke(app, ["reproduce", "--set", str(tmp_path), "-o", str(tmp_path / "r")]),
                    "is a directory, not a file")
+    one_line_error(runner.invoke(app, ["reproduce", "--preset", str(tmp_path), "-o", str(tmp_path / "r")]),
+                   f"preset {tmp_path} is a directory")
     with pytest.raises(pfdist.PFDistError, match="is a directory, not a file"):
         pfdist.KernelDescriptor.load(tmp_path)
     # and the other way round: a file, or nothing, where a run directory is expected
