@@ -205,5 +205,10 @@ def test_snapshot_asking_for_a_huge_network_is_refused_before_building_it(tmp_pa
     path = tmp_path / "network-snapshot-000000.pkl"
     write_edm_snapshot(net, path, monkeypatch)
     monkeypatch.delitem(sys.modules, "torch_utils.persistence")
+    with pytest.raises(PFDistError, match="parameters, more than the .* pfdist builds"):
+        load_edm(path)
+    net.config = {**net.config, "model_channels": 2048}  # buildable, but not what the file's weights fit
+    write_edm_snapshot(net, path, monkeypatch)
+    monkeypatch.delitem(sys.modules, "torch_utils.persistence")
     with pytest.raises(PFDistError, match="do not fit the network its arguments describe"):
         load_edm(path)
