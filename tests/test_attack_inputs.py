@@ -25,6 +25,9 @@ def test_sigma_max_too_large_for_float32_is_refused():
     with pytest.raises(PFDistError, match="steps must be an integer in"):
         pfdist.FlowSettings(steps=10**9)
     assert pfdist.FlowSettings(sigma_max=1000.0).sigma_max == 1000.0  # VE-size grids stay valid
+    g = pfdist.Gaussian(torch.zeros(2), torch.eye(2))
+    with pytest.raises(PFDistError, match="sigma_min must be at least"):  # was "model a produced NaN or Inf"
+        pfdist.pfd(g, g, num_samples=4, sigma_min=1e-300)
 
 
 @pytest.mark.parametrize("rule", ["median_nn/0", "median_nn/0.0", "median_nn*0"])
