@@ -95,7 +95,7 @@ def remove_temporaries(directory: str | os.PathLike) -> list[Path]:
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` then rename the temporary file onto ``path`` (mode as a plain open()).
 
-    An OSError (disk full, read-only directory, ...) is re-raised naming ``path``.
+    An OSError (disk full, read-only directory, ...) is re-raised naming ``path``, never the temporary.
     """
     path = Path(path)
     tmp = temporary_name(path)
@@ -107,14 +107,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
         os.chmod(tmp, _MODE)
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        if e.filename is None:
+        _discard(tmp)
+        if isinstance(e, FileExistsError) and not path.parent.is_dir():  # mkdir met a file on the way
+            raise NotADirectoryError(errno.ENOTDIR, f"{e.filename} is a file, not a directory", str(path)) from e
+        if e.filename is None or str(tmp) in (str(e.filename), str(e.filename2)):
             raise OSError(e.errno, e.strerror or str(e), str(path)) from e
         raise
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
     return path
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a temporary after a failed write; its directory may not exist or be writable."""
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

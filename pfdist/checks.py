@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -104,6 +105,13 @@ def seed_ranges(name: str, value: Any) -> list[range]:
     return runs
 
 
+def seed_range(name: str, value: Any, num_samples: int, count_name: str = "num_samples") -> int:
+    """A first seed such that all of seeds value .. value + num_samples - 1 are valid seeds."""
+    if num_samples > SEED_MAX:
+        raise PFDistError(f"{count_name} = {num_samples} is more seeds than there are (at most {SEED_MAX}).")
+    return integer(name, value, lo=0, hi=SEED_MAX - num_samples + 1)
+
+
 def shape(name: str, value: Any, *, max_numel: int = MAX_NUMEL) -> tuple[int, ...]:
     """A non-empty sequence of positive ints whose product is at most ``max_numel``."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
@@ -147,6 +155,29 @@ def _has_non_number(value: Any) -> bool:
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def existing_file(path: Any, what: str, fix: str = "") -> Path:
+    """``path`` as a Path to a file that exists: "does not exist" and "is a directory" are two errors.
+
+    ``what`` names the file in the message ("descriptor file"), ``fix`` says what to give instead.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise PFDistError(f"{what} {path} is a directory, not a file{'; ' + fix if fix else ''}.")
+    if not path.is_file():
+        raise PFDistError(f"{what} {path} does not exist{'; ' + fix if fix else ''}.")
+    return path
+
+
+def existing_dir(path: Any, what: str, fix: str = "") -> Path:
+    """``path`` as a Path to a directory that exists: "does not exist" and "is a file" are two errors."""
+    path = Path(path)
+    if not path.exists():
+        raise PFDistError(f"{what} {path} does not exist{'; ' + fix if fix else ''}.")
+    if not path.is_dir():
+        raise PFDistError(f"{what} {path} is a file, not a directory{'; ' + fix if fix else ''}.")
+    return path
 
 
 def device(name: str, value: Any) -> torch.device:

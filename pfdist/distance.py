@@ -91,6 +91,8 @@ class PFDResult:
         comparison: str | None = None,
     ) -> "PFDResult":
         per_sample = per_sample.detach().double().cpu()
+        if not bool(torch.isfinite(per_sample).all()) or bool((per_sample < 0).any()):
+            raise PFDistError("per_sample must hold squared distances: finite numbers >= 0.")
         m = per_sample.numel()
         _at_least_two(m)
         mean = per_sample.mean().item()
@@ -131,6 +133,9 @@ class PFDResult:
         """
         if not parts:
             raise PFDistError("nothing to combine.")
+        strays = sorted({type(r).__name__ for r in parts if not isinstance(r, PFDResult)})
+        if strays:
+            raise PFDistError(f"combine joins PFDResult objects (pfd on seed ranges); got {', '.join(strays)}.")
         if any(r.per_sample is None or r.seed is None for r in parts):
             raise PFDistError("combine needs the per-seed values and seed range of each part (results of pfd).")
         parts = sorted(parts, key=lambda r: r.seed)

@@ -29,7 +29,7 @@ from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.hashing import content_hash, fingerprint
 from pfdist.ode import Denoiser, data_shape
-from pfdist.settings import FlowSettings
+from pfdist.settings import SIGMA_LIMIT, FlowSettings
 from pfdist.solvers import get_solver
 
 
@@ -243,8 +243,8 @@ class GeneratorMap:
             raise PFDistError(f"generator needs a callable x_T -> x_0; got a {type(fn).__name__}.")
         self.fn = fn
         self.decoder = _decoder(decoder)
-        if isinstance(sigma_max, bool) or not isinstance(sigma_max, numbers.Real) or not 0 < sigma_max < math.inf:
-            raise PFDistError(f"sigma_max must be a finite positive number (got {sigma_max!r}).")
+        if isinstance(sigma_max, bool) or not isinstance(sigma_max, numbers.Real) or not 0 < sigma_max <= SIGMA_LIMIT:
+            raise PFDistError(f"sigma_max must be a positive number <= {SIGMA_LIMIT:g} (got {sigma_max!r}).")
         self.sigma_max = float(sigma_max)
         if isinstance(nfe, bool) or not isinstance(nfe, numbers.Real) or not nfe >= 0:
             raise PFDistError(f"nfe must be a non-negative number (got {nfe!r}).")

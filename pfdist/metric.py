@@ -93,6 +93,8 @@ def pfd(
         raise PFDistError(f"error_estimate must be True or False (got {error_estimate!r}).")
     precomputed = next((m for m in (a, b) if isinstance(m, FlowOutputs)), None)
     runs = _seed_runs(num_samples, seed, seeds, precomputed)
+    if progress is not None and not callable(progress):
+        raise PFDistError(f"progress must be a function of the number of samples done (got {type(progress).__name__}).")
     keywords = dict(steps=steps, solver=solver, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
     if flow is not None or any(v is not None for v in keywords.values()):
         flow = FlowSettings.of(flow, **keywords)
@@ -132,7 +134,7 @@ def _seed_runs(num_samples: int | None, seed: int | None, seeds: Any, precompute
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
         raise PFDistError(f"num_samples must be an integer >= 2 (got {num_samples!r}).")
     checks.size("num_samples", num_samples, checks.MAX_SEEDS, "each seed runs both maps' ODEs and keeps its distance")
-    checks.integer("seed", seed, lo=0, hi=checks.SEED_MAX - num_samples + 1)
+    checks.seed_range("seed", seed, num_samples)
     return [range(seed, seed + num_samples)]
 
 

@@ -15,7 +15,7 @@ LABEL_STREAM = 1 << 62  # labels of seed s come from generator seed LABEL_STREAM
 
 
 def _seeds(seeds: Iterable[int]) -> list[int]:
-    seeds = [int(s) for s in seeds]
+    seeds = [checks.integer("each seed", s) for s in seeds]
     if not seeds:
         raise PFDistError("seeds is empty; give at least one seed.")
     if any(s < 0 or s >= LABEL_STREAM for s in seeds):
@@ -37,8 +37,8 @@ def noise(
     whatever the batch, the order of seeds, or the device it is moved to.
     """
     seeds = _seeds(seeds)
-    checks.real("sigma_max", sigma_max, positive=True)  # -T would draw the same noise, mislabelled
-    shape = tuple(int(s) for s in shape)
+    shape = checks.shape("shape", shape)
+    sigma_max = checks.real("sigma_max", sigma_max, positive=True)
     out = torch.empty(len(seeds), *shape, dtype=torch.float32)
     g = torch.Generator()
     for i, s in enumerate(seeds):

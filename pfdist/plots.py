@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from pfdist import checks
 from pfdist.analysis.collapse import CollapseFit, collapse_x, fit_scaling
 from pfdist.analysis.dynamics import DynamicsReport, detect_run_dynamics, dynamics_key, mean_over_seeds
 from pfdist.analysis.results import BIAS_VARIANCE, DYNAMICS, SCALING, SCHEMAS, read_rows
@@ -306,7 +307,7 @@ def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = Non
     """
     from pfdist.analysis.spaces import fit_spaces, run_spaces
 
-    run_dir = Path(run_dir)
+    run_dir = checks.existing_dir(run_dir, "run directory", "pass the directory an experiment wrote its results to")
     out = Path(out_dir) if out_dir is not None else run_dir / "figures"
     present = [name for name in (SCALING, DYNAMICS, BIAS_VARIANCE) if (run_dir / name).is_file()]
     if not present:

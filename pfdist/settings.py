@@ -18,10 +18,14 @@ from pfdist.errors import PFDistError
 from pfdist.schedules import edm_sigmas
 from pfdist.solvers import SOLVERS, nfe
 
+MIN_STEPS, MAX_STEPS = 2, 10_000  # sigma-grid steps; EDM uses 18 to 256
+SIGMA_LIMIT = 1e6  # largest sigma_max: x_T ~ N(0, T^2 I) and T^2 stay far inside float32 (EDM: 80, VE models ~1e3)
+SIGMA_FLOOR = 1e-10  # smallest sigma_min: sigma^2 stays a normal float (EDM: 0.002)
 
-def _integer(name: str, value: Any, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
-        raise PFDistError(f"{name} must be an integer >= {lo} (got {value!r}).")
+
+def _integer(name: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= value <= hi:
+        raise PFDistError(f"{name} must be an integer in [{lo}, {hi}] (got {value!r}).")
     return int(value)
 
 
@@ -35,8 +39,8 @@ def _positive(name: str, value: Any) -> float:
 class FlowSettings:
     """The PF-ODE solver and its sigma grid (EDM eq. 5): ``sigmas()`` is what the solver runs on.
 
-    Validated when constructed: ``steps`` an integer >= 2, ``solver`` one of
-    ``pfdist.solvers.SOLVERS``, ``0 < sigma_min < sigma_max`` finite, ``rho`` finite and positive.
+    Validated when constructed: ``steps`` an integer in [MIN_STEPS, MAX_STEPS], ``solver`` one of
+    ``pfdist.solvers.SOLVERS``, ``SIGMA_FLOOR <= sigma_min < sigma_max <= SIGMA_LIMIT``, ``rho`` finite and positive.
     Numbers are stored as ``int`` / ``float``, so ``FlowSettings(sigma_max=80)`` equals the default.
     """
 
@@ -48,12 +52,18 @@ class FlowSettings:
 
     def __post_init__(self):
         set_ = object.__setattr__
-        set_(self, "steps", _integer("steps", self.steps, 2))
+        set_(self, "steps", _integer("steps", self.steps, MIN_STEPS, MAX_STEPS))
         if not isinstance(self.solver, str) or self.solver not in SOLVERS:
             raise PFDistError(f"unknown solver {self.solver!r}; choose one of {sorted(SOLVERS)}.")
         set_(self, "sigma_min", _positive("sigma_min", self.sigma_min))
         set_(self, "sigma_max", _positive("sigma_max", self.sigma_max))
         set_(self, "rho", _positive("rho", self.rho))
+        if self.sigma_min < SIGMA_FLOOR:
+            raise PFDistError(f"sigma_min must be at least {SIGMA_FLOOR:g} (got {self.sigma_min:g}): below it sigma^2 "
+                              "underflows; EDM uses 0.002.")
+        if self.sigma_max > SIGMA_LIMIT:
+            raise PFDistError(f"sigma_max must be at most {SIGMA_LIMIT:g} (got {self.sigma_max:g}): noise that large "
+                              "overflows float32; EDM uses 80.")
         if not self.sigma_min < self.sigma_max:
             raise PFDistError(
                 f"need sigma_min < sigma_max (got sigma_min={self.sigma_min}, sigma_max={self.sigma_max})."

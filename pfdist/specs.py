@@ -51,8 +51,7 @@ def _read_tensors(path: Path) -> tuple[dict, dict]:
     from safetensors import SafetensorError
     from safetensors.torch import safe_open
 
-    if not path.is_file():
-        raise PFDistError(f"tensor file {path} does not exist.")
+    checks.existing_file(path, "tensor file")
     try:
         with safe_open(str(path), framework="pt") as f:
             return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})

@@ -219,3 +219,176 @@ def test_flow_settings_are_checked(kwargs, match):
     g = pfdist.Gaussian(torch.zeros(2), torch.eye(2))
     with pytest.raises(pfdist.PFDistError, match=match):
         pfdist.pfd(g, g, num_samples=4, **kwargs)
+
+
+# ------------------------------------------------------------------------ unclear messages
+
+
+@pytest.mark.parametrize("n", [str(10**23), str(2**63)])
+def test_more_seeds_than_exist_says_so(specs, n):
+    a, b = specs
+    r = runner.invoke(app, ["distance", str(a), str(b), "-n", n])
+    one_line_error(r, "more seeds than there are")
+    assert "[0, -" not in r.output  # no bounds computed from the impossible count
+    with pytest.raises(pfdist.PFDistError, match="num_samples = .* more seeds than there are"):
+        pfdist.pfd(pfdist.Gaussian(torch.zeros(2), torch.eye(2)), pfdist.Gaussian(torch.ones(2), torch.eye(2)),
+                   num_samples=int(n))
+
+
+def test_a_directory_where_a_file_is_expected_is_called_a_directory(specs, tmp_path):
+    a, b = specs
+    r = runner.invoke(app, ["distance", str(a), str(b), "-n", "4", "--descriptor", str(tmp_path)])
+    assert r.exit_code == 2 and r.output.splitlines()[-1] == f"error: descriptor file {tmp_path} is a directory, not a file."
+    one_line_error(runner.invoke(app, ["convert", str(tmp_path), "-o", str(tmp_path / "c")]), "is a directory, not a file")
+    one_line_error(runner.invoke(app, ["reproduce", "--set", str(tmp_path), "-o", str(tmp_path / "r")]),
+                   "is a directory, not a file")
+    one_line_error(runner.invoke(app, ["reproduce", "--preset", str(tmp_path), "-o", str(tmp_path / "r")]),
+                   f"preset {tmp_path} is a directory")
+    with pytest.raises(pfdist.PFDistError, match="is a directory, not a file"):
+        pfdist.KernelDescriptor.load(tmp_path)
+    # and the other way round: a file, or nothing, where a run directory is expected
+    for cmd in (["rescore", str(a), "--descriptor", "pixels"], ["plot", str(a)]):
+        one_line_error(runner.invoke(app, cmd), "is a file, not a directory")
+    for cmd in (["rescore", str(tmp_path / "none"), "--descriptor", "pixels"], ["plot", str(tmp_path / "none")]):
+        one_line_error(runner.invoke(app, cmd), "does not exist")
+
+
+def test_set_names_a_missing_file(tmp_path):
+    r = runner.invoke(app, ["reproduce", "--set", str(tmp_path / "nonexistent.json"), "-o", str(tmp_path / "r")])
+    one_line_error(r, "--set file")
+    assert "does not exist" in r.output and "JSON" in r.output
+    (tmp_path / "bad.json").write_text("{oops")
+    one_line_error(runner.invoke(app, ["reproduce", "--set", str(tmp_path / "bad.json"), "-o", str(tmp_path / "r")]),
+                   f"invalid JSON in {tmp_path / 'bad.json'}")
+    assert not (tmp_path / "r").exists()
+
+
+def test_write_failures_name_the_destination_not_the_temporary(tmp_path):
+    from pfdist.atomic import atomic_write, atomic_write_text
+
+    def full_disk(tmp):  # open() of the temporary fails, as a full disk or a read-only directory reports it
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), tmp)
+
+    with pytest.raises(OSError) as e:
+        atomic_write(tmp_path / "r.json", full_disk)
+    assert e.value.filename == str(tmp_path / "r.json")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(OSError) as e:  # the destination's parent is a file
+        atomic_write_text(blocker / "r.json", "{}")
+    assert e.value.filename == str(blocker / "r.json") and "is a file, not a directory" in e.value.strerror
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_output_directories_are_checked_before_work(specs, tmp_path):
+    a, _ = specs
+    one_line_error(runner.invoke(app, ["convert", str(a), "-o", str(a)]), "exists and is not a directory")
+    base = ["student", str(a), "--n", "8", "-o", str(tmp_path / "s")]
+    one_line_error(runner.invoke(app, [*base, "--cache-dir", str(a)]), "exists and is not a directory")
+    one_line_error(runner.invoke(app, [*base, "--eval", '{"bogus": 1}']), "unknown --eval keys ['bogus']")
+    teacher = ["teacher", "digits", "-o", str(tmp_path / "t.safetensors"), "--train", '{"epochs": 0}']
+    one_line_error(runner.invoke(app, [*teacher, "--num-samples", "-1"]), "--num-samples must be an integer >= 2")
+    one_line_error(runner.invoke(app, [*teacher, "--work-dir", str(a)]), "exists and is not a directory")
+    assert not (tmp_path / "t.safetensors").exists()
+
+
+def _json_examples(text: str) -> list:
+    """Every JSON object written in a help text."""
+    decoder, found, i = json.JSONDecoder(), [], text.find("{")
+    while i >= 0:
+        obj, end = decoder.raw_decode(text, i)  # a malformed example fails the test here
+        found.append(obj)
+        i = text.find("{", end)
+    return found
+
+
+def _help_examples() -> dict:
+    import typer
+
+    out = {}
+
+    def walk(cmd, path):
+        if hasattr(cmd, "commands"):  # a group
+            for name, sub in cmd.commands.items():
+                walk(sub, [*path, name])
+            return
+        for param in cmd.params:
+            examples = _json_examples(getattr(param, "help", None) or "")
+            if examples:
+                out[(" ".join(path), param.opts[0])] = examples
+
+    walk(typer.main.get_command(app), [])
+    return out
+
+
+def test_every_json_example_in_the_help_is_accepted(tmp_path):
+    """What --help shows is runnable: each JSON example goes through the command's own validation."""
+    from pfdist.cli.protocol import _protocol_inputs
+    from pfdist.experiments import load_preset, spec_from_text
+    from pfdist.experiments.digits_teacher import DIGITS_TEACHER_TRAIN
+    from pfdist.experiments.presets import override
+    from pfdist.training import TrainConfig
+
+    teacher = tmp_path / "img.json"
+    teacher.write_text(json.dumps({**GOOD_LRM, "shape": [1, 8, 8]}))
+
+    def protocol(net=None, train=None, evaluate=None):
+        _, _, net_config, _, _ = _protocol_inputs(teacher, net, train, evaluate)
+        pfdist.build_network(net_config)
+
+    validators = {
+        "--net": lambda ex: protocol(net=ex),
+        "--train": lambda ex: protocol(train=ex),
+        "--eval": lambda ex: protocol(evaluate=ex),
+        "--set": lambda ex: override(load_preset("quick"), json.loads(ex)),
+        "--descriptor": spec_from_text,
+    }
+    teacher_train = lambda ex: TrainConfig.from_dict({**DIGITS_TEACHER_TRAIN.to_dict(), **json.loads(ex)})  # noqa: E731
+    examples = _help_examples()
+    assert ("student", "--net") in examples and ("reproduce", "--set") in examples  # the walk finds them
+    for (command, option), objects in examples.items():
+        check = teacher_train if command == "teacher digits" else validators[option]
+        for obj in objects:
+            check(json.dumps(obj))
+
+
+def test_steps_help_states_the_range_the_check_uses(specs):
+    import re
+
+    from pfdist.settings import MAX_STEPS, MIN_STEPS
+
+    text = " ".join(runner.invoke(app, ["distance", "--help"], terminal_width=400).output.split())
+    assert re.search(rf"Sigma-grid steps, {MIN_STEPS}\.\.{MAX_STEPS}\b", text), text
+    a, b = specs
+    one_line_error(runner.invoke(app, ["distance", str(a), str(b), "-n", "4", "--steps", str(MIN_STEPS - 1)]),
+                   f"--steps must be an integer in [{MIN_STEPS}, {MAX_STEPS}]")
+    with pytest.raises(pfdist.PFDistError, match=rf"steps must be an integer in \[{MIN_STEPS}, {MAX_STEPS}\]"):
+        pfdist.FlowSettings(steps=MAX_STEPS + 1)
+    assert runner.invoke(app, ["distance", str(a), str(b), "-n", "4", "--steps", str(MIN_STEPS)]).exit_code == 0
+
+
+@pytest.mark.parametrize("args, match", [
+    (["distance", "A", "B", "-n", "1e23"], "Invalid value for '--num-samples'"),
+    (["bias-variance", "A", "-N", "4", "-K", "1.5", "-o", "OUT"], "Invalid value for '--k'"),
+    (["distance", "A"], "Missing argument 'b'"),
+    (["student", "A", "-N", "4"], "Missing option '--out'"),
+    (["distance", "A", "B", "--bogus"], "No such option: --bogus"),
+    (["nosuch"], "No such command 'nosuch'"),
+])
+def test_values_the_parser_refuses_are_one_line_too(specs, tmp_path, args, match):
+    a, b = specs
+    args = [{"A": str(a), "B": str(b), "OUT": str(tmp_path / "o")}.get(x, x) for x in args]
+    r = runner.invoke(app, args)
+    one_line_error(r, match)
+    assert "--help)" in r.output  # where to look next
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--engine", "slurm", "--time-min", "-5"], "--time-min must be an integer >= 1"),      # was 'time_min'
+    (["--units-per-task", "0"], "--units-per-task must be an integer >= 1"),                # was 'does not apply'
+    (["--engine", "ray", "--cpus-per-unit", "nan"], "--cpus-per-unit must be a finite number"),
+    (["--engine", "ray", "--gpus-per-unit", "-1"], "--gpus-per-unit must be >= 0"),
+])
+def test_reproduce_engine_options_are_named_as_typed(tmp_path, args, match):
+    one_line_error(runner.invoke(app, ["reproduce", *args, "-o", str(tmp_path / "r")]), match)
+    assert not (tmp_path / "r").exists()

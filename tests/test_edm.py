@@ -196,3 +196,18 @@ def test_other_configurations_load_from_edm_format(config, tmp_path, monkeypatch
             torch.testing.assert_close(loaded(x, sigma, labels), net(x, sigma, labels), rtol=0, atol=0)
             torch.testing.assert_close(converted(x, sigma, labels), net(x, sigma, labels), rtol=0, atol=0)
     assert json.loads(json.dumps(loaded.config)) == loaded.config
+
+
+def test_snapshot_asking_for_a_huge_network_is_refused_before_building_it(tmp_path, monkeypatch):
+    net = build_network(OTHER_CONFIGS[0], seed=1).eval()
+    net.config = {**net.config, "model_channels": 65_536}  # its arguments describe ~4e12 weights, the file holds 1e4
+    path = tmp_path / "network-snapshot-000000.pkl"
+    write_edm_snapshot(net, path, monkeypatch)
+    monkeypatch.delitem(sys.modules, "torch_utils.persistence")
+    with pytest.raises(PFDistError, match="parameters, more than the .* pfdist builds"):
+        load_edm(path)
+    net.config = {**net.config, "model_channels": 2048}  # buildable, but not what the file's weights fit
+    write_edm_snapshot(net, path, monkeypatch)
+    monkeypatch.delitem(sys.modules, "torch_utils.persistence")
+    with pytest.raises(PFDistError, match="do not fit the network its arguments describe"):
+        load_edm(path)

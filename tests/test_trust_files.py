@@ -225,3 +225,64 @@ def test_swapped_cache_files_are_detected_and_recomputed(teacher, tmp_path):
     with pytest.warns(CorruptFileWarning, match="not the cache entry asked for"):
         again = teacher_samples(teacher, range(0, 16), shape=(4,), cache_dir=tmp_path)
     assert torch.equal(again, d1) and not torch.equal(again, d2)
+
+
+@pytest.fixture
+def finished_student(teacher, tmp_path, one_thread):
+    from pfdist.protocol import student as student_module
+
+    args = dict(n=8, net_config=NET, train_config=TRAIN, out_dir=tmp_path / "s", eval_config=EVAL, eval_epochs=(2,))
+    record = teacher_student(teacher, **args)
+    rerun = lambda: teacher_student(teacher, **args)  # noqa: E731
+    return tmp_path / "s", record, rerun, student_module
+
+
+@pytest.mark.parametrize("damage", ["line", "truncate", "delete"])
+def test_damaged_metrics_log_is_detected_and_written_again(finished_student, damage):
+    out, record, rerun, student_module = finished_student
+    metrics = out / "metrics.jsonl"
+    good = metrics.read_bytes()
+    if damage == "line":  # still valid JSON on every line, but not what training logged
+        metrics.write_text(good.decode().replace('"epoch": 1', '"epoch": 7', 1))
+    elif damage == "truncate":
+        metrics.write_bytes(good[: len(good) // 2])
+    else:
+        metrics.unlink()
+    with pytest.warns(CorruptFileWarning, match="metrics.jsonl is missing or damaged"):
+        assert student_module.read_results(out, record["key"]) is None
+    with pytest.warns(CorruptFileWarning):
+        again = rerun()  # resumes from the finished checkpoint: no training, the log written again
+    assert metrics.read_bytes() == good
+    assert again["history"] == record["history"] and again["e_gen"] == record["e_gen"]
+
+
+def test_damaged_student_file_advice_applies(finished_student):
+    out, record, rerun, student_module = finished_student
+    student = out / "student.safetensors"
+    good = student.read_bytes()
+    damaged = bytearray(good)
+    damaged[-3] ^= 0xFF
+    student.write_bytes(bytes(damaged))
+    with pytest.raises(pfdist.CheckpointError) as e:
+        student_module.load_student(out)
+    message = str(e.value)
+    assert f"delete {out / 'results.json'} and run the same command again" in message
+    assert "save_denoiser" not in message  # advice for a user's own file, not for a unit of a run
+    (out / "results.json").unlink()  # follow the advice
+    again = rerun()
+    assert student.read_bytes() == good and again["e_gen"] == record["e_gen"]
+    student_module.load_student(out)
+
+
+def test_kernel_file_without_its_fingerprint_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    desc = pfdist.KernelDescriptor.fit(torch.randn(20, 3), num_features=8)
+    path = desc.save(tmp_path / "k.safetensors")
+    assert pfdist.KernelDescriptor.load(path).fingerprint() == desc.fingerprint()
+    config = desc.config()
+    del config["fingerprint"]
+    config["bandwidth"] *= 3  # the edit a missing fingerprint would let through
+    save_file(load_file(path), str(path), metadata={"pfdist": json.dumps(config)})
+    with pytest.raises(pfdist.PFDistError, match="records no fingerprint"):
+        pfdist.KernelDescriptor.load(path)

@@ -237,3 +237,20 @@ def test_a_shard_is_still_refused_by_a_whole_run(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_rescore_refuses_a_config_edited_under_its_key(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from pfdist.cli import app
+    from pfdist.experiments.run import claim_run_dir
+
+    claim_run_dir(tiny(), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["preset"]["eval"]["num_samples"] = 32  # another science under the old key
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    r = CliRunner().invoke(app, ["rescore", str(tmp_path), "--descriptor", "pixels"])
+    assert r.exit_code == 2 and "was edited" in r.output and "students rescored" not in r.output, r.output
+    assert not (tmp_path / "rescore").exists()

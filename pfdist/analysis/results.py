@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pfdist import checks
 from pfdist.errors import PFDistError
 
 SCALING = "scaling.csv"
@@ -68,9 +69,7 @@ def read_rows(path: str | os.PathLike, *, required: tuple[str, ...] | None = Non
     Raises ``PFDistError`` for a missing or empty file, missing columns, or a value that does not
     parse.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise PFDistError(f"results file {path} does not exist")
+    path = checks.existing_file(path, "results file")
     if required is None:
         required = SCHEMAS.get(path.name, ())
     with open(path, newline="", encoding="utf-8") as f:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import typer
+from typer._click.exceptions import UsageError
 from typer.core import TyperCommand, TyperGroup
 
 from pfdist.errors import PFDistError
@@ -77,6 +78,11 @@ class _OneLineErrors(_PlainHelp, TyperGroup):
         level, handlers = log.level, list(log.handlers)  # the callback's -v / -q last for this command
         try:
             return super().invoke(ctx)
+        except UsageError as e:  # a value the option's type refuses, a missing option, an unknown command
+            if type(e).__name__ == "NoArgsIsHelpError":  # the help itself, shown for a bare command
+                raise
+            where = e.ctx.command_path if e.ctx is not None else ctx.command_path
+            fail(f"{' '.join(e.format_message().split())} (see {where} --help)")
         except PFDistError as e:
             fail(str(e))
         except KeyboardInterrupt as e:  # Ctrl-C: one line saying what is kept, no traceback
@@ -161,13 +167,22 @@ def progress_bar(total: int, desc: str, disable: bool = False):
 
 def json_option(value: Optional[str], what: str) -> dict:
     """A JSON object given inline or as a path to a .json file."""
+    from pfdist import checks
+
     if not value:
         return {}
-    text = Path(value).read_text() if value.endswith(".json") and Path(value).is_file() else value
+    text = value
+    if not value.lstrip().startswith(("{", "[")):  # not inline JSON: the name of a file
+        path = checks.existing_file(value, f"--{what} file", "give a JSON object or the path of a .json file")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            fail(f"--{what} file {path} is not a text file; give a .json file.")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        fail(f"--{what} must be a JSON object or a .json file ({e}).")
+        where = "" if text is value else f" in {value}"
+        fail(f"--{what} must be a JSON object or a .json file (invalid JSON{where}: {e}).")
     if not isinstance(obj, dict):
         fail(f"--{what} must be a JSON object, e.g. '{{\"epochs\": 20}}'.")
     return obj

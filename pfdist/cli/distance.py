@@ -9,9 +9,7 @@ import typer
 
 from pfdist.cli.common import Command, SPEC_HELP, app, fail, log, progress_bar
 from pfdist.errors import PFDistError
-from pfdist.settings import FlowSettings
-
-MAX_STEPS = 10_000  # sigma-grid steps; EDM uses 18 to 256
+from pfdist.settings import MAX_STEPS, MIN_STEPS, FlowSettings
 
 
 @app.command(cls=Command)
@@ -21,7 +19,7 @@ def distance(
     num_samples: Optional[int] = typer.Option(None, "--num-samples", "-n", show_default="10000", help="Shared noise seeds M."),
     seed: Optional[int] = typer.Option(None, show_default="100000", help="First evaluation seed; seeds are seed..seed+M-1."),
     seeds: Optional[str] = typer.Option(None, help="Seeds in EDM's syntax instead of --seed/-n: ranges and lists, e.g. 0-49999 or 0-9,20,30-39."),
-    steps: int = typer.Option(FlowSettings.steps, help=f"Sigma-grid steps, 1..{MAX_STEPS} (Heun: 2*steps-1 denoiser calls)."),
+    steps: int = typer.Option(FlowSettings.steps, help=f"Sigma-grid steps, {MIN_STEPS}..{MAX_STEPS} (Heun: 2*steps-1 denoiser calls)."),
     solver: str = typer.Option(FlowSettings.solver, help="heun, euler, dpmpp_2m, dpmpp_3m, unipc or reference (adaptive dopri5)."),
     sigma_max: float = typer.Option(FlowSettings.sigma_max, help="T: x_T ~ N(0, T^2 I)."),
     descriptor: Optional[str] = typer.Option(None, help=SPEC_HELP + " A kernel spec is fitted on A's samples on the "
@@ -54,8 +52,8 @@ def distance(
     else:
         num_samples, seed = 10_000 if num_samples is None else num_samples, 100_000 if seed is None else seed
         total = checks.integer("--num-samples", num_samples, lo=1)
-        checks.integer("--seed", seed, lo=0, hi=checks.SEED_MAX - num_samples + 1)
-    checks.integer("--steps", steps, lo=1, hi=MAX_STEPS)
+        checks.seed_range("--seed", seed, num_samples, "--num-samples")
+    checks.integer("--steps", steps, lo=MIN_STEPS, hi=MAX_STEPS)
     checks.integer("--batch-size", batch_size, lo=1)
     if device is not None:
         checks.device("--device", device)

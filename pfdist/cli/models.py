@@ -33,14 +33,19 @@ def teacher_digits(
     from pfdist.experiments.digits_teacher import DIGITS_TEACHER_TRAIN, train_digits_teacher
     from pfdist.training import TrainConfig
 
+    from pfdist import checks
+    from pfdist.atomic import check_writable
+
+    checks.integer("--num-samples", num_samples, lo=2)
+    checks.integer("--threads", threads, lo=1)
+    if work_dir is not None:
+        check_writable(work_dir, directory=True)
     try:
         changes = {**json_option(train_config, "train"), **({} if seed is None else {"seed": seed})}
         config = TrainConfig.from_dict({**DIGITS_TEACHER_TRAIN.to_dict(), **changes})
         path = out or DIGITS_TEACHER
         if path.suffix != ".safetensors":
             fail(f"--out must end in .safetensors (got {path}).")
-        if threads < 1:
-            fail(f"--threads must be >= 1 (got {threads}).")
         torch.set_num_threads(threads)
         bar, update = train_bar()
         with bar:
@@ -64,10 +69,12 @@ def convert(
 
     The directory then works wherever a model is accepted: pfdist distance, --teacher, load_spec.
     """
+    from pfdist.atomic import check_writable
     from pfdist.hashing import file_sha256
     from pfdist.models.edm import load_edm
     from pfdist.training import save_denoiser
 
+    check_writable(out, directory=True)
     try:
         net = load_edm(snapshot)
         out.mkdir(parents=True, exist_ok=True)

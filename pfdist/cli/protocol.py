@@ -10,6 +10,7 @@ import typer
 from pfdist.cli.common import Command, DESCRIPTOR_HELP, app, fail, json_option, train_bar
 from pfdist.errors import PFDistError
 
+MLP_DEFAULTS = {"arch": "mlp", "width": 256, "depth": 3, "sigma_data": 1.0}  # the student when --net is not given
 NET_HELP = ('Student network, JSON or .json file: {"arch": "mlp", "width": 256, "depth": 3, "sigma_data": 1.0} or '
             '{"arch": "songunet", "model_channels": 16, "channel_mult": [1, 2], "num_blocks": 1} (EDM\'s DDPM++ U-Net). '
             'shape comes from the teacher.')
@@ -64,13 +65,15 @@ def _protocol_inputs(teacher: Path, net: Optional[str], train_cfg: Optional[str]
     shape = data_shape(model)
     if shape is None:
         fail(f"{teacher} does not say its data shape.")
-    net_config = {"arch": "mlp", "width": 256, "depth": 3, "sigma_data": 1.0, **json_option(net, "net")}
+    given = json_option(net, "net")
+    net_config = {**(MLP_DEFAULTS if given.get("arch", "mlp") == "mlp" else {}), **given}
     net_config.setdefault("shape", list(shape))
-    try:
-        train_config = TrainConfig.from_dict({**student_train().to_dict(), **json_option(train_cfg, "train")})
-        eval_config = EvalConfig(**json_option(eval_cfg, "eval"))
-    except TypeError as e:
-        fail(f"unknown field in --train/--eval: {e}.")
+    train_config = TrainConfig.from_dict({**student_train().to_dict(), **json_option(train_cfg, "train")})
+    given = json_option(eval_cfg, "eval")
+    unknown = sorted(set(given) - set(EvalConfig.__dataclass_fields__))
+    if unknown:
+        fail(f"unknown --eval keys {unknown}; valid: {sorted(EvalConfig.__dataclass_fields__)}.")
+    eval_config = EvalConfig(**given)
     return model, shape, net_config, train_config, eval_config
 
 
@@ -94,6 +97,8 @@ def student(
     from pfdist.protocol import teacher_student
 
     check_writable(out, directory=True)
+    if cache_dir is not None:
+        check_writable(cache_dir, directory=True)
     try:
         model, shape, net_cfg, train_cfg, eval_cfg = _protocol_inputs(teacher, net, train_config, eval_config, device)
         epochs = _epochs_option(eval_epochs, train_cfg.epochs)
@@ -132,6 +137,8 @@ def bias_variance_cmd(
     from pfdist.protocol import bias_variance
 
     check_writable(out, directory=True)
+    if cache_dir is not None:
+        check_writable(cache_dir, directory=True)
     checks.size("--k", k, checks.MAX_STUDENTS, checks.STUDENTS_WHY, lo=2)
     try:
         model, shape, net_cfg, train_cfg, eval_cfg = _protocol_inputs(teacher, net, train_config, eval_config, device)

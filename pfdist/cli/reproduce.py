@@ -52,6 +52,12 @@ def reproduce(
 
     if workers is not None:
         checks.integer("--workers", workers, lo=1)
+    checks.integer("--time-min", time_min, lo=1)
+    checks.integer("--units-per-task", units_per_task, lo=1)
+    if cpus_per_unit is not None:
+        checks.real("--cpus-per-unit", cpus_per_unit, positive=True)
+    if gpus_per_unit is not None:
+        checks.real("--gpus-per-unit", gpus_per_unit, lo=0)
     if device is not None:
         checks.device("--device", device)
     parts = None

@@ -84,6 +84,9 @@ def nearest_neighbors(x: Tensor, data: Tensor, *, k: int = 2, chunk_size: int = 
     Streams over data in chunks; distances are computed in float64 for exact ordering.
     """
     checks.integer("k", k, lo=1)
+    if data.ndim < 1 or data.shape[0] == 0 or data[0].numel() != x[0].numel():
+        raise PFDistError(f"data must be (N, *shape) with N >= 1 rows of the size of x's rows; got data "
+                          f"{tuple(data.shape)} for x {tuple(x.shape)}.")
     flat = x.reshape(x.shape[0], -1).double()
     Y = data.reshape(data.shape[0], -1).to(x.device)
     k = min(k, Y.shape[0])

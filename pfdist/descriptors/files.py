@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from pfdist.hashing import file_sha256
+from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.pt2 import load_program
 
@@ -32,8 +33,7 @@ HOW_TO_EXPORT = ("export one with torch.jit.script(model).save(path), or as a .p
 
 def module_format(path: Path) -> str:
     """'torchscript' or 'export' from the archive's entries; a clear error for anything else."""
-    if not path.is_file():
-        raise PFDistError(f"descriptor file {path} does not exist.")
+    checks.existing_file(path, "descriptor file")
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()

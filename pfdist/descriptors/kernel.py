@@ -28,10 +28,14 @@ from pfdist import checks
 from pfdist.errors import PFDistError
 
 FORMAT = "pfdist.kernel_descriptor/v1"
+MAX_FREQUENCY_VALUES = 1 << 27  # (num_features / 2) * dim float64 frequencies: at most 1 GiB
 
 
 def median_nn_distance(samples: Tensor, *, batch_size: int = 1024) -> float:
     """Median over samples of the Euclidean distance to the nearest other sample. samples: (n, *shape)."""
+    if not isinstance(samples, Tensor) or samples.ndim < 2:
+        raise PFDistError(f"samples must be a tensor (n, *shape) of n samples; got "
+                          f"{list(samples.shape) if isinstance(samples, Tensor) else type(samples).__name__}.")
     x = samples.detach().flatten(1).double().cpu()
     if x.shape[0] < 2:
         raise PFDistError(f"the median nearest-neighbour distance needs at least 2 samples (got {x.shape[0]}).")
@@ -89,6 +93,10 @@ class KernelDescriptor:
     @classmethod
     def random(cls, dim: int, bandwidth: float, *, num_features: int = 2048, seed: int = 0) -> "KernelDescriptor":
         """Fresh seeded frequencies for data of ``dim`` numbers and a given bandwidth."""
+        if (num_features // 2) * dim > MAX_FREQUENCY_VALUES:
+            raise PFDistError(f"num_features = {num_features} on data of {dim} numbers needs {num_features // 2 * dim:,} "
+                              f"frequencies, more than the {MAX_FREQUENCY_VALUES:,} that fit in memory; "
+                              "use fewer features (2048 is the default).")
         g = torch.Generator().manual_seed(checks.seed("seed", seed))
         return cls(torch.randn(num_features // 2, dim, generator=g, dtype=torch.float64), bandwidth, seed=seed)
 
@@ -132,9 +140,7 @@ class KernelDescriptor:
         from safetensors import SafetensorError
         from safetensors.torch import safe_open
 
-        path = Path(path)
-        if not path.is_file():
-            raise PFDistError(f"kernel descriptor file {path} does not exist.")
+        path = checks.existing_file(path, "kernel descriptor file")
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = json.loads((f.metadata() or {}).get("pfdist", "null"))
@@ -145,7 +151,10 @@ class KernelDescriptor:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise PFDistError(f"{path} is a safetensors file but not a pfdist kernel descriptor ({FORMAT}).")
         desc = cls(frequencies, meta.get("bandwidth"), seed=meta.get("seed"))
-        if meta.get("fingerprint") not in (None, desc.fingerprint()):
+        if "fingerprint" not in meta:
+            raise PFDistError(f"kernel descriptor {path} records no fingerprint, so its bandwidth and frequencies "
+                              "cannot be verified; fit and save it again with KernelDescriptor.save.")
+        if meta["fingerprint"] != desc.fingerprint():
             raise PFDistError(f"kernel descriptor {path} is corrupt: its content does not match its recorded "
                               "fingerprint; fit and save it again.")
         return desc

@@ -39,8 +39,9 @@ def bandwidth_factor(rule: str) -> float:
     m = RULE.match(rule) if isinstance(rule, str) else None
     if m is None:
         raise PFDistError(f"bandwidth_rule must be 'median_nn', 'median_nn/<d>' or 'median_nn*<f>' (got {rule!r}).")
-    factor = 1 / float(m.group(1)) if m.group(1) else float(m.group(2)) if m.group(2) else 1.0
-    if not factor > 0 or factor == float("inf"):
+    number = float(m.group(1) or m.group(2) or 1.0)
+    factor = 1.0 / number if m.group(1) and number > 0 else number
+    if not 0 < factor < float("inf"):
         raise PFDistError(f"bandwidth_rule {rule!r} gives a factor that is not a positive number.")
     return factor
 

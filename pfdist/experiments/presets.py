@@ -124,6 +124,9 @@ def load_preset(spec: str | os.PathLike) -> Preset:
     if str(spec) in PRESETS:
         return get_preset(str(spec))
     path = Path(spec)
+    if path.is_dir():
+        raise PFDistError(f"preset {path} is a directory; give a preset name ({', '.join(sorted(PRESETS))}) "
+                          "or a .json file.")
     if path.suffix != ".json" and not path.is_file():
         return get_preset(str(spec))  # refused with the list of names
     try:

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pfdist import checks
 from pfdist.atomic import atomic_write_json
 from pfdist.descriptors import (KernelDescriptor, NamedDescriptors, build_descriptor, check_spec, descriptor_fingerprint,
                                 spec_from_text)  # noqa: F401  (spec_from_text re-exported)
@@ -39,13 +40,18 @@ def rescore_dir(run_dir: str | os.PathLike, name: str, fingerprint: str | None) 
 
 
 def load_run(run_dir: str | os.PathLike) -> Preset:
-    path = Path(run_dir) / "config.json"
+    path = checks.existing_dir(run_dir, "run directory", "give the directory pfdist reproduce wrote") / "config.json"
     if not path.is_file():
         raise PFDistError(f"{run_dir} is not a run directory (no config.json); run pfdist reproduce first.")
     try:
-        return Preset.from_dict(json.loads(path.read_text())["preset"])
+        saved = json.loads(path.read_text())
+        preset = Preset.from_dict(saved["preset"])
     except (ValueError, KeyError, TypeError) as e:
         raise PFDistError(f"{path} is corrupt ({type(e).__name__}: {e}).") from None
+    if saved.get("key") != preset.key():
+        raise PFDistError(f"{path} was edited: its preset no longer matches the key its students were made under, "
+                          "so they cannot be found; restore the file as pfdist reproduce wrote it.")
+    return preset
 
 
 def rescore(run_dir: str | os.PathLike, descriptor: Any, *, device: Any = None) -> dict[str, Any]:

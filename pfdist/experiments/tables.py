@@ -27,7 +27,7 @@ from pfdist.flows import flow_outputs
 from pfdist.metric import PFDResult, squared_distances
 from pfdist.protocol import copier_outputs, decompose, read_results, space_errors, student_train_config
 from pfdist.protocol.evaluate import describe
-from pfdist.training import load_denoiser
+from pfdist.protocol.student import load_student
 
 if TYPE_CHECKING:
     from pfdist.experiments.units import Context
@@ -251,6 +251,6 @@ def write_tables(ctx: "Context", *, spaces: NamedDescriptors | None = None, out_
 def student_outputs(ctx: "Context", unit: Any) -> torch.Tensor:
     """A finished student's pixel outputs on the evaluation seeds (cached by its evaluation)."""
     ev = ctx.preset.eval
-    student = load_denoiser(ctx.unit_dir(unit) / "student.safetensors", device=ctx.device)
+    student = load_student(ctx.unit_dir(unit), device=ctx.device)
     return flow_outputs(student, shape=ctx.shape, num_samples=ev.num_samples, seed=ev.seed, flow=ev.settings(),
                         batch_size=ev.batch_size, device=ctx.device, cache_dir=ctx.cache).values

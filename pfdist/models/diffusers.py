@@ -264,6 +264,9 @@ def from_diffusers(model: nn.Module, scheduler: Any, *, label_dim: int | None = 
                           "only DDPM-family, EDM-style and flow-matching schedulers are supported.")
     if label_dim is None:
         label_dim = _label_dim(model, model_cfg)
+    elif label_dim and model_cfg.get("class_embed_type") is None and _label_dim(model, model_cfg) == 0:
+        raise PFDistError(f"label_dim={label_dim!r} was given but this {name} is unconditional (no class "
+                          "embedding in its config); leave label_dim out.")
     label_dim = checks.integer("label_dim", label_dim, lo=0)
     conditioning = check_conditioning(model, conditioning, label_dim=label_dim)
     common = dict(label_dim=0 if "class_labels" in conditioning else label_dim, shape=_model_shape(model),

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pfdist import checks
 from pfdist.errors import NonFiniteError, PFDistError
 from pfdist.nets import EDM2Precond, Precond, build_network
 from pfdist.nets.build import SCHEMAS
@@ -207,9 +208,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 def read_snapshot(path: str | os.PathLike) -> Any:
     """The snapshot's top-level object, with every persistent module as a :class:`PersistentRecord`."""
-    path = Path(path)
-    if not path.is_file():
-        raise PFDistError(f"{path} does not exist; give an EDM network-snapshot-*.pkl file.")
+    path = checks.existing_file(path, "EDM snapshot", "give an EDM network-snapshot-*.pkl file")
     with open(path, "rb") as f:
         try:
             return _RestrictedUnpickler(f, str(path)).load()
@@ -314,6 +313,8 @@ def load_edm(path: str | os.PathLike, *, device: torch.device | str | None = Non
     ``dtype`` (float32 or float64) casts the weights; lower precision is ``pfd(..., autocast=...)``.
     Nothing in the file is executed (see the module docstring).
     """
+    if device is not None:
+        checks.device("device", device)
     obj = read_snapshot(path)
     if isinstance(obj, dict) and "ema" not in obj and ("encoder" in obj or "loss_fn" in obj):
         raise UnsupportedSnapshotError(f"{path} holds no 'ema' network (keys {sorted(map(str, obj))[:6]}); "
@@ -333,13 +334,14 @@ def load_edm(path: str | os.PathLike, *, device: torch.device | str | None = Non
     if broken:
         raise NonFiniteError(f"{path}: the weights {broken[:3]} hold NaN or Inf ({len(broken)} tensors); the "
                              "snapshot is damaged or from a diverged run: use another snapshot.")
-    net = build_network(config)
-    want = net.state_dict()
+    with torch.device("meta"):  # shapes only: nothing is allocated until the weights are known to fit
+        want = build_network(config).state_dict()
     missing, unexpected = sorted(set(want) - set(state)), sorted(set(state) - set(want))
     wrong = sorted(k for k in set(want) & set(state) if want[k].shape != state[k].shape)
     if missing or unexpected or wrong:
         raise UnsupportedSnapshotError(
             f"{path}: the weights do not fit the network its arguments describe (missing {missing[:3]}, "
             f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}); it is not a network pfdist implements.")
+    net = build_network(config)
     net.load_state_dict({k: v.to(want[k].dtype) for k, v in state.items()})
     return net.to(device=device, dtype=dtype).eval().requires_grad_(False)

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from pfdist.atomic import atomic_write
+from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.ode import data_shape, expand_sigma
 from pfdist.pt2 import load_program
@@ -64,6 +65,8 @@ def export_denoiser(denoiser: Any, path: str | os.PathLike, *, shape: tuple[int,
     ``shape`` defaults to the model's own ``shape``; ``dtype`` to its parameters' (else float32).
     ``sigma_min`` / ``sigma_max`` / ``label_dim`` attributes are recorded when the model has them.
     """
+    if isinstance(denoiser, ExportedDenoiser):
+        raise PFDistError("the model is already a .pt2 program; copy its file instead of exporting it again.")
     shape = tuple(shape) if shape is not None else data_shape(denoiser)
     if shape is None:
         raise PFDistError("the model does not say its data shape; pass shape=(C, H, W) or (d,).")
@@ -174,11 +177,30 @@ class ExportedDenoiser(nn.Module):
         return f"ExportedDenoiser(shape={self.shape}, dtype={self.dtype}, label_dim={self.label_dim}, batch={self.batch_range})"
 
 
+def _check_meta(path: Path, meta: dict, program: Any) -> None:
+    """The archive's pfdist.json must describe the program it travels with."""
+    inputs = [n.meta["val"] for n in program.graph.nodes
+              if n.op == "placeholder" and n.name in program.graph_signature.user_inputs]
+    if len(inputs) not in (2, 3) or inputs[0].ndim < 2:
+        raise PFDistError(f"{path} is not a pfdist denoiser program (it takes {len(inputs)} inputs, "
+                          "not x, sigma[, class_labels]); write it with `pfdist export`.")
+    x = inputs[0]
+    program_says = {"shape": list(x.shape[1:]), "dtype": str(x.dtype).removeprefix("torch."),
+                    "batch": list(_batch_range(program)), "label_dim": int(inputs[2].shape[1]) if len(inputs) == 3 else 0}
+    for key, value in program_says.items():
+        if meta.get(key) != value:
+            raise PFDistError(f"{path} is damaged: its {META_FILE} says {key} = {meta.get(key)!r} but its program has "
+                              f"{value!r}; export the model again with `pfdist export`.")
+    for name in ("sigma_min", "sigma_max"):
+        value = meta.get(name, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise PFDistError(f"{path} is damaged: its {META_FILE} says {name} = {value!r}, not a number >= 0; "
+                              "export the model again with `pfdist export`.")
+
+
 def load_exported(path: str | os.PathLike, *, device: torch.device | str | None = None) -> ExportedDenoiser:
     """A denoiser from a ``.pt2`` file written by :func:`export_denoiser`. Trust the file: it is a program."""
-    path = Path(path)
-    if not path.is_file():
-        raise PFDistError(f"{path} does not exist.")
+    path = checks.existing_file(path, ".pt2 file")
     extra = {META_FILE: ""}
     program = load_program(path, extra_files=extra)
     try:
@@ -189,6 +211,7 @@ def load_exported(path: str | os.PathLike, *, device: torch.device | str | None 
     if not ok:
         raise PFDistError(f"{path} is a torch.export program without pfdist's {META_FILE}; "
                           "write it with `pfdist export` or pfdist.models.export.export_denoiser.")
+    _check_meta(path, meta, program)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     den = ExportedDenoiser(program, meta, digest).eval().requires_grad_(False)
     return den.to(device) if device is not None else den

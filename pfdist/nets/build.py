@@ -211,6 +211,9 @@ def _backbone(config: dict) -> nn.Module:
                                       out_channels=out_channels, **kwargs)
 
 
+MAX_PARAMETERS = 1 << 32  # 16 GiB of float32 weights; EDM's largest networks have ~0.3 G
+
+
 def build_network(config: dict, *, seed: int | None = None) -> Precond:
     """The preconditioned network (a denoiser D(x, sigma[, class_labels])) a config describes.
 
@@ -220,6 +223,17 @@ def build_network(config: dict, *, seed: int | None = None) -> Precond:
     config = normalize_config(config)
     if config["arch"] == "edm2":
         return _build_edm2(config, seed)
+    try:
+        with torch.device("meta"):  # shapes only, to refuse a network that cannot fit before allocating it
+            size = count_parameters(_backbone(config))
+    except RuntimeError as e:  # a layer with more than 2^63 values
+        if "overflow" not in str(e):
+            raise
+        size = math.inf
+    if size > MAX_PARAMETERS:
+        count = "more than 2^63" if size == math.inf else f"{size:,}"
+        raise PFDistError(f"the network config describes {count} parameters, more than the {MAX_PARAMETERS:,} "
+                          "pfdist builds; check its widths and channel counts.")
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)

@@ -143,7 +143,7 @@ class iDDPMPrecond(Precond):
         super().__init__(model, label_dim=label_dim, config=config)
         self.img_channels = int(img_channels)
         self.C_1, self.C_2, self.M = float(C_1), float(C_2), int(M)
-        u = torch.zeros(self.M + 1)
+        u = torch.zeros(self.M + 1, device="cpu")  # computed here even when built on the meta device
         for j in range(self.M, 0, -1):  # u_{j-1} from u_j, as in EDM Table 1
             ratio = max(self.alpha_bar(j - 1) / self.alpha_bar(j), self.C_1)
             u[j - 1] = math.sqrt((float(u[j]) ** 2 + 1) / ratio - 1)

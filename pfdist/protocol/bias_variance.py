@@ -31,9 +31,9 @@ from pfdist.errors import PFDistError
 from pfdist.flows import flow_outputs
 from pfdist.ode import data_shape
 from pfdist.protocol.evaluate import EvalConfig, describe
-from pfdist.protocol.student import teacher_map, teacher_student
+from pfdist.protocol.student import load_student, teacher_map, teacher_student
 from pfdist.descriptors import resolve_descriptor
-from pfdist.training import TrainConfig, derive_seed, load_denoiser
+from pfdist.training import TrainConfig, derive_seed
 
 SEED_MODES = ("shared", "per_student")
 
@@ -129,7 +129,7 @@ def bias_variance(
         rec = teacher_student(teacher, n, net_config, student_train_config(train_config, i, seeds), sub, shape=shape, eval_config=eval_config,
                               dataset_index=i, descriptor=desc, teacher_outputs=t_out, device=device,
                               cache_dir=cache_dir, progress=progress)
-        student = load_denoiser(sub / "student.safetensors", device=device)
+        student = load_student(sub, device=device)
         s_out = flow_outputs(student, shape=shape, num_samples=eval_config.num_samples, seed=eval_config.seed,
                              flow=eval_config.settings(), batch_size=eval_config.batch_size, device=device,
                              cache_dir=cache_dir)

@@ -16,13 +16,14 @@ from pfdist.atomic import CorruptFileError, atomic_write_json, read_json_checked
 from pfdist.descriptors import Descriptor, resolve_descriptor
 from pfdist.errors import PFDistError
 from pfdist.flows import FlowOutputs, flow_outputs, resolve_device
-from pfdist.hashing import content_hash, fingerprint
+from pfdist.hashing import content_hash, file_sha256, fingerprint
 from pfdist.lock import DirectoryLock
 from pfdist.nets import count_parameters, normalize_config
 from pfdist.ode import data_shape
 from pfdist.protocol.data import TEST_SEED, dataset_seeds, teacher_samples
 from pfdist.protocol.evaluate import EvalConfig, copier_outputs, evaluate_student
-from pfdist.training import TrainConfig, save_denoiser, train
+from pfdist.training import TrainConfig, load_denoiser, save_denoiser, train
+from pfdist.training.metrics import METRICS
 
 RESULTS = "results.json"
 STUDENT = "student.safetensors"
@@ -56,9 +57,10 @@ def missing_evaluations(record: dict) -> list[int]:
 def read_results(out_dir: str | os.PathLike, key: str | None = None) -> dict | None:
     """The finished, verified results in ``out_dir``, or None (absent, for another key, or bad).
 
-    A record that fails its checksum, or whose history lacks some of its evaluation epochs, is
-    not used: one warning line says so and the unit counts as unfinished (rerunning it resumes
-    from its checkpoint, which holds the evaluations).
+    A record that fails its checksum, whose history lacks some of its evaluation epochs, or whose
+    ``metrics.jsonl`` differs from the one it recorded, is not used: one warning line says so and
+    the unit counts as unfinished (rerunning it resumes from its checkpoint, which holds the
+    evaluations, and writes the files again).
     """
     path = Path(out_dir) / RESULTS
     if not path.is_file():
@@ -74,7 +76,20 @@ def read_results(out_dir: str | os.PathLike, key: str | None = None) -> dict | N
     if lost:
         warn_corrupt(CorruptFileError(f"{path} lacks the evaluations at epochs {lost}"), "the student counts as unfinished")
         return None
+    metrics = Path(out_dir) / METRICS
+    if "metrics_sha256" in record and (not metrics.is_file() or file_sha256(metrics) != record["metrics_sha256"]):
+        warn_corrupt(CorruptFileError(f"{metrics} is missing or damaged (it differs from the one {path} records)"),
+                     "the student counts as unfinished; rerunning writes it again from its checkpoint")
+        return None
     return record
+
+
+def load_student(out_dir: str | os.PathLike, *, device: Any = None) -> torch.nn.Module:
+    """The final student of a finished unit; a damaged one says how the unit writes it again."""
+    out_dir = Path(out_dir)
+    fix = (f"delete {out_dir / RESULTS} and run the same command again: the student resumes from its finished "
+           "checkpoint and is written again, without retraining")
+    return load_denoiser(out_dir / STUDENT, device=device, fix=fix)
 
 
 def teacher_student(
@@ -188,6 +203,7 @@ def teacher_student(
             "eval_epochs": eval_epochs,
             "history": result.evaluations,
             "wall_s": {"total": time.perf_counter() - t0, "train": train_s},
+            "metrics_sha256": file_sha256(out_dir / METRICS),
         }
         atomic_write_json(out_dir / RESULTS, record, checksum=True)
     return record

@@ -132,8 +132,14 @@ def load_checkpoint(out_dir: str | os.PathLike) -> Checkpoint:
             raise CheckpointError(f"checkpoint tensor {key!r} is not net/ema/optimizer; {fix}.")
         parts[prefix][rest] = value
     optimizer_state: dict[int, dict[str, Any]] = {}
-    for key, value in list(parts["optimizer"].items()) + list(info["optimizer_scalars"].items()):
+    scalars = info["optimizer_scalars"]
+    if not isinstance(scalars, dict):
+        raise CheckpointError(f"checkpoint {out_dir / CHECKPOINT_JSON} has optimizer_scalars {scalars!r}, "
+                              f"not an object; {fix}.")
+    for key, value in list(parts["optimizer"].items()) + list(scalars.items()):
         idx, _, name = key.partition(".")
+        if not (idx.isdigit() and name):
+            raise CheckpointError(f"checkpoint optimizer entry {key!r} is not '<parameter index>.<name>'; {fix}.")
         optimizer_state.setdefault(int(idx), {})[name] = value
     return Checkpoint(info, parts["net"], parts["ema"], optimizer_state)
 
@@ -170,11 +176,15 @@ def save_denoiser(
     return path
 
 
-def load_denoiser(path: str | os.PathLike, *, device: torch.device | str | None = None) -> EDMPrecond:
-    """The denoiser saved by :func:`save_denoiser`, in eval mode with gradients off."""
+def load_denoiser(path: str | os.PathLike, *, device: torch.device | str | None = None,
+                  fix: str | None = None) -> EDMPrecond:
+    """The denoiser saved by :func:`save_denoiser`, in eval mode with gradients off.
+
+    ``fix``: what an error tells the user to do (default: save it again or check the path).
+    """
     path = Path(path)
     json_path = _denoiser_json(path)
-    fix = f"save the denoiser again (save_denoiser) or check the path {path}"
+    fix = fix or f"save the denoiser again (save_denoiser) or check the path {path}"
     record = _read_json(json_path, "denoiser config", fix)
     named, sha256 = _tensors_path(json_path, record, fix)
     if named != path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from multiprocessing import active_children, get_context
 from typing import Callable, Sequence
@@ -46,7 +47,13 @@ class LocalEngine:
         try:
             futures = {pool.submit(replace(job, threads=job.threads or threads)): job for job in jobs}
             for fut in as_completed(futures):
-                fut.result()
+                try:
+                    fut.result()
+                except BrokenProcessPool:
+                    job = futures[fut]
+                    raise PFDistError(f"a worker process died (killed, or out of memory) while running "
+                                      f"{job.label or f'unit {job.index}'}; finished units are kept: run the same "
+                                      f"command again to resume {job.run_dir}.") from None
                 done(futures[fut])
         except BaseException:
             _stop(pool, [p for p in active_children() if p not in before])
