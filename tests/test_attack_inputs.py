@@ -174,7 +174,7 @@ def _tiny_unet():
 
 def test_label_dim_on_an_unconditional_unet_is_refused():
     unet, scheduler = _tiny_unet()
-    with pytest.raises(PFDistError, match="this UNet is unconditional"):
+    with pytest.raises(PFDistError, match="this UNet2DModel is unconditional"):
         pfdist.from_diffusers(unet, scheduler, label_dim=3)
     assert pfdist.from_diffusers(unet, scheduler).label_dim == 0
 

@@ -370,7 +370,7 @@ def test_steps_help_states_the_range_the_check_uses(specs):
 @pytest.mark.parametrize("args, match", [
     (["distance", "A", "B", "-n", "1e23"], "Invalid value for '--num-samples'"),
     (["bias-variance", "A", "-N", "4", "-K", "1.5", "-o", "OUT"], "Invalid value for '--k'"),
-    (["distance", "A"], "Missing argument 'b'"),
+    (["distance", "A"], "Missing argument 'B'"),
     (["student", "A", "-N", "4"], "Missing option '--out'"),
     (["distance", "A", "B", "--bogus"], "No such option: --bogus"),
     (["nosuch"], "No such command 'nosuch'"),

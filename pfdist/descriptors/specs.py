@@ -100,6 +100,8 @@ def spec_from_text(text: str) -> Any:
     if text in ("pixels", "identity"):
         return check_spec("pixels")
     path = Path(text)
+    if path.is_dir():
+        raise PFDistError(f"descriptor file {path} is a directory, not a file.")
     if not path.is_file():
         raise PFDistError(f"--descriptor {text!r} is neither 'pixels', a JSON spec, nor an existing file.")
     name = "".join(ch for ch in path.stem.split(".")[0] if ch.isalnum()) or "descriptor"

@@ -119,9 +119,14 @@ def load_network(path: str | os.PathLike) -> tuple:
         model = model_cls.from_pretrained(model_dir, use_safetensors=True, local_files_only=True,
                                           low_cpu_mem_usage=lean)
         scheduler = sched_cls.from_pretrained(sched_dir)
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError) as e:
         raise PFDistError(f"cannot load the diffusers model in {path} with safetensors weights: "
                           f"{model_dir / 'config.json'} and its weights disagree, or a file is damaged ({e}).") from None
+    except RuntimeError as e:  # torch's load_state_dict: the weights do not fit the network the config builds
+        first = " ".join(str(e).split())[:200]
+        raise PFDistError(f"the weights in {path} do not fit the network its config.json describes (config and "
+                          f"weights disagree: {first} ...); "
+                          "save the model again with save_pretrained.") from None
     _check_weights(model, shapes, model_dir)
     return model.eval(), scheduler
 
