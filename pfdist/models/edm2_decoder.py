@@ -79,7 +79,8 @@ class EDM2Decoder:
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             files = {p.name: file_sha256(p) for p in self.files}
-            config = None if self.vae is None else dict(self.vae.config)
+            # The content, not where it was read from: diffusers records the directory as _name_or_path.
+            config = None if self.vae is None else {k: v for k, v in self.vae.config.items() if k != "_name_or_path"}
             dtype = None if self.vae is None else str(next(self.vae.parameters()).dtype)
             self._fingerprint = content_hash("edm2-decoder/v1", self.encoder.fingerprint(), files, config, dtype)
         return self._fingerprint

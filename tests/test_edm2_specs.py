@@ -1,0 +1,122 @@
+"""EDM2 snapshots on the command line: "edm" specs (guided, decoded, one class) give the Python
+API's maps, and converted EDM2 checkpoints keep their data space and encoder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import pfdist
+from pfdist.cli import app
+from pfdist.errors import PFDistError
+from pfdist.specs import load_map, load_spec
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+EDM_FIXTURES = Path(os.environ.get("PFDIST_EDM_FIXTURES", Path(__file__).resolve().parents[2] / "shared/fixtures/edm"))
+FIXTURES = Path(os.environ.get("PFDIST_EDM2_FIXTURES", EDM_FIXTURES.parent / "edm2"))
+needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="EDM2 fixtures not present")
+FILES = ("edm2-latent-cond.pkl", "edm2-latent-uncond.pkl", "edm2-latent-cond-xs.pkl", "edm2-rgb-uncond.pkl", "tiny-sd-vae")
+runner = CliRunner()
+
+
+@pytest.fixture
+def home(tmp_path):
+    """A directory holding (links to) the EDM2 fixtures, where the specs are written."""
+    for name in FILES:
+        (tmp_path / name).symlink_to(FIXTURES / name)
+    return tmp_path
+
+
+def spec(home: Path, name: str, **fields) -> Path:
+    path = home / name
+    path.write_text(json.dumps({"type": "edm", "path": "edm2-latent-cond.pkl", **fields}))
+    return path
+
+
+def cfg(weight: float) -> dict:
+    return {"guidance": {"guide": "edm2-latent-uncond.pkl", "weight": weight}, "vae": "tiny-sd-vae"}
+
+
+def python_map(weight: float, flow: pfdist.FlowSettings, class_labels: int | None = None):
+    net = pfdist.load_edm(FIXTURES / "edm2-latent-cond.pkl")
+    D = pfdist.guided(net, pfdist.load_edm(FIXTURES / "edm2-latent-uncond.pkl"), weight)
+    vae = pfdist.load_edm_decoder(FIXTURES / "edm2-latent-cond.pkl", vae=FIXTURES / "tiny-sd-vae")
+    return pfdist.ode_map(D, flow, class_labels=class_labels, decoder=vae)
+
+
+@needs_fixtures
+def test_cli_distance_of_guided_decoded_specs_is_the_python_apis(home):
+    a, b = spec(home, "a.json", **cfg(1.4), class_label=3), spec(home, "b.json", **cfg(2.0), class_label=3)
+    out = home / "r.json"
+    r = runner.invoke(app, ["distance", str(a), str(b), "-n", "4", "--seed", "7", "--steps", "3", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    flow = pfdist.FlowSettings(steps=3)
+    expected = pfdist.pfd(python_map(1.4, flow, 3), python_map(2.0, flow, 3), num_samples=4, seed=7)
+    record = json.loads(out.read_text())
+    assert record["pfd"] == expected.value and expected.value > 0  # same seeds, same maps: the same bits
+    phi = load_map(a, flow)
+    assert phi.shape == (3, 16, 16) and phi.noise_shape == (4, 8, 8)  # images, from 4x8x8 latents
+    assert phi.fingerprint() == python_map(1.4, flow, 3).fingerprint()
+    # --steps reaches the spec's map: another grid, another value.
+    r = runner.invoke(app, ["distance", str(a), str(b), "-n", "4", "--seed", "7", "--steps", "5", "-o", str(out)])
+    assert r.exit_code == 0 and json.loads(out.read_text())["pfd"] != expected.value
+
+
+@needs_fixtures
+def test_a_decoded_spec_against_itself_is_zero_and_without_vae_it_is_the_latent_denoiser(home):
+    a = spec(home, "a.json", **cfg(1.4))
+    out = home / "r.json"
+    r = runner.invoke(app, ["distance", str(a), str(a), "-n", "3", "--steps", "2", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["pfd"] == 0.0
+    latent = spec(home, "latent.json", guidance={"guide": "edm2-latent-cond-xs.pkl", "weight": 2.0})
+    D = load_spec(latent)  # autoguidance, no decoder: a denoiser on latents
+    assert load_map(latent) is not None and D.shape == (4, 8, 8)
+    x, sigma = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([0.5, 3.0])
+    ref = pfdist.guided(pfdist.load_edm(FIXTURES / "edm2-latent-cond.pkl"),
+                        pfdist.load_edm(FIXTURES / "edm2-latent-cond-xs.pkl"), 2.0)
+    labels = torch.eye(10)[[1, 4]]
+    assert torch.equal(D(x, sigma, labels), ref(x, sigma, labels))
+    with pytest.raises(PFDistError, match="is a map"):
+        load_spec(a)  # a decoded spec is not a denoiser (a preset's teacher)
+
+
+@needs_fixtures
+@pytest.mark.parametrize("fields, match", [
+    ({"path": "missing.pkl"}, "'path' names .*missing.pkl, which does not exist"),
+    ({"path": "/etc/passwd"}, "'path' '/etc/passwd' must be a path inside"),
+    ({"guidance": {"guide": "edm2-latent-uncond.pkl"}}, "'guidance' must be"),
+    ({"guidance": {"guide": "edm2-latent-uncond.pkl", "weight": "big"}}, "guidance weight must be a finite number"),
+    ({"guidance": {"guide": "../x.pkl", "weight": 1.4}}, "'guidance guide' '../x.pkl' must be a path inside"),
+    ({"guidance": {"guide": "edm2-rgb-uncond.pkl", "weight": 1.4}}, "guided: net works on samples of shape"),
+    ({"vae": "no-vae"}, "'vae' names .*no-vae, which does not exist"),
+    ({"vae": "edm2-rgb-uncond.pkl"}, "is not a diffusers AutoencoderKL directory"),
+    ({"class_label": 10}, "'class_label' 10 is not a class of edm2-latent-cond.pkl"),
+    ({"class_label": 1.5}, "'class_label' must be a class index"),
+    ({"weight": 2}, r"an 'edm' spec has the fields \['path', 'guidance', 'vae', 'class_label'\]"),
+])
+def test_each_bad_field_is_one_clear_line_naming_the_field_and_the_file(home, fields, match):
+    bad = spec(home, "bad.json", **fields)
+    with pytest.raises(PFDistError, match=match) as e:
+        load_map(bad)
+    assert str(e.value).startswith(f"{bad}: ")
+    r = runner.invoke(app, ["distance", str(bad), str(bad), "-n", "2", "--steps", "2"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert [line for line in r.output.splitlines() if line.startswith("error:")] == [f"error: {e.value}"]
+
+
+@needs_fixtures
+def test_the_decoders_fingerprint_is_its_content_not_its_directory(home):
+    """The same VAE read from two places is one decoder: caches keyed by it are shared."""
+    here = pfdist.load_edm_decoder(home / "edm2-latent-cond.pkl", vae=home / "tiny-sd-vae")
+    there = pfdist.load_edm_decoder(FIXTURES / "edm2-latent-cond.pkl", vae=FIXTURES / "tiny-sd-vae")
+    assert here.vae.config["_name_or_path"] != there.vae.config["_name_or_path"]
+    assert here.fingerprint() == there.fingerprint()
+    assert here.fingerprint() != pfdist.load_edm_decoder(home / "edm2-latent-cond.pkl", vae=home / "tiny-sd-vae",
+                                                         dtype=torch.float64).fingerprint()
