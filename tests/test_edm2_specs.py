@@ -120,3 +120,65 @@ def test_the_decoders_fingerprint_is_its_content_not_its_directory(home):
     assert here.fingerprint() == there.fingerprint()
     assert here.fingerprint() != pfdist.load_edm_decoder(home / "edm2-latent-cond.pkl", vae=home / "tiny-sd-vae",
                                                          dtype=torch.float64).fingerprint()
+
+
+@needs_fixtures
+def test_a_converted_edm2_checkpoint_keeps_its_encoder_and_data_space(home):
+    from pfdist.hashing import fingerprint
+
+    for name in ("edm2-latent-cond", "edm2-rgb-uncond"):
+        r = runner.invoke(app, ["convert", str(home / f"{name}.pkl"), "-o", str(home / name)])
+        assert r.exit_code == 0, r.output
+        net, original = load_spec(home / name), pfdist.load_edm(home / f"{name}.pkl")
+        assert net.encoder == original.encoder and net.data_space == original.data_space
+        assert fingerprint(net) == fingerprint(original)  # caches keyed by the snapshot serve the converted model
+        record = json.loads((home / name / "model.json").read_text())
+        assert record["data_space"] == original.data_space and record["encoder"]["class_name"] == original.encoder.class_name
+    vae = home / "tiny-sd-vae"
+    reference = pfdist.load_edm_decoder(home / "edm2-latent-cond.pkl", vae=vae).fingerprint()
+    for where in ("edm2-latent-cond", "edm2-latent-cond/model.json", "edm2-latent-cond/model.safetensors"):
+        assert pfdist.load_edm_decoder(home / where, vae=vae).fingerprint() == reference
+    rgb = pfdist.load_edm_decoder(home / "edm2-rgb-uncond")
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    assert rgb.vae is None and torch.equal(rgb(x), pfdist.load_edm_decoder(home / "edm2-rgb-uncond.pkl")(x))
+    torch.testing.assert_close(rgb(x), ((x * 127.5 + 128).clip(0, 255)) / 127.5 - 1)  # StandardRGBEncoder.decode
+    # The converted model in a spec, guided and decoded, is the snapshot's map: PFD exactly 0.
+    a = spec(home, "a.json", **cfg(1.4))
+    b = spec(home, "b.json", **{**cfg(1.4), "path": "edm2-latent-cond"})
+    out = home / "r.json"
+    r = runner.invoke(app, ["distance", str(a), str(b), "-n", "3", "--steps", "2", "-o", str(out)])
+    assert r.exit_code == 0 and json.loads(out.read_text())["pfd"] == 0.0, r.output
+
+
+@needs_fixtures
+@pytest.mark.parametrize("change, match", [
+    ({"encoder": {"class_name": "PickledEncoder"}}, "'encoder' must be an EDM2 encoder record"),
+    ({"encoder": {"class_name": "StabilityVAEEncoder", "vae_name": "v", "scale": [1, 1], "bias": [0, 0]},
+      "data_space": "latent:v:scale=[1.0, 1.0]:bias=[0.0, 0.0]"}, "the encoder has 2 channels but the network 4"),
+    ({"encoder": {"class_name": "StabilityVAEEncoder", "vae_name": "v", "scale": ["1"] * 4, "bias": [0] * 4}},
+     "the encoder's scale must be a list of finite numbers"),
+    ({"data_space": "rgb"}, "'data_space' 'rgb' is not its encoder's 'latent:tiny-sd-vae"),
+    ({"net_config": {"arch": "mlp", "shape": [2]}}, "does not match its config"),
+])
+def test_a_converted_checkpoints_bad_encoder_record_is_a_clear_error(home, change, match):
+    runner.invoke(app, ["convert", str(home / "edm2-latent-cond.pkl"), "-o", str(home / "conv")])
+    config = home / "conv" / "model.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), **change}))
+    with pytest.raises(PFDistError, match=match):
+        load_spec(home / "conv")
+
+
+@needs_fixtures
+def test_a_decoder_of_a_checkpoint_without_an_encoder_record_is_refused(home):
+    from pfdist.nets import build_network
+    from pfdist.training import save_denoiser
+
+    save_denoiser(home / "m.safetensors", build_network({"arch": "mlp", "shape": [2]}))
+    with pytest.raises(PFDistError, match="records no EDM2 encoder"):
+        pfdist.load_edm_decoder(home / "m.safetensors")
+    record = json.loads((home / "m.json").read_text())
+    (home / "m.json").write_text(json.dumps({**record, "encoder": {"class_name": "StandardRGBEncoder"}, "data_space": "rgb"}))
+    with pytest.raises(PFDistError, match="'encoder' describes an EDM2 network's data, but the network is a"):
+        load_spec(home / "m.safetensors")
+    with pytest.raises(PFDistError, match="neither an EDM2 snapshot"):
+        pfdist.load_edm_decoder(home / "nothing")
