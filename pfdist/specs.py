@@ -331,7 +331,14 @@ def _edm_spec(spec: dict, path: Path) -> tuple[Any, Any, int | None]:
 
 
 def _edm_network(where: Path) -> Any:
-    """A snapshot ``.pkl`` through :func:`pfdist.load_edm`, else a converted checkpoint."""
+    """A snapshot ``.pkl`` through :func:`pfdist.load_edm`, or a checkpoint written by ``pfdist convert``."""
     from pfdist.models.edm import load_edm
+    from pfdist.training import load_denoiser
 
-    return load_edm(where) if where.suffix == ".pkl" else load_spec(where)
+    if where.suffix == ".pkl":
+        return load_edm(where)
+    if where.is_dir():
+        return _load_network_dir(where)
+    if where.suffix in (".json", ".safetensors"):
+        return load_denoiser(where.with_suffix(".safetensors"))
+    raise PFDistError(f"{where} is neither an EDM/EDM2 snapshot (.pkl) nor a checkpoint written by pfdist convert.")

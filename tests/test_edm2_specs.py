@@ -97,6 +97,8 @@ def test_a_decoded_spec_against_itself_is_zero_and_without_vae_it_is_the_latent_
     ({"guidance": {"guide": "edm2-rgb-uncond.pkl", "weight": 1.4}}, "guided: net works on samples of shape"),
     ({"vae": "no-vae"}, "'vae' names .*no-vae, which does not exist"),
     ({"vae": "edm2-rgb-uncond.pkl"}, "is not a diffusers AutoencoderKL directory"),
+    ({"path": "bad.json"}, "bad.json does not match its config|bad.safetensors"),  # itself: no recursion
+    ({"path": "tiny-sd-vae"}, "holds no model.safetensors"),
     ({"class_label": 10}, "'class_label' 10 is not a class of edm2-latent-cond.pkl"),
     ({"class_label": 1.5}, "'class_label' must be a class index"),
     ({"weight": 2}, r"an 'edm' spec has the fields \['path', 'guidance', 'vae', 'class_label'\]"),
@@ -182,3 +184,44 @@ def test_a_decoder_of_a_checkpoint_without_an_encoder_record_is_refused(home):
         load_spec(home / "m.safetensors")
     with pytest.raises(PFDistError, match="neither an EDM2 snapshot"):
         pfdist.load_edm_decoder(home / "nothing")
+
+
+@needs_fixtures
+def test_a_kernel_descriptor_is_fitted_on_the_decoded_images_of_a_spec(home):
+    from pfdist.protocol import TEST_SEED
+
+    a, b = spec(home, "a.json", **cfg(1.4)), spec(home, "b.json", **cfg(2.0))
+    out = home / "r.json"
+    kernel = '{"type": "kernel", "num_features": 64, "fit_samples": 8}'
+    r = runner.invoke(app, ["distance", str(a), str(b), "-n", "4", "--steps", "2", "--descriptor", kernel, "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    flow = pfdist.FlowSettings(steps=2)
+    teacher = pfdist.flow_outputs(python_map(1.4, flow), num_samples=8, seed=TEST_SEED)
+    assert teacher.values.shape == (8, 3, 16, 16)  # fitted on images, not latents
+    psi = pfdist.KernelDescriptor.fit(teacher.values, num_features=64, seed=0)
+    expected = pfdist.pfd(python_map(1.4, flow), python_map(2.0, flow), num_samples=4, descriptor=psi)
+    assert json.loads(out.read_text())["pfd"] == pytest.approx(expected.value, rel=1e-6)
+
+
+@needs_fixtures
+def test_a_pixel_snapshot_decodes_with_vae_rgb_and_a_latent_one_needs_its_vae(home):
+    rgb = home / "rgb.json"
+    rgb.write_text(json.dumps({"type": "edm", "path": "edm2-rgb-uncond.pkl", "vae": "rgb"}))
+    flow = pfdist.FlowSettings(steps=2)
+    phi = load_map(rgb, flow)
+    expected = pfdist.ode_map(pfdist.load_edm(FIXTURES / "edm2-rgb-uncond.pkl"), flow,
+                              decoder=pfdist.load_edm_decoder(FIXTURES / "edm2-rgb-uncond.pkl"))
+    assert phi.fingerprint() == expected.fingerprint() and phi.shape == (3, 8, 8)
+    with pytest.raises(PFDistError, match=r"latent\.json: .*is a latent model .*tiny-sd-vae"):
+        load_map(spec(home, "latent.json", vae="rgb"))
+
+
+@needs_fixtures
+def test_a_preset_teacher_may_be_a_guided_edm2_spec_but_not_a_decoded_one(home):
+    from pfdist.experiments.units import load_teacher
+
+    latent = spec(home, "latent.json", guidance={"guide": "edm2-latent-uncond.pkl", "weight": 1.4})
+    teacher = load_teacher(str(latent))
+    assert teacher.weight == 1.4 and teacher.shape == (4, 8, 8) and teacher.label_dim == 10
+    with pytest.raises(PFDistError, match="is a map"):
+        load_teacher(str(spec(home, "decoded.json", **cfg(1.4))))
