@@ -25,6 +25,14 @@ A spec is one of
   ``"guidance": {"weight": w, "conditioning": NULL_FILE}``: classifier-free guidance as the
   diffusers pipelines do it (:func:`pfdist.guided` of the two conditionings). Paths are relative
   to the JSON file;
+* a JSON file ``{"type": "edm", "path": SNAPSHOT}`` naming an EDM or EDM2 snapshot (``.pkl``, or a
+  directory / ``.json`` written by ``pfdist convert``), optionally with
+  ``"guidance": {"guide": SNAPSHOT, "weight": w}`` (:func:`pfdist.guided`: classifier-free guidance
+  with an unconditional guide, autoguidance with a smaller one), ``"vae": DIR`` (the output is
+  decoded to images by :func:`pfdist.load_edm_decoder`; ``"vae": "rgb"`` for a pixel-space EDM2
+  snapshot) and ``"class_label": c`` (one class instead of a label drawn per seed). Paths are
+  relative to the JSON file. With ``vae`` or ``class_label`` the spec is a map, not a denoiser:
+  :func:`load_map` (``pfdist distance``) builds it on the comparison's grid;
 * a ``.pt2`` program written by ``pfdist export`` (a program: trust it; see :mod:`pfdist.models.export`);
 * ``pfdist:<name>``: a model shipped inside pfdist (``pfdist:digits-unet``).
 """
@@ -43,6 +51,7 @@ from pfdist.atomic import atomic_save_tensors
 from pfdist.denoisers import EmpiricalDenoiser, Gaussian, GaussianMixture, random_low_rank_mixture
 from pfdist.errors import PFDistError
 from pfdist.ode import data_shape  # noqa: F401  (the one shape look-up; re-exported for the CLI)
+from pfdist.settings import FlowSettings
 
 TYPES = ("gaussian", "gaussian_mixture", "low_rank_mixture", "empirical", "digits_mixture")
 
@@ -188,11 +197,37 @@ def load_spec(path: str | os.PathLike) -> Any:
         raise PFDistError(f"{path} must hold a JSON object with a 'type' field.")
     if spec.get("type") == "diffusers":
         return _diffusers_spec(spec, path)
+    if spec.get("type") == "edm":
+        denoiser, decoder, class_label = _edm_spec(spec, path)
+        if decoder is not None or class_label is not None:
+            raise PFDistError(f"{path}: an 'edm' spec with 'vae' or 'class_label' is a map (decoded images, one class), "
+                              "not a denoiser; use it with `pfdist distance` (pfdist.specs.load_map), or drop those "
+                              "fields for the denoiser.")
+        return denoiser
     if spec.get("kind") == "pfdist.denoiser":
         from pfdist.training import load_denoiser
 
         return load_denoiser(path.with_suffix(".safetensors"))
     return build_distribution(spec, path.parent)
+
+
+def load_map(path: str | os.PathLike, flow: FlowSettings | None = None) -> Any:
+    """What ``pfdist distance`` compares: :func:`load_spec`'s denoiser, or for an ``"edm"`` spec with
+    ``vae`` / ``class_label`` its ODE map on ``flow``'s grid, decoded and with that class."""
+    path = Path(path)
+    if path.suffix == ".json" and path.is_file():
+        try:
+            spec = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            spec = None  # load_spec says what is wrong
+        if isinstance(spec, dict) and spec.get("type") == "edm":
+            from pfdist.maps import ode_map
+
+            denoiser, decoder, class_label = _edm_spec(spec, path)
+            if decoder is None and class_label is None:
+                return denoiser
+            return ode_map(denoiser, flow, class_labels=class_label, decoder=decoder)
+    return load_spec(path)
 
 
 def _load_network_dir(path: Path) -> Any:
@@ -248,3 +283,61 @@ def _diffusers_spec(spec: dict, path: Path) -> Any:
     net = denoiser("conditioning")
     return guided(net, denoiser("guidance conditioning"), weight) if guidance else net
 
+
+
+EDM_FIELDS = ("path", "guidance", "vae", "class_label")
+
+
+def _edm_spec(spec: dict, path: Path) -> tuple[Any, Any, int | None]:
+    """An EDM/EDM2 snapshot spec as (denoiser, decoder or None, class label or None); every field
+    is checked, and every named file found, before any weights are read."""
+    from pfdist.guidance import guided
+    from pfdist.models.edm2_decoder import load_edm_decoder
+
+    unknown = sorted(set(spec) - {"type", *EDM_FIELDS})
+    if unknown or "path" not in spec:
+        raise PFDistError(f"{path}: an 'edm' spec has the fields {list(EDM_FIELDS)} ('path' required); got {sorted(spec)}.")
+    base = path.parent
+
+    def existing(name: Any, what: str) -> Path:
+        where = inside(base, name, f"{path}: {what!r}")
+        if not where.exists():
+            raise PFDistError(f"{path}: {what!r} names {where}, which does not exist.")
+        return where
+
+    snapshot = existing(spec["path"], "path")
+    guidance = spec.get("guidance")
+    if guidance is not None and (not isinstance(guidance, dict) or sorted(guidance) != ["guide", "weight"]):
+        raise PFDistError(f"{path}: 'guidance' must be {{\"guide\": SNAPSHOT, \"weight\": w}} (an unconditional guide: "
+                          f"classifier-free guidance; a smaller model: autoguidance); got {guidance!r}.")
+    weight = checks.real(f"{path}: guidance weight", guidance["weight"]) if guidance else None
+    guide = existing(guidance["guide"], "guidance guide") if guidance else None
+    vae = spec.get("vae")
+    vae = None if vae is None else "rgb" if vae == "rgb" else existing(vae, "vae")
+    class_label = spec.get("class_label")
+    if class_label is not None and (isinstance(class_label, bool) or not isinstance(class_label, int) or class_label < 0):
+        raise PFDistError(f"{path}: 'class_label' must be a class index (an integer >= 0); got {class_label!r}.")
+    try:
+        decoder = None if vae is None else load_edm_decoder(snapshot, vae=None if vae == "rgb" else vae)
+        net = _edm_network(snapshot)
+        denoiser = net if guide is None else guided(net, _edm_network(guide), weight)
+        if class_label is not None and not class_label < (getattr(denoiser, "label_dim", 0) or 0):
+            raise PFDistError(f"'class_label' {class_label} is not a class of {snapshot.name} "
+                              f"(label_dim {getattr(denoiser, 'label_dim', 0) or 0}).")
+    except PFDistError as e:
+        raise PFDistError(f"{path}: {e}") from None
+    return denoiser, decoder, class_label
+
+
+def _edm_network(where: Path) -> Any:
+    """A snapshot ``.pkl`` through :func:`pfdist.load_edm`, or a checkpoint written by ``pfdist convert``."""
+    from pfdist.models.edm import load_edm
+    from pfdist.training import load_denoiser
+
+    if where.suffix == ".pkl":
+        return load_edm(where)
+    if where.is_dir():
+        return _load_network_dir(where)
+    if where.suffix in (".json", ".safetensors"):
+        return load_denoiser(where.with_suffix(".safetensors"))
+    raise PFDistError(f"{where} is neither an EDM/EDM2 snapshot (.pkl) nor a checkpoint written by pfdist convert.")

@@ -20,7 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"^```(\w*)([^\n]*)\n(.*?)^```[ \t]*$", re.S | re.M)
-# ```python fixtures=edm2 blocks run on the EDM2 test snapshots, linked as edm2/ (skipped without them).
+# ```python fixtures=edm2 and ```console fixtures=edm2 blocks run on the EDM2 test snapshots, linked
+# as edm2/ (skipped without them).
 EDM_FIXTURES = Path(os.environ.get("PFDIST_EDM_FIXTURES", ROOT.parent / "shared/fixtures/edm"))
 EDM2_FIXTURES = Path(os.environ.get("PFDIST_EDM2_FIXTURES", EDM_FIXTURES.parent / "edm2"))
 
@@ -32,7 +33,8 @@ def readme_steps(text: str) -> list[tuple[str, str]]:
         if lang == "python":
             steps.append(("python:edm2" if "fixtures=edm2" in info else "python", body))
         elif lang == "console":
-            steps += [("shell", line[2:]) for line in body.splitlines() if line.startswith("$ ")]
+            kind = "shell:edm2" if "fixtures=edm2" in info else "shell"
+            steps += [(kind, line[2:]) for line in body.splitlines() if line.startswith("$ ")]
     return steps
 
 
@@ -50,8 +52,9 @@ def _shims(bin_dir: Path) -> dict:
 
 def test_fence_parser_finds_each_kind():
     text = ("a\n```python\nx = 1\n```\n```console\n$ pfdist --help\noutput\n```\n```sh\nmake test\n```\n"
-            "```python fixtures=edm2\ny = 2\n```\n")
-    assert readme_steps(text) == [("python", "x = 1\n"), ("shell", "pfdist --help"), ("python:edm2", "y = 2\n")]
+            "```python fixtures=edm2\ny = 2\n```\n```console fixtures=edm2\n$ pfdist distance a b\n```\n")
+    assert readme_steps(text) == [("python", "x = 1\n"), ("shell", "pfdist --help"), ("python:edm2", "y = 2\n"),
+                                  ("shell:edm2", "pfdist distance a b")]
 
 
 def test_readme_runs(tmp_path, monkeypatch):
@@ -65,7 +68,7 @@ def test_readme_runs(tmp_path, monkeypatch):
     if EDM2_FIXTURES.is_dir():
         (work / "edm2").symlink_to(EDM2_FIXTURES.resolve(), target_is_directory=True)
     for i, (kind, source) in enumerate(steps):
-        if kind == "python:edm2" and not EDM2_FIXTURES.is_dir():
+        if kind.endswith(":edm2") and not EDM2_FIXTURES.is_dir():
             continue  # the EDM2 test snapshots are not on this machine
         if kind.startswith("python"):
             exec(compile(source, f"README.md python block {i}", "exec"), namespace)

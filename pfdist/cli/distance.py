@@ -14,7 +14,7 @@ from pfdist.settings import MAX_STEPS, MIN_STEPS, FlowSettings
 
 @app.command(cls=Command)
 def distance(
-    a: Path = typer.Argument(..., help="First model: a distribution file (.json/.safetensors), a checkpoint, a diffusers directory (or a JSON spec naming one with its conditioning file) or a .pt2 program."),
+    a: Path = typer.Argument(..., help="First model: a distribution file (.json/.safetensors), a checkpoint, an EDM/EDM2 snapshot (or a JSON spec naming one with its guide and VAE), a diffusers directory (or a JSON spec naming one with its conditioning file) or a .pt2 program."),
     b: Path = typer.Argument(..., help="Second model, same data shape."),
     num_samples: Optional[int] = typer.Option(None, "--num-samples", "-n", show_default="10000", help="Shared noise seeds M."),
     seed: Optional[int] = typer.Option(None, show_default="100000", help="First evaluation seed; seeds are seed..seed+M-1."),
@@ -43,7 +43,7 @@ def distance(
     from pfdist.atomic import atomic_write_json, check_writable
     from pfdist.descriptors import spec_from_text
     from pfdist.metric import pfd
-    from pfdist.specs import load_spec
+    from pfdist.specs import load_map
 
     if seeds is not None:
         if num_samples is not None or seed is not None:
@@ -70,7 +70,7 @@ def distance(
              seeds or f"{seed}-{seed + num_samples - 1}", solver, steps)
     try:
         with distributed.process_group(device) as device:
-            da, db = distributed.together(lambda: (load_spec(a), load_spec(b)))
+            da, db = distributed.together(lambda: (load_map(a, flow), load_map(b, flow)))
             psi = distributed.together(lambda: _descriptor(spec, da, flow, device))
             with progress_bar(total, "PFD", disable=not main) as bar:
                 result = pfd(
@@ -94,10 +94,14 @@ def _descriptor(spec: dict, model, flow: FlowSettings, device):
     """The descriptor ``spec`` names; a kernel is fitted on ``model``'s samples on seeds TEST_SEED..
     (the seeds the presets fit their kernels on)."""
     from pfdist.descriptors import build_descriptor
+    from pfdist.maps import ODEMap
     from pfdist.ode import data_shape
+    from pfdist.flows import flow_outputs
     from pfdist.protocol import TEST_SEED, teacher_samples
 
     def samples(n: int):
+        if isinstance(model, ODEMap):  # a spec's own map (decoded, one class): its outputs on those seeds
+            return flow_outputs(model, num_samples=n, seed=TEST_SEED, device=device).values.cpu()
         shape = data_shape(model)
         if shape is None:
             raise PFDistError("a kernel spec is fitted on A's samples, but A does not say its data shape; fit a "

@@ -62,12 +62,14 @@ def teacher_digits(
 
 @app.command(cls=Command)
 def convert(
-    snapshot: Path = typer.Argument(..., help="An EDM network-snapshot-*.pkl (read without running any of its code)."),
+    snapshot: Path = typer.Argument(..., help="An EDM or EDM2 snapshot .pkl (read without running any of its code)."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the checkpoint: model.safetensors + model.json."),
 ) -> None:
-    """Convert an EDM snapshot into a pfdist checkpoint (safetensors weights + JSON config).
+    """Convert an EDM or EDM2 snapshot into a pfdist checkpoint (safetensors weights + JSON config).
 
     The directory then works wherever a model is accepted: pfdist distance, --teacher, load_spec.
+    An EDM2 snapshot's encoder record and data space are kept in the JSON config (as data), so
+    pfdist.load_edm_decoder and an "edm" spec's "vae" read them from the checkpoint too.
     """
     from pfdist.atomic import check_writable
     from pfdist.hashing import file_sha256
@@ -84,7 +86,9 @@ def convert(
         fail(str(e))
     c = net.config
     typer.echo(f"{type(net).__name__} around {c['arch']} for {c['shape']}, label_dim {net.label_dim}, "
-               f"sigma in [{net.sigma_min:g}, {net.sigma_max:g}]; wrote {path} and {path.with_suffix('.json')}")
+               f"sigma in [{net.sigma_min:g}, {net.sigma_max:g}]"
+               + (f", data space {net.data_space}" if getattr(net, "data_space", None) else "")
+               + f"; wrote {path} and {path.with_suffix('.json')}")
 
 
 @app.command(cls=Command)

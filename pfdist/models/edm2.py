@@ -12,52 +12,25 @@ memory) and checked against the stored tensors' names and shapes, then built and
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from pfdist.errors import PFDistError
-from pfdist.hashing import content_hash
 from pfdist.models.edm import ArrayRecord, PersistentRecord, UnsupportedSnapshotError, _collect_state, _plain
 from pfdist.nets import build_network, normalize_config
 from pfdist.nets.edm2 import EDM2Precond
+from pfdist.nets.edm2_encoder import ENCODERS, EncoderRecord  # noqa: F401  (re-exported)
 
 EDM2_CLASSES = {"Precond", "UNet", "Block", "MPConv", "MPFourier"}
 _PRECOND_ARGS = ("img_resolution", "img_channels", "label_dim", "use_fp16", "sigma_data", "logvar_channels")
-ENCODERS = ("StandardRGBEncoder", "StabilityVAEEncoder")
 
 
 def is_edm2(obj: Any) -> bool:
     """Whether a snapshot's top-level object is EDM2's (its ``ema`` is EDM2's ``Precond``)."""
     net = obj.get("ema") if isinstance(obj, dict) else None
     return isinstance(net, PersistentRecord) and net.class_name == "Precond"
-
-
-@dataclass(frozen=True)
-class EncoderRecord:
-    """What an EDM2 snapshot says about its data space: the encoder's class and constants.
-
-    ``scale``, ``bias``: per-channel (C,) maps raw VAE latents -> final latents, x * scale + bias;
-    ``vae_name``: the VAE the latents belong to; ``batch_size``: EDM2's VAE batch.
-    """
-
-    class_name: str
-    vae_name: str | None = None
-    scale: tuple[float, ...] | None = None
-    bias: tuple[float, ...] | None = None
-    batch_size: int = 8
-
-    def fingerprint(self) -> str:
-        return content_hash("edm2-encoder/v1", dataclasses.asdict(self))
-
-    @property
-    def data_space(self) -> str:
-        if self.class_name == "StandardRGBEncoder":
-            return "rgb"
-        return f"latent:{self.vae_name}:scale={list(self.scale)}:bias={list(self.bias)}"
 
 
 def _vector(value: Any, name: str, where: str) -> tuple[float, ...]:

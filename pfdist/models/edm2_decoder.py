@@ -11,6 +11,7 @@ from a local diffusers ``save_pretrained`` directory with safetensors weights (n
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,8 @@ class EDM2Decoder:
     def fingerprint(self) -> str:
         if self._fingerprint is None:
             files = {p.name: file_sha256(p) for p in self.files}
-            config = None if self.vae is None else dict(self.vae.config)
+            # The content, not where it was read from: diffusers records the directory as _name_or_path.
+            config = None if self.vae is None else {k: v for k, v in self.vae.config.items() if k != "_name_or_path"}
             dtype = None if self.vae is None else str(next(self.vae.parameters()).dtype)
             self._fingerprint = content_hash("edm2-decoder/v1", self.encoder.fingerprint(), files, config, dtype)
         return self._fingerprint
@@ -89,20 +91,38 @@ class EDM2Decoder:
         return f"EDM2Decoder({what})"
 
 
+def _encoder_of(path: Path) -> EncoderRecord:
+    """The encoder record of an EDM2 snapshot, or of the JSON config of a checkpoint converted from one."""
+    if path.suffix == ".pkl":
+        obj = read_snapshot(path)
+        if not is_edm2(obj):
+            raise PFDistError(f"{path} is not an EDM2 snapshot (its 'ema' is not EDM2's Precond); only EDM2 snapshots "
+                              "record a decoder.")
+        return encoder_record(obj, str(path))
+    config = path / "model.json" if path.is_dir() else path.with_suffix(".json")
+    try:
+        record = json.loads(config.read_text())
+    except (OSError, ValueError) as e:
+        raise PFDistError(f"{path} is neither an EDM2 snapshot (.pkl) nor a converted checkpoint with a readable "
+                          f"JSON config ({config}: {e}).") from None
+    if not isinstance(record, dict) or "encoder" not in record:
+        raise PFDistError(f"{config} records no EDM2 encoder; give the EDM2 snapshot, or a checkpoint that "
+                          "`pfdist convert` made from one.")
+    return EncoderRecord.from_dict(record["encoder"], str(config))
+
+
 def load_edm_decoder(path: str | os.PathLike, *, vae: str | os.PathLike | None = None, batch_size: int | None = None,
                      device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> EDM2Decoder:
     """The decoder of an EDM2 snapshot: latents -> images in [-1, 1], as EDM2's ``encoder.decode``.
 
+    ``path``: the snapshot ``.pkl``, or a checkpoint converted from one by ``pfdist convert``
+    (its directory, ``model.json`` or ``model.safetensors``: the JSON config keeps the encoder).
     ``vae``: for a latent snapshot, the local diffusers ``AutoencoderKL`` directory of the VAE the
     snapshot names (``stabilityai/sd-vae-ft-mse`` for the published ones), safetensors only.
     ``batch_size``: latents per VAE call (default the snapshot's, 8). ``device`` / ``dtype``:
     where and in what precision the VAE runs.
     """
-    obj = read_snapshot(path)
-    if not is_edm2(obj):
-        raise PFDistError(f"{path} is not an EDM2 snapshot (its 'ema' is not EDM2's Precond); only EDM2 snapshots "
-                          "record a decoder.")
-    encoder = encoder_record(obj, str(path))
+    encoder = _encoder_of(Path(path))
     batch_size = encoder.batch_size if batch_size is None else batch_size
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise PFDistError(f"batch_size must be a positive integer (got {batch_size!r}).")

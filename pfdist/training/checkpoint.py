@@ -25,6 +25,8 @@ from pfdist.atomic import atomic_save_tensors, atomic_write_json
 from pfdist.errors import CheckpointError, PFDistError
 from pfdist.hashing import file_sha256
 from pfdist.nets import EDMPrecond, build_network
+from pfdist.nets.edm2 import EDM2Precond
+from pfdist.nets.edm2_encoder import EncoderRecord
 
 FORMAT_VERSION = 1
 CHECKPOINT_JSON = "checkpoint.json"
@@ -162,16 +164,20 @@ def save_denoiser(
     """Save ``net``'s weights to ``path`` (.safetensors) and its config to the .json beside it.
 
     ``net`` must come from :func:`pfdist.nets.build_network` (it carries ``net.config``);
-    ``info`` is optional JSON-serialisable provenance stored with the config.
+    ``info`` is optional JSON-serialisable provenance stored with the config. An EDM2 network's
+    ``encoder`` record and ``data_space`` are stored too (as data) and restored by
+    :func:`load_denoiser`.
     """
     path = Path(path)
     json_path = _denoiser_json(path)
     if getattr(net, "config", None) is None:
         raise PFDistError("net has no config to save; build it with pfdist.nets.build_network.")
+    encoder = getattr(net, "encoder", None)  # an EDM2 network's data space, kept as data
+    space = {} if not isinstance(encoder, EncoderRecord) else {"encoder": encoder.to_dict(), "data_space": net.data_space}
     atomic_save_tensors(path, net.state_dict(), metadata={"format_version": str(FORMAT_VERSION)})
     atomic_write_json(json_path, {
         "format_version": FORMAT_VERSION, "kind": "pfdist.denoiser", "net_config": net.config,
-        "tensors_file": path.name, "tensors_sha256": file_sha256(path), "info": info or {},
+        "tensors_file": path.name, "tensors_sha256": file_sha256(path), "info": info or {}, **space,
     })
     return path
 
@@ -195,4 +201,25 @@ def load_denoiser(path: str | os.PathLike, *, device: torch.device | str | None 
         net.load_state_dict(tensors)
     except (KeyError, RuntimeError, PFDistError) as e:
         raise CheckpointError(f"{path} does not match its config ({e}); {fix}.") from e
+    if "encoder" in record or "data_space" in record:
+        _restore_encoder(net, record, json_path)
     return net.to(device).eval().requires_grad_(False)
+
+
+def _restore_encoder(net: nn.Module, record: dict, json_path: Path) -> None:
+    """An EDM2 network's ``encoder`` and ``data_space`` from its JSON config (see :func:`save_denoiser`)."""
+    try:
+        encoder = EncoderRecord.from_dict(record.get("encoder"), str(json_path))
+    except PFDistError as e:
+        raise CheckpointError(str(e)) from None
+    again = "convert the snapshot again (pfdist convert)"
+    if not isinstance(net, EDM2Precond):
+        raise CheckpointError(f"{json_path}: 'encoder' describes an EDM2 network's data, but the network is a "
+                              f"{type(net).__name__}; {again}.")
+    if record.get("data_space") != encoder.data_space:
+        raise CheckpointError(f"{json_path}: 'data_space' {record.get('data_space')!r} is not its encoder's "
+                              f"{encoder.data_space!r}; {again}.")
+    if encoder.scale is not None and len(encoder.scale) != net.shape[0]:
+        raise CheckpointError(f"{json_path}: the encoder has {len(encoder.scale)} channels but the network "
+                              f"{net.shape[0]}; {again}.")
+    net.encoder, net.data_space = encoder, encoder.data_space
