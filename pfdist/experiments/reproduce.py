@@ -9,17 +9,11 @@ from typing import Any
 
 import torch
 
-from pfdist.analysis.collapse import fit_scaling
-from pfdist.analysis.dynamics import detect_run_dynamics
-from pfdist.analysis.findings import findings
-from pfdist.analysis.results import read_rows
 from pfdist.atomic import CorruptFileError, atomic_save_tensors, atomic_write_json, load_tensors_checked, warn_corrupt
 from pfdist.experiments.config import Preset
 from pfdist.experiments.run import run_preset
 from pfdist.experiments.tables import student_outputs
 from pfdist.experiments.units import Context, Unit
-from pfdist.plots import plot_run, plot_sample_grid
-from pfdist.report import write_report
 
 SAMPLES = "samples.safetensors"
 GRID_SEEDS = 8
@@ -43,6 +37,8 @@ def save_sample_grid_tensors(ctx: Context) -> Path | None:
 
 def draw(run_dir: str | os.PathLike, *, fits: tuple | None = None) -> list[Path]:
     """Every figure from the results files in ``run_dir`` (never runs a model)."""
+    from pfdist.plots import plot_run, plot_sample_grid  # matplotlib: not in the processes that train
+
     run_dir = Path(run_dir)
     figures = plot_run(run_dir, fits=fits)
     if (run_dir / SAMPLES).is_file():
@@ -59,6 +55,10 @@ def draw(run_dir: str | os.PathLike, *, fits: tuple | None = None) -> list[Path]
 
 
 def analyze(run_dir: Path) -> dict[str, Any]:
+    from pfdist.analysis.collapse import fit_scaling  # scipy: not in the processes that train
+    from pfdist.analysis.dynamics import detect_run_dynamics
+    from pfdist.analysis.findings import findings
+    from pfdist.analysis.results import read_rows
     from pfdist.analysis.spaces import copier_plateaus, fit_spaces, run_spaces
 
     out: dict[str, Any] = {"collapse": None, "copy_collapse": None, "dynamics": None, "bias_variance_rows": None,
@@ -110,6 +110,8 @@ def reproduce(
     found = analyze(run_dir)
     figures = draw(run_dir, fits=(found["collapse"], found["copy_collapse"]))
     wall = time.perf_counter() - t0
+    from pfdist.report import write_report
+
     unit_wall = _unit_wall_total(run_dir)
     ctx = Context(preset, run_dir, device)
     from pfdist.experiments.units import units_of
