@@ -129,3 +129,34 @@ def test_torchrun_distance_writes_the_per_seed_values_of_one_process(tmp_path, o
     written = json.loads((tmp_path / "r.json").read_text())
     assert written["per_sample"] == alone.per_sample.tolist()
     assert written["pfd"] == pytest.approx(alone.value, rel=1e-12)
+
+
+def _torchrun(args, cwd, nproc=2):
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "pfdist",
+           *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+STUDENT_ARGS = ["student", str(EXAMPLES / "teacher.json"), "-N", "24", "--net", '{"arch": "mlp", "width": 16, "depth": 1}',
+                "--train", '{"epochs": 2, "epoch_images": 256, "batch_size": 32, "checkpoint_every": 1}',
+                "--eval", '{"num_samples": 37, "test_samples": 16, "loss_repeats": 1, "steps": 6, "batch_size": 8}',
+                "--eval-epochs", "0,1"]
+
+
+def _without_times(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in ("wall_s", "content_sha256")}  # times differ
+
+
+def test_torchrun_student_gives_the_results_of_one_process(tmp_path, one_thread):
+    """Rank 0 trains, both ranks evaluate their blocks of the 37 seeds: the record of one process."""
+    done = _torchrun([*STUDENT_ARGS, "--out", "two"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("E_GEN") == 1  # rank 0 alone prints
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    alone = subprocess.run([sys.executable, "-m", "pfdist", *STUDENT_ARGS, "--out", "one"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    two, one = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("two", "one"))
+    assert [h["epoch"] for h in two["history"]] == [0, 1]
+    assert _without_times(two) == _without_times(one)

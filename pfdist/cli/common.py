@@ -60,6 +60,11 @@ DESCRIPTOR_HELP = ("Descriptor file; default: pixels. A .safetensors kernel desc
                    "files you trust.")
 
 
+# Under torchrun, ranks that train different students (or wait while rank 0 trains) wait for
+# each other at the next collective longer than torch's default 30 minutes.
+RANKS_TIMEOUT_DAYS = 7
+
+
 def fail(message: str | None) -> None:
     """Exit with status 2 and one line (none on the non-zero ranks of a process group)."""
     if message is not None:
@@ -87,10 +92,10 @@ def json_option(value: Optional[str], what: str) -> dict:
     return obj
 
 
-def train_bar():
+def train_bar(disable: bool = False):
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=0, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=0, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr, disable=disable)
 
     def update(step: int, total: int, loss: float) -> None:
         bar.total = total

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from pfdist.cli.common import DESCRIPTOR_HELP, app, fail, json_option, train_bar
+from pfdist.cli.common import DESCRIPTOR_HELP, RANKS_TIMEOUT_DAYS, app, fail, json_option, train_bar
 from pfdist.errors import PFDistError
 
 NET_HELP = ('Student network, JSON or .json file: {"arch": "mlp", "width": 256, "depth": 3, "sigma_data": 1.0} or '
@@ -75,21 +75,33 @@ def student(
     cache_dir: Optional[Path] = typer.Option(None, help="Cache teacher maps here (keyed by content)."),
     wait: bool = typer.Option(False, "--wait", help="If another process is training in DIR, wait for it instead of failing."),
 ) -> None:
-    """Train one student on N teacher samples; report E_gen, E_mem, losses and copy share."""
+    """Train one student on N teacher samples; report E_gen, E_mem, losses and copy share.
+
+    Under torchrun (``torchrun --nproc_per_node=K -m pfdist student ...``) rank 0 trains and
+    writes; every rank evaluates one block of the evaluation seeds on its device (``--device
+    cuda`` is cuda:LOCAL_RANK). The results are those of one process.
+    """
+    from datetime import timedelta
+
+    from pfdist import distributed
     from pfdist.atomic import check_writable
     from pfdist.protocol import teacher_student
 
     check_writable(out, directory=True)
+    main = distributed.is_main()
     try:
         model, shape, net_cfg, train_cfg, eval_cfg = _protocol_inputs(teacher, net, train_config, eval_config, device)
         epochs = _epochs_option(eval_epochs, train_cfg.epochs)
-        bar, update = train_bar()
-        with bar:
-            rec = teacher_student(model, n, net_cfg, train_cfg, out, shape=shape, eval_config=eval_cfg,
-                                  dataset_index=dataset_index, descriptor=descriptor, eval_epochs=epochs,
-                                  device=device, cache_dir=cache_dir, progress=update, wait=wait)
+        with distributed.process_group(device, timeout=timedelta(days=RANKS_TIMEOUT_DAYS)) as device:
+            bar, update = train_bar(disable=not main)
+            with bar:
+                rec = teacher_student(model, n, net_cfg, train_cfg, out, shape=shape, eval_config=eval_cfg,
+                                      dataset_index=dataset_index, descriptor=descriptor, eval_epochs=epochs,
+                                      device=device, cache_dir=cache_dir, progress=update, wait=wait)
     except (PFDistError, ValueError) as e:
-        fail(str(e))
+        fail(str(e) if main else None)
+    if not main:
+        return
     typer.echo(f"|θ| = {rec['params']:,}  N = {n}")
     for name in ("e_gen", "e_mem"):
         r = rec[name]
@@ -112,21 +124,29 @@ def bias_variance_cmd(
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache teacher maps here (keyed by content)."),
 ) -> None:
-    """K students on independent datasets: E_bias, E_var, and the identity mean E_gen^2 = bias^2 + var."""
-    from pfdist import checks
+    """K students on independent datasets: E_bias, E_var, and the identity mean E_gen^2 = bias^2 + var.
+
+    Under torchrun, rank 0 trains each student and every rank evaluates a block of seeds."""
+    from datetime import timedelta
+
+    from pfdist import checks, distributed
     from pfdist.atomic import check_writable
     from pfdist.protocol import bias_variance
 
     check_writable(out, directory=True)
     checks.integer("--k", k, lo=2)
+    main = distributed.is_main()
     try:
         model, shape, net_cfg, train_cfg, eval_cfg = _protocol_inputs(teacher, net, train_config, eval_config, device)
-        bar, update = train_bar()
-        with bar:
-            rep = bias_variance(model, n, net_cfg, train_cfg, out, k=k, shape=shape, eval_config=eval_cfg,
-                                descriptor=descriptor, device=device, cache_dir=cache_dir, progress=update)
+        with distributed.process_group(device, timeout=timedelta(days=RANKS_TIMEOUT_DAYS)) as device:
+            bar, update = train_bar(disable=not main)
+            with bar:
+                rep = bias_variance(model, n, net_cfg, train_cfg, out, k=k, shape=shape, eval_config=eval_cfg,
+                                    descriptor=descriptor, device=device, cache_dir=cache_dir, progress=update)
     except (PFDistError, ValueError) as e:
-        fail(str(e))
+        fail(str(e) if main else None)
+    if not main:
+        return
     typer.echo(f"K = {k}, N = {n}, |θ| = {rep['params']:,}")
     typer.echo(f"E_bias = {rep['e_bias']:.4f}, E_var = {rep['e_var']:.4f}, mean E_gen^2 = {rep['mean_e_gen_sq']:.6f} "
                f"= E_bias^2 + E_var + ({rep['identity_gap']:.2e})")
