@@ -160,3 +160,36 @@ def test_torchrun_student_gives_the_results_of_one_process(tmp_path, one_thread)
     two, one = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("two", "one"))
     assert [h["epoch"] for h in two["history"]] == [0, 1]
     assert _without_times(two) == _without_times(one)
+
+
+def _tiny_preset() -> dict:
+    """Five unique students (bias-variance set 0 is the scaling student at N = 16)."""
+    from pfdist.experiments import BiasVarianceStudy, Preset, Scaling, Student
+    from pfdist.experiments.presets import MIXTURE_TEACHER
+    from pfdist.training import TrainConfig
+
+    train = TrainConfig(batch_size=64, lr=3e-3, lr_schedule="onecycle", epochs=2, epoch_images=512, checkpoint_every=1)
+    st = [Student(f"w{w}", {"arch": "mlp", "width": w, "depth": 1, "sigma_data": 1.0}) for w in (8, 16)]
+    return Preset(name="tiny", teacher={**MIXTURE_TEACHER, "shape": [4]},
+                  eval=EvalConfig(num_samples=33, test_samples=32, loss_repeats=1, steps=6, batch_size=16),
+                  scaling=Scaling((4, 16), tuple(st), train),
+                  bias_variance=BiasVarianceStudy((16,), (st[0],), train, k=2)).to_dict()
+
+
+def test_torchrun_reproduce_writes_the_tables_of_one_process(tmp_path, one_thread):
+    """Two ranks share the teacher's maps, train 3 and 2 of the 5 students; rank 0's tables are
+    those of one process."""
+    from typer.testing import CliRunner
+
+    from pfdist.cli import app
+
+    preset = tmp_path / "tiny.json"
+    preset.write_text(json.dumps(_tiny_preset()))
+    done = _torchrun(["reproduce", "--preset", str(preset), "--out", "two"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("report: ") == 1  # rank 0 alone prints
+    r = CliRunner().invoke(app, ["reproduce", "--preset", str(preset), "--out", str(tmp_path / "one")])
+    assert r.exit_code == 0, r.output
+    for table in ("scaling.csv", "bias_variance.csv"):
+        assert (tmp_path / "two" / table).read_text() == (tmp_path / "one" / table).read_text()
+    assert (tmp_path / "two" / "report.md").is_file()

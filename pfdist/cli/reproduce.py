@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from pfdist.cli.common import app, fail, json_option
+from pfdist.cli.common import RANKS_TIMEOUT_DAYS, app, fail, json_option
 from pfdist.errors import PFDistError
 
 ENGINE_HELP = "Where units run: local (this machine, --workers processes), ray (a Ray cluster) or slurm (a job array)."
@@ -39,13 +39,20 @@ def reproduce(
     """Run the three studies (scaling, dynamics, bias-variance); write CSVs, figures and a report.
 
     Rerunning resumes: finished students are kept, an interrupted one continues from its checkpoint.
+    Under torchrun (``torchrun --nproc_per_node=K -m pfdist reproduce ...``) the K ranks share the
+    teacher's maps seed-wise, then each trains its share of the students on its device
+    (``--device cuda`` is cuda:LOCAL_RANK); rank 0 writes tables and report, as one process would.
     """
+    from datetime import timedelta
+
+    from pfdist import distributed
     from pfdist.experiments import load_preset
     from pfdist.experiments import reproduce as run
     from pfdist.experiments.presets import override
 
     from pfdist import checks
 
+    main = distributed.is_main()
     if workers is not None:
         checks.integer("--workers", workers, lo=1)
     if device is not None:
@@ -68,10 +75,13 @@ def reproduce(
             p = p.replace(teacher=str(teacher))
         if overrides:
             p = override(p, json_option(overrides, "set"))
-        summary = run(p, out or Path("runs") / p.name, workers=workers, device=device, shard=parts,
-                      engine=engine, engine_options=options, wait=wait)
+        with distributed.process_group(device, timeout=timedelta(days=RANKS_TIMEOUT_DAYS)) as device:
+            summary = run(p, out or Path("runs") / p.name, workers=workers, device=device, shard=parts,
+                          engine=engine, engine_options=options, wait=wait, show_progress=main)
     except PFDistError as e:
-        fail(str(e))
+        fail(str(e) if main else None)
+    if not main:
+        return
     typer.echo(f"{summary['units']} units = {summary['students']} distinct students ({summary['shared']} shared between "
                f"experiments); {summary['ran']} trained now; wall {summary['wall_s']:.0f} s "
                f"(compute of the run, summed over students: {summary['unit_wall_s_total']:.0f} s)")

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from pfdist import distributed
 from pfdist.atomic import CorruptFileError, atomic_save_tensors, atomic_write_json, load_tensors_checked, warn_corrupt
 from pfdist.experiments.config import Preset
 from pfdist.experiments.run import run_preset
@@ -101,11 +102,25 @@ def reproduce(
     """Run ``preset`` in ``run_dir`` (resuming) on ``engine`` (local, ray or slurm, see
     :func:`run_preset`), then write figures and report.md / report.html.
 
-    ``wait``: wait for another run holding ``run_dir`` instead of failing."""
+    ``wait``: wait for another run holding ``run_dir`` instead of failing. Under torchrun each
+    rank trains its share of the students and rank 0 writes the report."""
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     summary = run_preset(preset, run_dir, workers=workers, device=device, shard=shard, show_progress=show_progress,
                          engine=engine, engine_options=engine_options, wait=wait)
+    if distributed.world()[1] > 1:  # under torchrun: rank 0 reports, the other ranks are done
+        return distributed.together(lambda: _report(preset, run_dir, device, summary, t0) if distributed.is_main()
+                                    else summary)
+    return _report(preset, run_dir, device, summary, t0)
+
+
+def _report(preset: Preset, run_dir: Path, device: Any, summary: dict, t0: float) -> dict[str, Any]:
+    """Figures, report.md / report.html and summary.json from the run's results files."""
+    with distributed.alone():
+        return _write_report(preset, run_dir, device, summary, t0)
+
+
+def _write_report(preset: Preset, run_dir: Path, device: Any, summary: dict, t0: float) -> dict[str, Any]:
     save_sample_grid_tensors(Context(preset, run_dir, device))
     found = analyze(run_dir)
     figures = draw(run_dir, fits=(found["collapse"], found["copy_collapse"]))

@@ -27,12 +27,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pfdist import checks
+from pfdist import checks, distributed
 from pfdist.atomic import atomic_write_json
 from pfdist.errors import PFDistError
 from pfdist.experiments.config import Preset
 from pfdist.experiments.engines import UnitJob, get_engine
 from pfdist.experiments.engines.job import remember
+from pfdist.experiments.engines.ranks import RanksEngine
 from pfdist.experiments.tables import write_tables
 from pfdist.experiments.units import Context, Unit, units_of
 from pfdist.lock import DirectoryLock
@@ -135,29 +136,36 @@ def run_preset(
     them, and a script calling this then needs the usual ``if __name__ == "__main__":`` guard),
     ``ray`` or ``slurm``, with ``engine_options`` (see :mod:`pfdist.experiments.engines`).
     ``shard=(i, m)`` does only every m-th unique student (for spreading one run over machines
-    sharing the directory); the tables are written from whatever results exist. ``wait`` waits
+    sharing the directory); the tables are written from whatever results exist. Under torchrun
+    (a torch.distributed group) the ranks share the teacher's maps seed-wise, then each trains
+    its share of the students; rank 0 writes the tables (same as one process's). ``wait`` waits
     for another run holding the directory instead of failing. Returns timing and counts.
     """
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     options = dict(engine_options or {})
+    rank, ranks = distributed.world()
+    if ranks > 1 and (engine != "local" or shard is not None):
+        raise PFDistError("under torchrun the ranks are the workers: use the local engine and no shard "
+                          "(or start one process per machine with --engine ray/slurm or --shard).")
     if engine == "local":
         options["workers"] = checks.integer("workers", options.get("workers", preset.workers if workers is None
                                                                    else workers), lo=1)
     get_engine(engine, **options)  # bad options are refused before the run directory is claimed
-    ctx = prepare(preset, run_dir, device=device, shard=shard)
+    ctx = distributed.together(lambda: prepare(preset, run_dir, device=device, shard=shard))
     units = units_of(preset)
-    whole = DirectoryLock(run_dir, wait=wait) if shard is None else contextlib.nullcontext()
+    lead = rank == 0  # in a group, rank 0 locks, claims and writes the tables
+    whole = DirectoryLock(run_dir, wait=wait) if shard is None and lead else contextlib.nullcontext()
     with whole:
-        with DirectoryLock(run_dir, wait=wait):
-            claim_run_dir(preset, run_dir)
-            todo = units_to_run(ctx, shard)
-            ctx.teacher_outputs  # computed (and cached) once before fanning out
+        with DirectoryLock(run_dir, wait=wait) if lead else contextlib.nullcontext():
+            distributed.together(lambda: claim_run_dir(preset, run_dir) if lead else None)
+            todo = distributed.broadcast(units_to_run(ctx, shard))
+            ctx.teacher_outputs  # computed (and cached) once before fanning out; in a group, by all ranks
             for i in todo:
                 ctx.train_data(units[i])  # nested stream and independent sets, cached on disk
         if engine == "local":
             options["workers"] = worker_count(options["workers"], preset, len(todo))
-        runner = get_engine(engine, **options)
+        runner = RanksEngine() if ranks > 1 else get_engine(engine, **options)
         device_name = None if device is None else str(device)
         remember(ctx, device_name)  # units run in this process reuse the teacher's maps in memory
         jobs = [UnitJob(preset.to_dict(), str(run_dir), i, _describe(units[i]), device_name) for i in todo]
@@ -171,12 +179,16 @@ def run_preset(
             runner.run(jobs, done)
         finally:
             bar.close()
-        with DirectoryLock(run_dir, wait=True, cleanup=False):
-            if shard is None:
-                check_finished(ctx)
-            tables = write_tables(ctx)
+        tables = distributed.together(lambda: _tables(ctx, run_dir, shard) if lead else [])
     return {"units": len(units), "unique": len({ctx.key(u) for u in units}), "ran": len(todo),
             "wall_s": time.perf_counter() - t0, "tables": [str(p) for p in tables]}
+
+
+def _tables(ctx: Context, run_dir: Path, shard: tuple[int, int] | None) -> list[Path]:
+    with DirectoryLock(run_dir, wait=True, cleanup=False), distributed.alone():
+        if shard is None:
+            check_finished(ctx)
+        return write_tables(ctx)
 
 
 def _describe(unit: Unit) -> str:
