@@ -60,6 +60,10 @@ DESCRIPTOR_HELP = ("Descriptor file; default: pixels. A .safetensors kernel desc
                    "files you trust.")
 
 
+AUTOCAST_HELP = "bf16: run the networks' layers in bfloat16 (autocast; the ODE state stays float32). Default: float32."
+CHANNELS_LAST_HELP = "Channels-last (NHWC) memory for image networks (faster convolutions on GPUs)."
+COMPILE_HELP = "torch.compile the networks (a one-off compilation per batch shape)."
+
 # Under torchrun, ranks that train different students (or wait while rank 0 trains) wait for
 # each other at the next collective longer than torch's default 30 minutes.
 RANKS_TIMEOUT_DAYS = 7

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from pfdist.cli.common import DESCRIPTOR_HELP, app, fail, progress_bar
+from pfdist.cli.common import (AUTOCAST_HELP, CHANNELS_LAST_HELP, COMPILE_HELP, DESCRIPTOR_HELP, app, fail,
+                               progress_bar)
 from pfdist.errors import PFDistError
 from pfdist.settings import FlowSettings
 
@@ -28,6 +29,9 @@ def distance(
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: cpu)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result JSON here."),
     per_sample: bool = typer.Option(False, help="Include the per-seed squared distances in the JSON."),
+    autocast: Optional[str] = typer.Option(None, help=AUTOCAST_HELP),
+    channels_last: bool = typer.Option(False, "--channels-last", help=CHANNELS_LAST_HELP),
+    compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
 ) -> None:
     """PFD between two models on shared seeds; prints value ± CI and writes a JSON result.
 
@@ -36,6 +40,7 @@ def distance(
     and writes the result, which is the same as one process's.
     """
     from pfdist import checks, distributed
+    from pfdist.accel import Accel, accelerate
     from pfdist.atomic import atomic_write_json, check_writable
     from pfdist.metric import pfd
     from pfdist.specs import load_spec
@@ -51,8 +56,10 @@ def distance(
 
     main = distributed.is_main()
     try:
+        accel = Accel(autocast, channels_last, compile_)
         with distributed.process_group(device) as device:
             da, db = distributed.together(lambda: (load_spec(a), load_spec(b)))
+            da, db = accelerate(da, accel), accelerate(db, accel)
             with progress_bar(num_samples, "PFD", disable=not main) as bar:
                 result = pfd(
                     da, db, num_samples=num_samples, seed=seed, steps=steps, solver=solver,

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from pfdist.cli.common import DESCRIPTOR_HELP, RANKS_TIMEOUT_DAYS, app, fail, json_option, train_bar
+from pfdist.cli.common import (AUTOCAST_HELP, CHANNELS_LAST_HELP, COMPILE_HELP, DESCRIPTOR_HELP,
+                               RANKS_TIMEOUT_DAYS, app, fail, json_option, train_bar)
 from pfdist.errors import PFDistError
 
 NET_HELP = ('Student network, JSON or .json file: {"arch": "mlp", "width": 256, "depth": 3, "sigma_data": 1.0} or '
@@ -36,7 +37,7 @@ TRAIN_DEFAULTS = {"batch_size": 256, "lr": 2e-3, "lr_schedule": "onecycle", "epo
 
 
 def _protocol_inputs(teacher: Path, net: Optional[str], train_cfg: Optional[str], eval_cfg: Optional[str],
-                     device: Optional[str] = None):
+                     device: Optional[str] = None, accel: Optional[dict] = None):
     """Validate every input (configs, device, teacher) before anything is written or trained."""
     from pfdist import checks
     from pfdist.protocol import EvalConfig
@@ -53,8 +54,9 @@ def _protocol_inputs(teacher: Path, net: Optional[str], train_cfg: Optional[str]
     net_config = {"arch": "mlp", "width": 256, "depth": 3, "sigma_data": 1.0, **json_option(net, "net")}
     net_config.setdefault("shape", list(shape))
     try:
-        train_config = TrainConfig.from_dict({**TRAIN_DEFAULTS, **json_option(train_cfg, "train")})
-        eval_config = EvalConfig(**json_option(eval_cfg, "eval"))
+        accel = {k: v for k, v in (accel or {}).items() if v}  # the flags set both configs' fields
+        train_config = TrainConfig.from_dict({**TRAIN_DEFAULTS, **json_option(train_cfg, "train"), **accel})
+        eval_config = EvalConfig(**{**json_option(eval_cfg, "eval"), **accel})
     except TypeError as e:
         fail(f"unknown field in --train/--eval: {e}.")
     return model, shape, net_config, train_config, eval_config
@@ -74,6 +76,9 @@ def student(
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache teacher maps here (keyed by content)."),
     wait: bool = typer.Option(False, "--wait", help="If another process is training in DIR, wait for it instead of failing."),
+    autocast: Optional[str] = typer.Option(None, help=AUTOCAST_HELP),
+    channels_last: bool = typer.Option(False, "--channels-last", help=CHANNELS_LAST_HELP),
+    compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
 ) -> None:
     """Train one student on N teacher samples; report E_gen, E_mem, losses and copy share.
 
@@ -90,7 +95,9 @@ def student(
     check_writable(out, directory=True)
     main = distributed.is_main()
     try:
-        model, shape, net_cfg, train_cfg, eval_cfg = _protocol_inputs(teacher, net, train_config, eval_config, device)
+        accel = {"autocast": autocast, "channels_last": channels_last, "compile": compile_}
+        model, shape, net_cfg, train_cfg, eval_cfg = _protocol_inputs(teacher, net, train_config, eval_config, device,
+                                                                      accel)
         epochs = _epochs_option(eval_epochs, train_cfg.epochs)
         with distributed.process_group(device, timeout=timedelta(days=RANKS_TIMEOUT_DAYS)) as device:
             bar, update = train_bar(disable=not main)

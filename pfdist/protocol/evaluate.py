@@ -10,6 +10,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from pfdist.accel import Accel, accelerate
 from pfdist.denoisers import EmpiricalDenoiser, nearest_neighbors
 from pfdist.descriptors import Descriptor, NamedDescriptors, identity
 from pfdist.errors import PFDistError
@@ -40,6 +41,9 @@ class EvalConfig:
     test_samples: int = 2048
     loss_repeats: int = 4
     loss_seed: int = 12345
+    autocast: str | None = None  # how the student's network runs (pfdist.accel.Accel); the ODE stays float32
+    channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self):
         for name, lo in (("num_samples", 2), ("seed", 0), ("batch_size", 1), ("test_samples", 1),
@@ -47,6 +51,7 @@ class EvalConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise PFDistError(f"EvalConfig.{name} must be an integer >= {lo} (got {value!r}).")
+        self.accel  # validates autocast, channels_last, compile
         flow = self.settings()  # validates the solver fields
         for name in ("steps", "sigma_min", "sigma_max", "rho"):
             object.__setattr__(self, name, getattr(flow, name))
@@ -57,8 +62,19 @@ class EvalConfig:
     def pfd_kwargs(self) -> dict:
         return dict(num_samples=self.num_samples, seed=self.seed, flow=self.settings(), batch_size=self.batch_size)
 
+    @property
+    def accel(self) -> Accel:
+        try:
+            return Accel(self.autocast, self.channels_last, self.compile)
+        except PFDistError as e:
+            raise PFDistError(f"EvalConfig: {e}") from None
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for name, default in Accel().to_dict().items():  # absent when off: the keys of float32 runs stay
+            if d[name] == default:
+                del d[name]
+        return d
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -149,6 +165,7 @@ def evaluate_student(
     """
     shape = teacher_outputs.shape
     device = torch.device(device) if device is not None else next(student.parameters()).device
+    student = accelerate(student, config.accel)
     student_outputs = flow_outputs(student, shape=shape, num_samples=config.num_samples, seed=config.seed,
                                    flow=config.settings(), batch_size=config.batch_size, device=device,
                                    cache_dir=cache_dir)
