@@ -146,54 +146,50 @@ def teacher_student(
             if done is not None:
                 leader.send("record", done)
                 return done
-            t0 = time.perf_counter()
-            leader.send("inputs")
-            inputs.compute()
-            leader.waiting = True
-
-            def callback(epoch: int, ema: torch.nn.Module, stats: dict) -> dict:
-                ema.eval()
-                leader.send("evaluate", _cpu_state(ema))
-                record = {"epoch": epoch, "images": stats["images"], "epoch_train_loss": stats["loss"],
-                          **inputs.evaluate(ema)}
-                leader.waiting = True
-                ema.train()
-                return record
-
-            out_dir = Path(out_dir)
-            t_train = time.perf_counter()
-            result = train(net_config, inputs.train_data.to(device), train_config, out_dir, callback=callback,
-                           epochs_to_eval=eval_epochs, progress=progress)
-            train_s = time.perf_counter() - t_train
-            student = result.denoiser.eval()
-            save_denoiser(out_dir / STUDENT, student, info={"n": n, "dataset_index": dataset_index, "key": key})
-            leader.send("final", _cpu_state(student))
-            report = inputs.evaluate(student, cache_dir)  # the final map is cached for bias-variance and sample grids
-            leader.waiting = True
-            record = {
-                "key": key,
-                "n": n,
-                "params": count_parameters(student),
-                "dataset_index": dataset_index,
-                "train_data": data_key or "teacher",
-                "shape": list(shape),
-                "net_config": net_config,
-                "train_config": train_config.to_dict(),
-                "eval_config": eval_config.to_dict(),
-                "teacher": fingerprint(teacher),
-                "epochs": train_config.epochs,
-                "final_epoch_train_loss": result.history[-1] if result.history else None,
-                **report,
-                "eval_epochs": eval_epochs,
-                "history": result.evaluations,
-                "wall_s": {"total": time.perf_counter() - t0, "train": train_s},
-            }
-            atomic_write_json(out_dir / RESULTS, record, checksum=True)
+            about = {"key": key, "n": n, "dataset_index": dataset_index, "train_data": data_key or "teacher",
+                     "shape": list(shape), "net_config": net_config, "train_config": train_config.to_dict(),
+                     "eval_config": eval_config.to_dict(), "teacher": fingerprint(teacher),
+                     "epochs": train_config.epochs}
+            record = _train_and_evaluate(leader, inputs, net_config, train_config, Path(out_dir), about,
+                                         eval_epochs, progress)
+            atomic_write_json(Path(out_dir) / RESULTS, record, checksum=True)
             leader.send("record", record)
     except BaseException as e:
         leader.send("error", (type(e).__name__, str(e)))  # to ranks waiting for the next step, if any
         raise
     return record
+
+
+def _train_and_evaluate(leader: "_Leader", inputs: "_Inputs", net_config: dict, train_config: TrainConfig,
+                        out_dir: Path, about: dict, eval_epochs: list[int], progress: Callable | None) -> dict:
+    """Rank 0's work (all of it outside a group): inputs, training with its evaluations, the
+    final student and its report; returns the results record."""
+    t0 = time.perf_counter()
+    leader.send("inputs")
+    inputs.compute()
+    leader.waiting = True
+
+    def callback(epoch: int, ema: torch.nn.Module, stats: dict) -> dict:
+        ema.eval()
+        leader.send("evaluate", _cpu_state(ema))
+        record = {"epoch": epoch, "images": stats["images"], "epoch_train_loss": stats["loss"], **inputs.evaluate(ema)}
+        leader.waiting = True
+        ema.train()
+        return record
+
+    t_train = time.perf_counter()
+    result = train(net_config, inputs.train_data.to(inputs.device), train_config, out_dir, callback=callback,
+                   epochs_to_eval=eval_epochs, progress=progress)
+    train_s = time.perf_counter() - t_train
+    student = result.denoiser.eval()
+    save_denoiser(out_dir / STUDENT, student, info={k: about[k] for k in ("n", "dataset_index", "key")})
+    leader.send("final", _cpu_state(student))
+    report = inputs.evaluate(student, inputs.cache_dir)  # the final map is cached for bias-variance and sample grids
+    leader.waiting = True
+    return {"key": about["key"], "n": about["n"], "params": count_parameters(student), **about,  # the file's order
+            "final_epoch_train_loss": result.history[-1] if result.history else None, **report,
+            "eval_epochs": eval_epochs, "history": result.evaluations,
+            "wall_s": {"total": time.perf_counter() - t0, "train": train_s}}
 
 
 class _Inputs:
