@@ -21,7 +21,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import ray
 import torch
 
 from _timing import MIN_SECONDS, REPEATS, CpuClock, ratios, spread
@@ -58,6 +57,8 @@ def local(epochs: int) -> tuple[float, float]:
 
 def on_ray(num_cpus: int):
     def run(epochs: int) -> tuple[float, float]:
+        import ray  # here, not at the top: the local pool's spawned workers import this module
+
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         try:
             return sweep(epochs, "ray", {"cpus_per_unit": 1})
