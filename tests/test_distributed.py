@@ -193,3 +193,19 @@ def test_torchrun_reproduce_writes_the_tables_of_one_process(tmp_path, one_threa
     for table in ("scaling.csv", "bias_variance.csv"):
         assert (tmp_path / "two" / table).read_text() == (tmp_path / "one" / table).read_text()
     assert (tmp_path / "two" / "report.md").is_file()
+
+
+def test_torchrun_reproduce_on_a_held_directory_ends_every_rank_with_one_error(tmp_path, one_thread):
+    """Rank 0 cannot lock the run directory: both ranks stop at once (no rank left waiting)."""
+    from pfdist.lock import DirectoryLock
+
+    preset = tmp_path / "tiny.json"
+    preset.write_text(json.dumps(_tiny_preset()))
+    (tmp_path / "run").mkdir()
+    with DirectoryLock(tmp_path / "run"):
+        done = _torchrun(["reproduce", "--preset", str(preset), "--out", "run"], tmp_path)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "in use" in errors[0], done.stderr[-2000:]
+    assert "]: Traceback" not in done.stderr, done.stderr[-2000:]  # no rank fails otherwise ([rank1]: ...)
+    assert not (tmp_path / "run" / "config.json").exists()

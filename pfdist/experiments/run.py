@@ -155,11 +155,16 @@ def run_preset(
     ctx = distributed.together(lambda: prepare(preset, run_dir, device=device, shard=shard))
     units = units_of(preset)
     lead = rank == 0  # in a group, rank 0 locks, claims and writes the tables
-    whole = DirectoryLock(run_dir, wait=wait) if shard is None and lead else contextlib.nullcontext()
-    with whole:
-        with DirectoryLock(run_dir, wait=wait) if lead else contextlib.nullcontext():
+
+    def lock(stack: contextlib.ExitStack, held: bool) -> None:  # in a group, a refusal reaches every rank
+        distributed.together(lambda: stack.enter_context(DirectoryLock(run_dir, wait=wait)) if held and lead else None)
+
+    with contextlib.ExitStack() as whole:
+        lock(whole, shard is None)
+        with contextlib.ExitStack() as claimed:
+            lock(claimed, True)
             distributed.together(lambda: claim_run_dir(preset, run_dir) if lead else None)
-            todo = distributed.broadcast(units_to_run(ctx, shard))
+            todo = distributed.broadcast(distributed.together(lambda: units_to_run(ctx, shard)))
             ctx.teacher_outputs  # computed (and cached) once before fanning out; in a group, by all ranks
             for i in todo:
                 ctx.train_data(units[i])  # nested stream and independent sets, cached on disk
