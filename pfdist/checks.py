@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from typing import Any, Sequence
 
 import torch
@@ -45,6 +46,45 @@ def real(name: str, value: Any, *, lo: float | None = None, positive: bool = Fal
 
 def seed(name: str, value: Any) -> int:
     return integer(name, value, lo=0, hi=SEED_MAX)
+
+
+def seed_ranges(name: str, value: Any) -> list[range]:
+    """Seeds in EDM's syntax, ranges and comma lists (``"0-49999"``, ``"0-9,20,30-39"``), or a
+    range or sequence of ints, as contiguous runs in the order given (adjacent runs joined). A
+    seed given twice, a backward range or a seed outside [0, SEED_MAX] is refused."""
+    if isinstance(value, range) and value.step == 1:
+        parts = [value]
+    elif isinstance(value, str):
+        parts = []
+        for item in value.split(","):
+            m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", item)
+            if m is None:
+                raise PFDistError(f"{name} must be seeds and ranges separated by commas, e.g. 0-49999 or "
+                                  f"0-9,20,30-39 (got {item.strip()!r} in {value!r}).")
+            lo, hi = int(m[1]), int(m[2] or m[1])
+            if hi < lo:
+                raise PFDistError(f"{name}: the range {lo}-{hi} runs backwards; write {hi}-{lo}.")
+            parts.append(range(lo, hi + 1))
+    elif isinstance(value, Sequence):
+        parts = [range(s, s + 1) for s in (seed(f"{name}[{i}]", v) for i, v in enumerate(value))]
+    else:
+        raise PFDistError(f"{name} must be a string such as '0-49999' or '0-9,20', a range or a list of seeds "
+                          f"(got {type(value).__name__}).")
+    runs: list[range] = []
+    for r in parts:
+        seed(name, r.start)
+        seed(name, r.stop - 1)
+        if runs and runs[-1].stop == r.start:
+            runs[-1] = range(runs[-1].start, r.stop)
+        elif len(r):
+            runs.append(r)
+    if not runs:
+        raise PFDistError(f"{name} holds no seed.")
+    ordered = sorted(runs, key=lambda r: r.start)
+    for a, b in zip(ordered, ordered[1:]):
+        if b.start < a.stop:
+            raise PFDistError(f"{name} gives seed {b.start} twice; each seed may appear once.")
+    return runs
 
 
 def shape(name: str, value: Any, *, max_numel: int = MAX_NUMEL) -> tuple[int, ...]:

@@ -28,7 +28,9 @@ def squared_distances(a: Tensor, b: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class PFDResult:
-    """A PFD estimate. ``per_sample`` holds the squared distances, one per seed, in seed order.
+    """A PFD estimate. ``per_sample`` holds the squared distances, one per seed, in seed order
+    (None for a :class:`pfdist.PFDMetric` that kept only sums). ``seed``: the first of the
+    contiguous seeds (None for seeds with gaps, and for a PFDMetric).
 
     ``value = sqrt(mean(per_sample))``. ``stderr`` is the delta-method standard error
     s / (2 sqrt(M) value), s the sample std of per_sample. ``ci`` is the 95% normal interval
@@ -40,19 +42,36 @@ class PFDResult:
     of the dearer side. ``flow_a`` / ``flow_b``: the
     flow settings each side's ODE actually ran on (after clamping to the models' sigma range;
     None for a generator), as dicts.
+
+    ``solver_error_a`` / ``solver_error_b`` (``pfd(..., error_estimate=True)``; None when not
+    asked for): each map's discretisation error on the grid it ran on, the RMS over seeds of
+    |Psi(Phi_grid(x_T)) - Psi(Phi_exact(x_T))|, estimated by step doubling and Richardson
+    extrapolation on the first seeds of the range (docs/method.md, §2); 0 for a generator,
+    which is its own exact map. ``solver_error = solver_error_a + solver_error_b`` bounds the
+    discretisation part of the result: on the same seeds, |value - value_exact| <= solver_error
+    (Minkowski's inequality), beside the Monte-Carlo interval ``ci``.
     """
 
     value: float
     stderr: float
     ci: tuple[float, float]
-    per_sample: Tensor
+    per_sample: Tensor | None
     num_samples: int
     nfe: float
-    seed: int
+    seed: int | None
     nfe_a: float = math.nan
     nfe_b: float = math.nan
     flow_a: dict | None = None
     flow_b: dict | None = None
+    solver_error_a: float | None = None
+    solver_error_b: float | None = None
+
+    @property
+    def solver_error(self) -> float | None:
+        """Bound on |value - value_exact| from the two maps' estimated discretisation errors (or None)."""
+        if self.solver_error_a is None or self.solver_error_b is None:
+            return None
+        return self.solver_error_a + self.solver_error_b
 
     @classmethod
     def from_per_sample(
@@ -64,25 +83,52 @@ class PFDResult:
         nfe_b: float = math.nan,
         flow_a: dict | None = None,
         flow_b: dict | None = None,
+        solver_error_a: float | None = None,
+        solver_error_b: float | None = None,
     ) -> "PFDResult":
         per_sample = per_sample.detach().double().cpu()
         m = per_sample.numel()
-        if m < 2:
-            raise PFDistError(f"num_samples must be at least 2 for an interval (got {m}).")
+        _at_least_two(m)
         mean = per_sample.mean().item()
         se_mean = per_sample.std(unbiased=True).item() / math.sqrt(m)
+        return cls._from_mean(mean, se_mean, per_sample, m, seed, nfe_a, nfe_b, flow_a, flow_b,
+                              solver_error_a, solver_error_b)
+
+    @classmethod
+    def from_sums(
+        cls, total: float, total_sq: float, count: int, *, per_sample: Tensor | None = None, seed: int | None = None,
+    ) -> "PFDResult":
+        """The result of ``count`` squared distances known by their sum and sum of squares (streamed,
+        or summed over processes); the same rule as :meth:`from_per_sample`. ``per_sample`` may be
+        None (then ``combine`` and ``to_dict(per_sample=True)`` are unavailable)."""
+        _at_least_two(count)
+        mean = total / count
+        variance = max(total_sq - total * mean, 0.0) / (count - 1)
+        return cls._from_mean(mean, math.sqrt(variance / count), per_sample, count, seed,
+                              math.nan, math.nan, None, None)
+
+    @classmethod
+    def _from_mean(cls, mean, se_mean, per_sample, m, seed, nfe_a, nfe_b, flow_a, flow_b,
+                   solver_error_a=None, solver_error_b=None) -> "PFDResult":
+        """The interval rule (class docstring) from the mean squared distance and its standard error."""
         value = math.sqrt(mean)
         stderr = se_mean / (2 * value) if value > 0 else 0.0
         lo, hi = max(mean - Z_95 * se_mean, 0.0), mean + Z_95 * se_mean
         nfe = max(nfe_a, nfe_b) if not (math.isnan(nfe_a) or math.isnan(nfe_b)) else math.nan
         return cls(value, stderr, (math.sqrt(lo), math.sqrt(hi)), per_sample, m, nfe, seed,
-                   nfe_a, nfe_b, flow_a, flow_b)
+                   nfe_a, nfe_b, flow_a, flow_b, solver_error_a, solver_error_b)
 
     @staticmethod
     def combine(parts: Sequence["PFDResult"]) -> "PFDResult":
-        """Join results on contiguous seed ranges (any order) into the result of the union."""
+        """Join results on contiguous seed ranges (any order) into the result of the union.
+
+        The solver error estimates, made on the first seeds of a range, are those of the part
+        holding the lowest seeds (None unless every part has them).
+        """
         if not parts:
             raise PFDistError("nothing to combine.")
+        if any(r.per_sample is None or r.seed is None for r in parts):
+            raise PFDistError("combine needs the per-seed values and seed range of each part (results of pfd).")
         parts = sorted(parts, key=lambda r: r.seed)
         for a, b in zip(parts, parts[1:]):
             if a.seed + a.num_samples != b.seed:
@@ -97,6 +143,8 @@ class PFDResult:
         return PFDResult.from_per_sample(
             torch.cat([r.per_sample for r in parts]), seed=parts[0].seed, nfe_a=mean_nfe("nfe_a"),
             nfe_b=mean_nfe("nfe_b"), flow_a=parts[0].flow_a, flow_b=parts[0].flow_b,
+            **({} if any(r.solver_error is None for r in parts) else
+               dict(solver_error_a=parts[0].solver_error_a, solver_error_b=parts[0].solver_error_b)),
         )
 
     def to_dict(self, *, per_sample: bool = False) -> dict:
@@ -111,11 +159,25 @@ class PFDResult:
             "nfe_b": self.nfe_b,
             "flow_a": self.flow_a,
             "flow_b": self.flow_b,
+            "solver_error": self.solver_error,
+            "solver_error_a": self.solver_error_a,
+            "solver_error_b": self.solver_error_b,
         }
         if per_sample:
+            if self.per_sample is None:
+                raise PFDistError("this result kept no per-sample values; use PFDMetric(per_sample=True).")
             d["per_sample"] = self.per_sample.tolist()
         return d
 
     def __str__(self) -> str:
         lo, hi = self.ci
-        return f"PFD = {self.value:.5g} ± {self.stderr:.2g}  (95% CI [{lo:.5g}, {hi:.5g}], M = {self.num_samples})"
+        text = f"PFD = {self.value:.5g} ± {self.stderr:.2g}  (95% CI [{lo:.5g}, {hi:.5g}], M = {self.num_samples})"
+        if self.solver_error is not None:
+            text += (f"; solver error <= {self.solver_error:.2g} (est.; maps {self.solver_error_a:.2g}, "
+                     f"{self.solver_error_b:.2g})")
+        return text
+
+
+def _at_least_two(m: int) -> None:
+    if m < 2:
+        raise PFDistError(f"num_samples must be at least 2 for an interval (got {m}).")

@@ -169,6 +169,31 @@ def over_seeds(
     return gathered, [m[2] for m in present]
 
 
+def sum_over_ranks(values: Tensor) -> Tensor:
+    """The elementwise sum of ``values`` over the ranks (itself outside a group), on the CPU."""
+    if world()[1] == 1:
+        return values.cpu()
+    buffer = values.detach().to(_comm_device(), copy=True)
+    dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+    return buffer.cpu()
+
+
+def cat_over_ranks(values: Tensor) -> Tensor:
+    """Every rank's 1-D ``values`` joined in rank order (lengths may differ), on the CPU."""
+    rank, size = world()
+    if size == 1:
+        return values.cpu()
+    comm = _comm_device()
+    counts = [torch.zeros(1, dtype=torch.int64, device=comm) for _ in range(size)]
+    dist.all_gather(counts, torch.tensor([values.numel()], device=comm))
+    counts = [int(c.item()) for c in counts]
+    buffer = torch.zeros(max(counts), dtype=values.dtype, device=comm)
+    buffer[: values.numel()] = values.to(comm)
+    parts = [torch.empty_like(buffer) for _ in range(size)]
+    dist.all_gather(parts, buffer)
+    return torch.cat([p[:c] for p, c in zip(parts, counts)]).cpu()
+
+
 def _comm_device() -> torch.device:
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 
+class PFDistWarning(UserWarning):
+    """Something the user asked for was not done, and why (e.g. an output that cannot be cached)."""
+
+
 class PFDistError(ValueError):
     """Bad input or state detected by pfdist; the message names the fix."""
 

@@ -8,7 +8,9 @@ and is cached under a key hashing all of it.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -18,7 +20,7 @@ from pfdist import distributed
 from pfdist.atomic import CorruptFileError, atomic_save_tensors, load_tensors_checked, warn_corrupt
 from pfdist.descriptors import Descriptor, descriptor_fingerprint
 from pfdist import checks
-from pfdist.errors import PFDistError
+from pfdist.errors import PFDistError, PFDistWarning
 from pfdist.hashing import content_hash
 from pfdist.maps import GeneratorMap, ODEMap
 from pfdist.outputs import FlowOutputs
@@ -26,6 +28,8 @@ from pfdist.plan import make_plan, resolve_device
 from pfdist.settings import FlowSettings
 
 __all__ = ["FlowOutputs", "FlowSettings", "flow_outputs", "resolve_device"]
+
+log = logging.getLogger(__name__)
 
 
 def flow_outputs(
@@ -37,46 +41,66 @@ def flow_outputs(
     descriptor: Descriptor | str | None = None,
     flow: FlowSettings | None = None,
     settings: FlowSettings | None = None,
+    steps: int | None = None,
+    solver: str | None = None,
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
+    rho: float | None = None,
     class_labels: int | None = None,
     batch_size: int = 256,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    autocast: torch.dtype | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> FlowOutputs:
     """Psi(Phi(x_T)) for seeds seed..seed+num_samples-1, computed once (and cached on disk).
 
     ``model``: a denoiser (mapped with ``flow``, default EDM's Heun 18 steps; ``settings`` is
-    the older name), or a map (:func:`pfdist.ode_map`, :func:`pfdist.generator`), which brings
+    the older name; the keywords ``steps``, ``solver``, ``sigma_min``, ``sigma_max``, ``rho``
+    replace those fields, as in :func:`pfdist.pfd`), or a map (:func:`pfdist.ode_map`, :func:`pfdist.generator`), which brings
     its own settings. ``shape`` is needed when the model does not say it. With ``cache_dir``,
     outputs are stored as safetensors under a key hashing the map's content, the descriptor, the
-    seeds, the grid, the dtype and the labels; a map or descriptor without a fingerprint is not
-    cached. ``progress(n)`` is called with the number of samples done.
+    seeds, the grid, the dtype, the labels and a map's decoder; a map or descriptor without a
+    fingerprint is not cached. ``shape`` is the shape of x_T (a decoded map's latents). ``progress(n)`` is called with the number of samples done.
     """
     if settings is not None and flow is not None and settings != flow:
         raise PFDistError("give the flow settings once: flow= (settings= is its older name).")
     flow = flow if flow is not None else settings
+    keywords = dict(steps=steps, solver=solver, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
     if isinstance(model, FlowOutputs):
         raise PFDistError("model is already precomputed outputs; pass them to pfd directly.")
-    if isinstance(model, (ODEMap, GeneratorMap)) and (flow is not None or class_labels is not None):
-        raise PFDistError("flow= and class_labels= apply to a plain denoiser; a map brings its own "
+    given = flow is not None or any(v is not None for v in keywords.values())
+    if isinstance(model, (ODEMap, GeneratorMap)) and (given or class_labels is not None):
+        raise PFDistError("flow settings and class_labels= apply to a plain denoiser; a map brings its own "
                           "(ode_map(denoiser, flow, class_labels=...)).")
+    if given:
+        flow = FlowSettings.of(flow, **keywords)
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise PFDistError(f"num_samples must be a positive integer (got {num_samples!r}).")
     checks.integer("seed", seed, lo=0, hi=checks.SEED_MAX - num_samples + 1)
     p = make_plan({"model": model}, reduce=lambda outs: outs[0], shape=shape, flow=flow, class_labels=class_labels,
-                  descriptor=descriptor, device=device, dtype=dtype, batch_size=batch_size)
+                  descriptor=descriptor, device=device, dtype=dtype, batch_size=batch_size,
+                  autocast=autocast)
     side = p.sides[0]
-    record = dict(seed=seed, shape=p.shape, flow=side.flow, sigma_max=p.sigma_max,
+    record = dict(seed=seed, shape=side.source.shape or p.shape, flow=side.flow, sigma_max=p.sigma_max,
                   map_fingerprint=side.source.fingerprint(), descriptor=descriptor_fingerprint(p.descriptor),
-                  dtype=str(dtype), conditioning=side.source.conditioning)
+                  dtype=p.precision, conditioning=side.source.conditioning)
+    if record["shape"] != p.shape:  # a decoded map: images from latents (kept out of the key otherwise)
+        record["noise_shape"] = p.shape
     key = None
     if record["map_fingerprint"] is not None and record["descriptor"] is not None:
         key = content_hash("flow_outputs/v2", num_samples, {**record, "flow": side.flow and side.flow.to_dict()})
+    if cache_dir is not None and key is None:
+        which = "the model" if record["map_fingerprint"] is None else "the descriptor"
+        warnings.warn(f"cache_dir is ignored: {which} has no fingerprint, so its outputs cannot be keyed by content "
+                      "(a module holding a function or an arbitrary object, or a callable without fingerprint()); "
+                      "they are computed, not cached.", PFDistWarning, stacklevel=2)
     path = Path(cache_dir) / f"flow-{key}.safetensors" if cache_dir is not None and key else None
     if path is not None and distributed.all_true(path.is_file()):  # every rank of a group, or none
         out = _read_cache(path)
         if distributed.all_true(out is not None):  # a damaged entry anywhere is a miss everywhere
+            log.debug("flow outputs of seeds %d..%d read from %s", seed, seed + num_samples - 1, path)
             if progress:
                 progress(num_samples)
             return out
@@ -84,6 +108,7 @@ def flow_outputs(
     out = FlowOutputs(values, nfe=side.nfe, key=key, descriptor_object=p.descriptor, **record)
     if path is not None and distributed.is_main():
         atomic_save_tensors(path, {"values": values}, metadata={"pfdist": json.dumps(out.metadata())}, checksum=True)
+        log.debug("flow outputs of seeds %d..%d cached in %s", seed, seed + num_samples - 1, path)
     return out
 
 

@@ -16,8 +16,10 @@ from pfdist.descriptors import Descriptor
 from pfdist.distance import PFDResult, squared_distances
 from pfdist import checks
 from pfdist.errors import PFDistError
+from pfdist.outputs import FlowOutputs
 from pfdist.plan import make_plan
 from pfdist.settings import FlowSettings
+from pfdist.solver_error import check_estimable, solver_errors
 
 __all__ = ["PFDResult", "pfd", "squared_distances"]
 
@@ -27,8 +29,9 @@ def pfd(
     b: Any,
     *,
     shape: Sequence[int] | None = None,
-    num_samples: int = 10_000,
-    seed: int = 100_000,
+    num_samples: int | None = None,
+    seed: int | None = None,
+    seeds: str | Sequence[int] | range | None = None,
     descriptor: Descriptor | str | None = None,
     flow: FlowSettings | None = None,
     steps: int | None = None,
@@ -40,7 +43,9 @@ def pfd(
     batch_size: int = 256,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    autocast: torch.dtype | None = None,
     progress: Callable[[int], None] | None = None,
+    error_estimate: bool = False,
 ) -> PFDResult:
     """Probability flow distance between two maps on shared seeds.
 
@@ -62,22 +67,65 @@ def pfd(
     Precomputed outputs are refused unless made with this descriptor (its fingerprint, or the
     very object for a callable without one), dtype, grid, T and labels.
 
-    shape: the data shape (taken from a or b when they know it). Seeds are
-    seed..seed+num_samples-1; any range can be evaluated alone and joined exactly with
-    :meth:`PFDResult.combine`. Streams in batches; ``progress(n)`` gets samples done.
+    ``autocast`` (``torch.bfloat16`` / ``torch.float16``): the networks (and decoders) run under
+    ``torch.autocast`` in that precision; the ODE state, the outputs and the distance stay in
+    ``dtype`` (float32). EDM2 networks also take ``load_edm(path, dtype=torch.bfloat16)``.
+
+    shape: the shape of x_T, the data shape unless a map decodes latents (taken from a or b
+    when they know it). Seeds are
+    seed..seed+num_samples-1 (default: the seeds of precomputed outputs given as a or b, else
+    100000..109999); any range can be evaluated alone and
+    joined exactly with :meth:`PFDResult.combine`. Or ``seeds``, in EDM's syntax (``"0-49999"``,
+    ``"0-9,20,30-39"``) or as a range or list, instead of ``seed`` and ``num_samples``: the
+    per-sample values follow the seeds' order, and ``result.seed`` is None unless they are one
+    contiguous range. Streams in batches; ``progress(n)`` gets samples done.
     ``result.nfe_a`` / ``nfe_b`` are each side's evaluations per sample, ``nfe`` the larger.
+
+    ``error_estimate=True`` also estimates each map's discretisation error on its own grid
+    (``result.solver_error_a`` / ``_b``, and ``result.solver_error``, a bound on how far the
+    value is from the exact maps' PFD): each ODE side is rerun with doubled steps on the first
+    :data:`pfdist.solver_error.ERROR_SEEDS` seeds and Richardson-extrapolated with the solver's
+    order (:mod:`pfdist.solver_error`); it costs about 3 x 128 / num_samples of the PFD itself.
+    Needs a fixed-grid solver and the model of every ODE side (not precomputed ODE outputs).
     """
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
-        raise PFDistError(f"num_samples must be an integer >= 2 (got {num_samples!r}).")
-    checks.integer("seed", seed, lo=0, hi=checks.SEED_MAX - num_samples + 1)
+    if not isinstance(error_estimate, bool):
+        raise PFDistError(f"error_estimate must be True or False (got {error_estimate!r}).")
+    precomputed = next((m for m in (a, b) if isinstance(m, FlowOutputs)), None)
+    runs = _seed_runs(num_samples, seed, seeds, precomputed)
     keywords = dict(steps=steps, solver=solver, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
     if flow is not None or any(v is not None for v in keywords.values()):
         flow = FlowSettings.of(flow, **keywords)
     p = make_plan({"a": a, "b": b}, reduce=lambda outs: squared_distances(*outs), shape=shape, flow=flow,
-                  class_labels=class_labels, descriptor=descriptor, device=device, dtype=dtype, batch_size=batch_size)
-    per_sample = p.evaluate_range(range(seed, seed + num_samples), progress)
+                  class_labels=class_labels, descriptor=descriptor, device=device, dtype=dtype, batch_size=batch_size,
+                  autocast=autocast)
+    if error_estimate:
+        check_estimable(p)
     side_a, side_b = p.sides
+    per_sample = torch.cat([p.evaluate_range(run, progress) for run in runs])
+    # The discretisation estimate runs on the first seeds of the first run.
+    errors = solver_errors(p, runs[0].start, len(runs[0])) if error_estimate else (None, None)
     return PFDResult.from_per_sample(
-        per_sample, seed=seed, nfe_a=side_a.nfe, nfe_b=side_b.nfe,
+        per_sample, seed=runs[0].start if len(runs) == 1 else None, nfe_a=side_a.nfe, nfe_b=side_b.nfe,
         flow_a=side_a.flow and side_a.flow.to_dict(), flow_b=side_b.flow and side_b.flow.to_dict(),
+        solver_error_a=errors[0], solver_error_b=errors[1],
     )
+
+
+def _seed_runs(num_samples: int | None, seed: int | None, seeds: Any, precomputed: FlowOutputs | None) -> list[range]:
+    """The contiguous seed runs of a call: ``seeds``, or ``seed .. seed + num_samples - 1``, or
+    when none is given the seeds of the (first) precomputed outputs."""
+    if seeds is None and num_samples is None and seed is None and precomputed is not None:
+        return [range(precomputed.seed, precomputed.seed + precomputed.num_samples)]
+    if seeds is not None:
+        if num_samples is not None or seed is not None:
+            raise PFDistError("give seeds= or seed= and num_samples=, not both.")
+        runs = checks.seed_ranges("seeds", seeds)
+        if sum(map(len, runs)) < 2:
+            raise PFDistError(f"seeds must hold at least 2 seeds for an interval (got {seeds!r}).")
+        return runs
+    num_samples = 10_000 if num_samples is None else num_samples
+    seed = 100_000 if seed is None else seed
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
+        raise PFDistError(f"num_samples must be an integer >= 2 (got {num_samples!r}).")
+    checks.integer("seed", seed, lo=0, hi=checks.SEED_MAX - num_samples + 1)
+    return [range(seed, seed + num_samples)]

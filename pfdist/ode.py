@@ -26,6 +26,9 @@ class Denoiser(Protocol):
     - ``label_dim`` > 0: class-conditional, called as ``D(x, sigma, class_labels)`` with
       one-hot ``class_labels: (batch, label_dim)`` (EDM's convention);
     - ``fingerprint() -> str``: a content hash, so its outputs can be cached.
+    - ``pure_noise = True``: trained up to pure noise (a rectified flow at t = 1, ``sigma_max`` =
+      inf); ``D(eps, inf)`` is then defined as lim D(sigma eps, sigma), reading x as the unit
+      noise eps, and ODE maps start there with eps = x_T / T (:class:`pfdist.ODEMap`).
     """
 
     def __call__(self, x: Tensor, sigma: Tensor | float, /) -> Tensor: ...

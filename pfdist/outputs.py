@@ -22,6 +22,8 @@ class FlowOutputs:
     hash (None when it has none). ``descriptor``: Psi's fingerprint (None for a callable without
     one: then only that very object, kept in ``descriptor_object``, matches). ``dtype``: the
     precision the map ran in. ``conditioning``: None, ``"seeded/K"`` or ``"class=c/K"``.
+    ``shape``: the map's data shape (its decoded images for a latent model); ``noise_shape``:
+    the shape of its x_T, when different (the latents of a decoded map).
     :func:`pfdist.pfd` refuses outputs whose record differs from the comparison it is asked for.
     """
 
@@ -37,8 +39,11 @@ class FlowOutputs:
     dtype: str = str(torch.float32)
     conditioning: str | None = None
     descriptor_object: Any = field(default=identity, compare=False, repr=False)
+    noise_shape: tuple[int, ...] | None = None  # shape of x_T when it differs from ``shape`` (a decoded map)
 
     def __post_init__(self):
+        if self.noise_shape is not None and tuple(self.noise_shape) == tuple(self.shape):
+            object.__setattr__(self, "noise_shape", None)
         if self.sigma_max is None:
             if self.flow is None:
                 raise PFDistError("FlowOutputs of a generator (flow=None) need sigma_max, the T of their x_T.")
@@ -90,11 +95,13 @@ class FlowOutputs:
         return {"seed": self.seed, "shape": list(self.shape), "nfe": self.nfe, "key": self.key,
                 "flow": None if self.flow is None else self.flow.to_dict(), "sigma_max": self.sigma_max,
                 "map_fingerprint": self.map_fingerprint, "descriptor": self.descriptor, "dtype": self.dtype,
-                "conditioning": self.conditioning}
+                "conditioning": self.conditioning,
+                **({} if self.noise_shape is None else {"noise_shape": list(self.noise_shape)})}
 
     @classmethod
     def from_metadata(cls, values: Tensor, meta: dict) -> "FlowOutputs":
         flow = None if meta["flow"] is None else FlowSettings.from_dict(meta["flow"])
         return cls(values, int(meta["seed"]), tuple(meta["shape"]), float(meta["nfe"]), meta["key"], flow,
                    float(meta["sigma_max"]), meta["map_fingerprint"], meta["descriptor"], meta["dtype"],
-                   meta["conditioning"], descriptor_object=None)
+                   meta["conditioning"], descriptor_object=None,
+                   noise_shape=None if meta.get("noise_shape") is None else tuple(meta["noise_shape"]))

@@ -75,7 +75,7 @@ class Plan:
     """Sides that share x_T = T z(seed) (and labels), reduced batch by batch (see module docstring)."""
 
     sides: list[Side]
-    shape: tuple[int, ...]
+    shape: tuple[int, ...]  # of x_T (a decoded map's outputs have their own data shape)
     sigma_max: float  # T
     descriptor: Descriptor
     device: torch.device
@@ -84,6 +84,12 @@ class Plan:
     reduce: Callable[[list[Tensor]], Tensor]  # per-side outputs of one batch -> (batch, ...)
     label_dim: int = 0
     class_labels: int | None = None
+    autocast: torch.dtype | None = None  # networks' matmuls and convolutions in this dtype; the ODE state stays in dtype
+
+    @property
+    def precision(self) -> str:
+        """The record of how the maps ran: ``dtype``, and the autocast dtype when one is used."""
+        return str(self.dtype) if self.autocast is None else f"{self.dtype}+autocast:{self.autocast}"
 
     def labels(self, seeds: range) -> Tensor | None:
         if not self.label_dim:
@@ -116,6 +122,9 @@ class Plan:
                     x_T = noise(batch, self.shape, self.sigma_max, device=self.device, dtype=self.dtype) if live else None
                     labels = self.labels(batch) if live else None
                     outs = [self._side_batch(side, batch, x_T, labels) for side in self.sides]
+                    if len({tuple(o.shape) for o in outs}) > 1:
+                        raise PFDistError(f"the maps' outputs differ in shape {[tuple(o.shape[1:]) for o in outs]}; "
+                                          "PFD compares maps on the same space (decode latent models to images).")
                     chunks.append(self.reduce(outs).cpu())
                     if progress:
                         progress(len(batch))
@@ -130,7 +139,9 @@ class Plan:
     def _side_batch(self, side: Side, seeds: range, x_T: Tensor | None, labels: Tensor | None) -> Tensor:
         if isinstance(side.source, FlowOutputs):
             return side.source.slice(seeds.start, len(seeds)).to(self.device)
-        x_0, calls = side.source.run(x_T, labels, side.flow, name=side.name)
+        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            x_0, calls = side.source.run(x_T, labels, side.flow, name=side.name)
+        x_0 = x_0.to(self.dtype)
         side.calls, side.batches = side.calls + calls, side.batches + 1
         where = f"seeds {seeds.start}..{seeds.stop - 1}"
         if not torch.isfinite(x_0).all():
@@ -157,6 +168,7 @@ def make_plan(
     device: Any = None,
     dtype: torch.dtype = torch.float32,
     batch_size: int = 256,
+    autocast: torch.dtype | None = None,
 ) -> Plan:
     """Resolve and check the sides of a comparison (see the module docstring).
 
@@ -168,6 +180,9 @@ def make_plan(
         raise PFDistError(f"batch_size must be a positive integer (got {batch_size!r}).")
     if dtype not in (torch.float32, torch.float64):
         raise PFDistError(f"dtype must be torch.float32 or torch.float64 (got {dtype}).")
+    if autocast is not None and (autocast not in (torch.bfloat16, torch.float16) or dtype != torch.float32):
+        raise PFDistError(f"autocast must be torch.bfloat16 or torch.float16 with dtype=torch.float32 (got "
+                          f"autocast={autocast}, dtype={dtype}): networks run in it, the ODE state in float32.")
     explicit = flow is not None
     precomputed = [m for m in models.values() if isinstance(m, FlowOutputs)]
     base = FlowSettings.of(flow) if explicit else next((p.flow for p in precomputed if p.flow), FlowSettings())
@@ -202,8 +217,10 @@ def make_plan(
                 f"descriptor {getattr(desc, '__name__', type(desc).__name__)}; pass the same descriptor (a callable without "
                 "fingerprint() matches only the very object used), or recompute them with flow_outputs(..., descriptor=...)."
             )
-        if s.dtype != str(dtype):
-            raise PFDistError(f"{name}: precomputed in {s.dtype}, but this call uses dtype={dtype}; pass dtype={s.dtype}.")
+        precision = str(dtype) if autocast is None else f"{dtype}+autocast:{autocast}"
+        if s.dtype != precision:
+            raise PFDistError(f"{name}: precomputed in {s.dtype}, but this call runs in {precision}; pass the same "
+                              "dtype= and autocast=.")
     live = {name: s for name, s in sources.items() if not isinstance(s, FlowOutputs)}
     device = resolve_device(device, *live.values())
     for name, s in live.items():
@@ -211,13 +228,23 @@ def make_plan(
     labelled = next((s for s in live.values() if s.label_dim), None)
     sides = [Side(name, s, grids[name]) for name, s in sources.items()]
     return Plan(sides, shape, next(iter(levels.values())), desc, device, dtype, batch_size, reduce,
-                labelled.label_dim if labelled else 0, labelled.class_labels if labelled else None)
+                labelled.label_dim if labelled else 0, labelled.class_labels if labelled else None, autocast)
+
+
+def _noise_shape(source: Source) -> tuple[int, ...] | None:
+    own = source.noise_shape if isinstance(source, (ODEMap, GeneratorMap)) else source.noise_shape or source.shape
+    return None if own is None else tuple(own)
 
 
 def _common_shape(sources: dict[str, Source], shape: Sequence[int] | None) -> tuple[int, ...]:
-    known = {name: data_shape(s) for name, s in sources.items() if data_shape(s) is not None}
+    """The shape of x_T shared by every side; their data shapes (decoded images) must agree too."""
+    outputs = {name: data_shape(s) for name, s in sources.items() if data_shape(s) is not None}
+    if len(set(outputs.values())) > 1:
+        raise PFDistError(f"the maps have different data shapes {outputs}; PFD compares maps on the same space "
+                          "(a latent model's map needs its decoder: ode_map(..., decoder=...)).")
+    known = {name: _noise_shape(s) for name, s in sources.items() if _noise_shape(s) is not None}
     if len(set(known.values())) > 1:
-        raise PFDistError(f"the maps have different data shapes {known}; PFD compares maps on the same space.")
+        raise PFDistError(f"the maps draw x_T of different shapes {known}; PFD compares maps on the same noise.")
     if shape is None:
         if not known:
             raise PFDistError("pass shape=(...): no model says its data shape.")
@@ -256,5 +283,6 @@ def _check_module(source: ODEMap | GeneratorMap, name: str, device: torch.device
         return
     if p.device != device:
         raise PFDistError(f"{name}'s parameters are on {p.device} but device={device}; pass device='{p.device}' or move it.")
-    if p.dtype != dtype:
+    casts = any(getattr(m, "compute_dtype", None) is not None for m in module.modules())  # EDM2 nets cast their weights
+    if p.dtype != dtype and not casts:
         raise PFDistError(f"{name}'s parameters are {p.dtype} but dtype={dtype}; pass dtype={p.dtype} or cast it.")

@@ -129,6 +129,21 @@ def _real_vs_synthetic_blocks(rows: Sequence[dict[str, Any]] | None) -> list[Blo
             ("table", header, table)]
 
 
+def _solver_error_blocks(rows: Sequence[dict[str, Any]] | None) -> list[Block]:
+    """E_gen and E_mem with their Monte-Carlo intervals beside the maps' discretisation error, when estimated."""
+    rows = [r for r in rows or () if isinstance(r.get("e_gen_solver_error"), float)]
+    if not rows:
+        return []
+    table = [(r["student"], r["n"], _fmt(r["e_gen"]), f"[{_fmt(r['e_gen_ci_low'])}, {_fmt(r['e_gen_ci_high'])}]",
+              _fmt(r["e_gen_solver_error"]), _fmt(r["e_mem"]), _fmt(r["e_mem_solver_error"])) for r in rows]
+    return [("h2", "Discretisation error"),
+            ("p", "Each E is a PFD of solved maps; its solver error (each map rerun with doubled steps on the first "
+                  "128 seeds, Richardson) bounds how far it is from the PFD of the exact maps, beside the Monte-Carlo "
+                  "interval, which does not include it (docs/method.md, §2)."),
+            ("table", ("student", "N", "E_gen", "E_gen 95% CI", "E_gen solver error", "E_mem", "E_mem solver error"),
+             table)]
+
+
 FIGURE_CAPTIONS = {
     "scaling": "E_gen, E_mem and the copy share (95% Wilson intervals) against log2 N for every student size, one "
                "row per descriptor space (primary first). Dashed black: the ideal copier, the exact empirical flow "
@@ -305,6 +320,7 @@ def write_report(
     timing: dict[str, Any] | None = None,
     counts: dict[str, int] | None = None,
     findings: Sequence[Finding] | None = None,
+    scaling_rows: Sequence[dict[str, Any]] | None = None,
 ) -> tuple[Path, Path]:
     """Write run_dir/report.md (figures linked relative to run_dir) and run_dir/report.html (figures
     embedded). ``spaces``: descriptor names, primary first; ``space_fits``: E_gen collapse per space;
@@ -331,6 +347,7 @@ def write_report(
     blocks += _dynamics_blocks(dynamics)
     blocks += _bias_variance_blocks(bias_variance_rows, spaces[0])
     blocks += _real_vs_synthetic_blocks(real_vs_synthetic_rows)
+    blocks += _solver_error_blocks(scaling_rows)
     if figures:
         blocks.append(("h2", "Figures"))
         for fig in figures:

@@ -18,7 +18,13 @@ A spec is one of
 * a trained network: a directory or ``.json`` written by ``pfdist.training`` (loaded by
   :func:`pfdist.training.load_denoiser`), or by ``pfdist convert`` (``model.safetensors``);
 * an EDM snapshot ``.pkl``, read without running its code (:func:`pfdist.models.edm.load_edm`);
-* a diffusers ``save_pretrained`` directory (see :func:`pfdist.models.diffusers.load_diffusers`);
+* a diffusers ``save_pretrained`` directory (see :func:`pfdist.models.diffusers_load.load_diffusers`),
+  or a JSON file ``{"type": "diffusers", "model": DIR, "conditioning": FILE}`` naming one with
+  a safetensors file of its conditioning (tensors named as the network's forward arguments:
+  ``encoder_hidden_states``, ``pooled_projections``, ``class_labels``; batch 1), and optionally
+  ``"guidance": {"weight": w, "conditioning": NULL_FILE}``: classifier-free guidance as the
+  diffusers pipelines do it (:func:`pfdist.guided` of the two conditionings). Paths are relative
+  to the JSON file;
 * a ``.pt2`` program written by ``pfdist export`` (a program: trust it; see :mod:`pfdist.models.export`);
 * ``pfdist:<name>``: a model shipped inside pfdist (``pfdist:digits-unet``).
 """
@@ -153,7 +159,7 @@ def load_spec(path: str | os.PathLike) -> Any:
     if not path.exists():
         raise PFDistError(f"{path} does not exist; give a distribution file (.json, .safetensors) or a checkpoint.")
     if path.is_dir():
-        from pfdist.models.diffusers import is_diffusers_dir, load_diffusers
+        from pfdist.models.diffusers_load import is_diffusers_dir, load_diffusers
 
         return load_diffusers(path) if is_diffusers_dir(path) else _load_network_dir(path)
     if path.suffix == ".pkl":
@@ -181,6 +187,8 @@ def load_spec(path: str | os.PathLike) -> Any:
         raise PFDistError(f"{path} is not valid JSON ({e}).") from None
     if not isinstance(spec, dict):
         raise PFDistError(f"{path} must hold a JSON object with a 'type' field.")
+    if spec.get("type") == "diffusers":
+        return _diffusers_spec(spec, path)
     if spec.get("kind") == "pfdist.denoiser":
         from pfdist.training import load_denoiser
 
@@ -209,3 +217,35 @@ def _from_tensors(kind: str, tensors: dict) -> Any:
     if kind not in TYPES:
         raise PFDistError(f"'pfdist_type' metadata must be one of {TYPES}; got {kind!r}.")
     return build_distribution({"type": kind, **tensors})
+
+
+DIFFUSERS_FIELDS = ("model", "conditioning", "guidance")
+
+
+def _diffusers_spec(spec: dict, path: Path) -> Any:
+    """A diffusers directory with its conditioning file(s), guided or not (see the module docstring)."""
+    from pfdist.guidance import guided
+    from pfdist.models.diffusers_conditioning import read_conditioning
+    from pfdist.models.diffusers_load import adapt, load_network
+
+    unknown = sorted(set(spec) - {"type", *DIFFUSERS_FIELDS})
+    if unknown or "model" not in spec:
+        raise PFDistError(f"{path}: a 'diffusers' spec has the fields {list(DIFFUSERS_FIELDS)} ('model' required); "
+                          f"got {sorted(spec)}.")
+    guidance = spec.get("guidance")
+    if guidance is not None and (not isinstance(guidance, dict) or sorted(guidance) != ["conditioning", "weight"]):
+        raise PFDistError(f"{path}: 'guidance' must be {{\"weight\": w, \"conditioning\": FILE}}, FILE the "
+                          f"embeddings of the null (or negative) prompt; got {guidance!r}.")
+    weight = checks.real(f"{path}: guidance weight", guidance["weight"]) if guidance else None
+    files = {"conditioning": spec.get("conditioning"), "guidance conditioning": guidance and guidance["conditioning"]}
+    files = {k: inside(path.parent, v, f"{path}: '{k}'") for k, v in files.items() if v is not None}
+    tensors = {k: read_conditioning(f) for k, f in files.items()}  # refused before any weights are read
+    model, scheduler = load_network(inside(path.parent, spec["model"], f"{path}: 'model'"))
+
+    def denoiser(key: str) -> Any:
+        where = f"{path}: conditioning file {files[key]}" if key in files else f"{path}"
+        return adapt(model, scheduler, tensors.get(key), where=where)
+
+    net = denoiser("conditioning")
+    return guided(net, denoiser("guidance conditioning"), weight) if guidance else net
+

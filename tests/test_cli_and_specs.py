@@ -73,3 +73,23 @@ def test_spec_errors(tmp_path):
     (tmp_path / "z.safetensors").write_bytes(b"\x00" * 20)
     with pytest.raises(pfdist.PFDistError, match="not a readable safetensors"):
         load_spec(tmp_path / "z.safetensors")
+
+
+def test_distance_takes_seeds_in_edm_syntax(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps({"type": "low_rank_mixture", "shape": [3], "num_components": 2, "rank": 1, "seed": 0}))
+    (tmp_path / "b.json").write_text(json.dumps({"type": "gaussian", "mean": [0.0] * 3, "cov": torch.eye(3).tolist()}))
+    a, b = str(tmp_path / "a.json"), str(tmp_path / "b.json")
+    runs = {}
+    for name, args in (("n", ["-n", "6", "--seed", "40"]), ("range", ["--seeds", "40-45"]), ("list", ["--seeds", "40-42,50,43"])):
+        r = runner.invoke(app, ["distance", a, b, *args, "--steps", "4", "--per-sample", "-o", str(tmp_path / f"{name}.json")])
+        assert r.exit_code == 0, r.output
+        runs[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert runs["range"]["per_sample"] == runs["n"]["per_sample"] and runs["range"]["seed"] == 40
+    # per-seed values follow the seeds given; the seed of a seed's noise does not depend on its neighbours
+    alone = pfdist.pfd(load_spec(a), load_spec(b), seeds=[50, 51], steps=4).per_sample[0].item()
+    assert runs["list"]["per_sample"] == runs["n"]["per_sample"][:3] + [alone] + runs["n"]["per_sample"][3:4]
+    assert runs["list"]["seed"] is None and runs["list"]["seeds"] == "40-42,50,43" and runs["list"]["num_samples"] == 5
+    for args, message in ((["--seeds", "0-9", "-n", "4"], "--seeds replaces --seed"), (["--seeds", "9-0"], "runs backwards"),
+                          (["--seeds", "0-4,3"], "seed 3 twice"), (["--seeds", "1,x"], "separated by commas")):
+        r = runner.invoke(app, ["distance", a, b, *args])
+        assert r.exit_code == 2 and message in r.output, r.output

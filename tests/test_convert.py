@@ -12,12 +12,11 @@ import torch
 from typer.testing import CliRunner
 
 import pfdist
+from pfdist import FlowSettings, PFDistError, build_network, count_parameters
 from pfdist.cli import app
-from pfdist.errors import PFDistError
+from pfdist.cli.common import set_options
 from pfdist.experiments import get_preset
 from pfdist.experiments.presets import PAPER_WIDTHS, override
-from pfdist.flows import FlowSettings
-from pfdist.nets import build_network, count_parameters
 from pfdist.specs import load_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -131,3 +130,19 @@ def test_preset_overrides_are_checked():
         override(paper, {"eval": {"num_sample": 64}})
     r = runner.invoke(app, ["reproduce", "--preset", "paper", "--set", '{"evals": 1}'])
     assert r.exit_code == 2 and "unknown keys ['evals']" in r.output
+    r = runner.invoke(app, ["reproduce", "--preset", "paper", "--set", "dynamics=null", "--set", "eval.num_sample=64"])
+    assert r.exit_code == 2 and "unknown keys ['num_sample'] in eval" in r.output
+
+
+def test_set_takes_dot_lists_beside_json():
+    changes = set_options(["eval.num_samples=500", "dynamics=null", "name=my study", "scaling.ns=[2, 4]",
+                           '{"eval": {"steps": 4}}'])
+    assert changes == [{"eval": {"num_samples": 500}}, {"dynamics": None}, {"name": "my study"},
+                       {"scaling": {"ns": [2, 4]}}, {"eval": {"steps": 4}}]
+    p = get_preset("quick")
+    for change in changes:
+        p = override(p, change)
+    assert (p.eval.num_samples, p.eval.steps, p.dynamics, p.name, p.scaling.ns) == (500, 4, None, "my study", (2, 4))
+    for bad in ("eval..steps=4", "=4", "1a=2"):
+        with pytest.raises(PFDistError, match="is not a key path"):
+            set_options([bad])

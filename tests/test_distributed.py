@@ -56,7 +56,7 @@ def _broken(model):
 
 def _computations(teacher, other, student):
     """What both one process and each rank compute; returns tensors and records."""
-    r = pfdist.pfd(teacher, other, num_samples=29, batch_size=8)
+    r = pfdist.pfd(teacher, other, num_samples=29, batch_size=8, error_estimate=True)
     flow = pfdist.flow_outputs(other, shape=(16,), num_samples=13, batch_size=4)
     config = EvalConfig(num_samples=21, batch_size=8, test_samples=16, loss_repeats=1)
     t_out = pfdist.flow_outputs(teacher, shape=(16,), num_samples=21, batch_size=8)
@@ -64,7 +64,7 @@ def _computations(teacher, other, student):
     record = evaluate_student(student, teacher_outputs=t_out, train_data=train_data.float(),
                               test_data=test_data.float(), config=config)
     return {"pfd": r.per_sample, "flow": flow.values, "flow_nfe": torch.tensor(flow.nfe)}, \
-        {"value": r.value, "nfe": r.nfe, "student": record}
+        {"value": r.value, "nfe": r.nfe, "student": record, "solver_error": [r.solver_error_a, r.solver_error_b]}
 
 
 def _rank_main(rank: int, world: int, store: str, out: str) -> None:
@@ -106,6 +106,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path, one_thread):
         rec = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert rec["value"] == pytest.approx(record["value"], rel=1e-12)
         assert rec["nfe"] == record["nfe"]
+        assert rec["solver_error"] == pytest.approx(record["solver_error"], rel=1e-12)  # its seeds spread too
         assert rec["student"] == json.loads(json.dumps(record["student"]))
         # NaN on rank 1's seeds: both ranks end with the same error, naming the seeds.
         assert "100015..100022" in rec["nan_error"]

@@ -156,6 +156,7 @@ def test_ray_gives_the_tables_of_the_local_pool(ray_cluster, reference, preset_f
     r = CliRunner().invoke(app, ["reproduce", "--preset", str(preset_file), "--engine", "ray", "--out", str(tmp_path)])
     assert r.exit_code == 0, r.output
     assert tables(tmp_path) == reference
+    assert len(_finished_in_worker_logs(tmp_path)) == len(list(tmp_path.glob("units/*/results.json")))
 
 
 def test_killed_ray_worker_is_retried_and_the_tables_are_unchanged(ray_cluster, reference, tmp_path):
@@ -195,3 +196,10 @@ def test_slurm_array_on_the_local_executor_survives_a_preemption(reference, tmp_
     assert log, "no task was caught mid-unit"
     assert tables(tmp_path) == reference
     assert list(tmp_path.glob("slurm/*/*_log.out"))  # submitit's own logs, next to the run
+    assert len(_finished_in_worker_logs(tmp_path)) == len(list(tmp_path.glob("units/*/results.json")))
+
+
+def _finished_in_worker_logs(run_dir: Path) -> set:
+    """The units whose worker logged their end in the run directory's log files."""
+    lines = [line for path in run_dir.glob("logs/*.log") for line in path.read_text().splitlines()]
+    return {line.split("job: ", 1)[1].split(": finished in")[0] for line in lines if ": finished in " in line}

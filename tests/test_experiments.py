@@ -133,3 +133,21 @@ def test_cli_unknown_preset_and_plot_errors(tmp_path):
     assert r.exit_code == 2 and "unknown preset" in r.output
     r = runner.invoke(app, ["plot", str(tmp_path)])
     assert r.exit_code == 2 and "none of" in r.output
+
+
+def test_error_estimate_adds_solver_error_columns_beside_the_intervals(tmp_path):
+    preset = tiny(dynamics=None, bias_variance=None, eval=replace(EVAL, error_estimate=True),
+                  scaling=Scaling((2, 8), (mlp(8),), TRAIN))
+    reproduce(preset, tmp_path, show_progress=False)
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "scaling.csv").open()))
+    assert len(rows) == 2 and all(float(r["e_gen_solver_error"]) > 0 and float(r["e_mem_solver_error"]) > 0 for r in rows)
+    header = (tmp_path / "scaling.csv").read_text().splitlines()[0].split(",")
+    assert header.index("e_gen_solver_error") > header.index("e_gen_ci_high")
+    report = (tmp_path / "report.md").read_text()
+    assert "Discretisation error" in report and "E_gen solver error" in report
+    reproduce(tiny(dynamics=None, bias_variance=None, scaling=Scaling((2,), (mlp(8),), TRAIN)), tmp_path / "off",
+              show_progress=False)
+    assert "solver_error" not in (tmp_path / "off" / "scaling.csv").read_text()
+    assert "Discretisation error" not in (tmp_path / "off" / "report.md").read_text()

@@ -21,7 +21,7 @@ def test_edm_sigmas_match_edm_grid():
     assert torch.equal(s, pfdist.edm_sigmas(18, sigma_min=0.002, sigma_max=80.0, rho=7.0))
 
 
-@pytest.mark.parametrize("solver,nfe", [("heun", 35), ("euler", 18), ("dpmpp_2m", 18)])
+@pytest.mark.parametrize("solver,nfe", [("heun", 35), ("euler", 18), ("dpmpp_2m", 18), ("dpmpp_3m", 18), ("unipc", 18)])
 def test_nfe_counts(gaussians, solver, nfe):
     r = pfdist.pfd(gaussians[0], gaussians[1], num_samples=4, solver=solver)
     assert r.nfe == nfe
@@ -41,7 +41,7 @@ def test_reference_solver_matches_closed_form(gaussians):
     torch.testing.assert_close(out, g.flow_map(x_T), atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("solver,order", [("euler", 1), ("heun", 2), ("dpmpp_2m", 2)])
+@pytest.mark.parametrize("solver,order", [("euler", 1), ("heun", 2), ("dpmpp_2m", 2), ("dpmpp_3m", 3), ("unipc", 4)])
 def test_convergence_order(gaussians, solver, order):
     g = gaussians[1]
     x_T = pfdist.noise(range(32), (4,), dtype=torch.float64)
@@ -50,6 +50,7 @@ def test_convergence_order(gaussians, solver, order):
     errors = [(pfdist.flow_map(g, x_T, steps=n, solver=solver) - exact).abs().max().item() for n in steps]
     slope = -np.polyfit(np.log(steps), np.log(errors), 1)[0]
     assert abs(slope - order) < 0.25, (errors, slope)
+    assert pfdist.solvers.order(solver) == order  # the order the error estimate's Richardson step uses
 
 
 def test_pfd_matches_closed_form_between_gaussians(gaussians):

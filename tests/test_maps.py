@@ -150,8 +150,12 @@ def test_a_module_with_an_opaque_attribute_is_not_cached(tmp_path):
     w = Wrapper(torch.nn.Linear(6, 6))
     w.postprocess = lambda x: x  # a function: what it does cannot be hashed
     assert pfdist.hashing.fingerprint(w) is None
-    out = pfdist.flow_outputs(w, num_samples=4, cache_dir=tmp_path, flow=pfdist.FlowSettings(steps=4))
+    with pytest.warns(pfdist.PFDistWarning, match="cache_dir is ignored: the model has no fingerprint"):
+        out = pfdist.flow_outputs(w, num_samples=4, cache_dir=tmp_path, steps=4)
     assert out.key is None and not list(tmp_path.iterdir())
+    assert out.flow == pfdist.FlowSettings(steps=4)  # steps= replaces that field of EDM's defaults, as in pfd
+    with pytest.raises(pfdist.PFDistError, match="a map brings its own"):
+        pfdist.flow_outputs(pfdist.ode_map(w), num_samples=4, steps=4)
     hooked = Wrapper(torch.nn.Linear(6, 6))
     hooked.register_forward_hook(lambda m, i, o: o * 2)
     assert pfdist.hashing.fingerprint(hooked) is None

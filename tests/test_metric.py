@@ -162,3 +162,40 @@ def test_descriptor_not_torchscript(tmp_path, mixture, content):
         path.write_bytes(content)
     with pytest.raises(pfdist.PFDistError, match="not a TorchScript"):
         pfdist.pfd(mixture, mixture, num_samples=4, descriptor=str(path))
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 60), unique=True, min_size=1), st.randoms())
+def test_seed_syntax_reads_back_any_set_of_seeds(seeds, rnd):
+    """Seeds written in EDM's syntax (runs as a-b, in the given order) read back as those seeds."""
+    from pfdist.checks import seed_ranges
+
+    rnd.shuffle(seeds)
+    items, i = [], 0
+    while i < len(seeds):
+        j = i
+        while j + 1 < len(seeds) and seeds[j + 1] == seeds[j] + 1 and rnd.random() < 0.8:
+            j += 1
+        items.append(str(seeds[i]) if i == j else f"{seeds[i]}-{seeds[j]}")
+        i = j + 1
+    assert [s for run in seed_ranges("seeds", ",".join(items)) for s in run] == seeds
+
+
+def test_pfd_on_seed_lists(mixture):
+    other = _mixture(4, (6,))
+    whole = pfdist.pfd(mixture, other, seed=0, num_samples=12)
+    listed = pfdist.pfd(mixture, other, seeds="8-11,0-2,5")
+    assert torch.equal(listed.per_sample, whole.per_sample[[8, 9, 10, 11, 0, 1, 2, 5]]) and listed.seed is None
+    assert pfdist.pfd(mixture, other, seeds=range(0, 12)).seed == 0
+    with pytest.raises(pfdist.PFDistError, match="not both"):
+        pfdist.pfd(mixture, other, seeds="0-9", num_samples=10)
+    with pytest.raises(pfdist.PFDistError, match="at least 2 seeds"):
+        pfdist.pfd(mixture, other, seeds="7")
+
+
+def test_precomputed_outputs_bring_their_seeds(mixture):
+    other = _mixture(4, (6,))
+    cached = pfdist.flow_outputs(other, num_samples=9, seed=30)
+    r = pfdist.pfd(mixture, cached)  # no seeds given: those of the cached outputs
+    assert r.seed == 30 and torch.equal(r.per_sample, pfdist.pfd(mixture, other, seed=30, num_samples=9).per_sample)
+    assert pfdist.pfd(mixture, cached, seed=32, num_samples=4).seed == 32  # any sub-range, when asked

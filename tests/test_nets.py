@@ -6,8 +6,9 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, strategies as st
 
-from pfdist.errors import PFDistError
+from pfdist import PFDistError, build_network, count_parameters
 from pfdist.nets import (
     MLP,
     DhariwalUNet,
@@ -15,8 +16,6 @@ from pfdist.nets import (
     SongUNet,
     VEPrecond,
     VPPrecond,
-    build_network,
-    count_parameters,
     normalize_config,
     num_groups,
     precond_coefficients,
@@ -159,16 +158,19 @@ def test_count_parameters_and_edm_ddpmpp_size():
     assert round(n / 1e6, 2) == 55.73
 
 
-@pytest.mark.parametrize("channels", range(1, 300))
+@given(st.integers(1, 4096))
 def test_group_count_divides(channels):
+    """The largest divisor of C not above EDM's min(32, C // 4) (1 when C < 4)."""
     g = num_groups(channels)
-    assert channels % g == 0 and 1 <= g <= 32 and (channels < 4 or channels // g >= 4)
+    edm = max(1, min(32, channels // 4))
+    assert channels % g == 0 and 1 <= g <= edm
+    assert not any(channels % h == 0 for h in range(g + 1, edm + 1))
 
 
 @pytest.mark.parametrize(
     "config, match",
     [
-        ({"arch": "resnet", "shape": [2]}, r"valid: \['dhariwal', 'mlp', 'songunet'\]"),
+        ({"arch": "resnet", "shape": [2]}, r"valid: \['dhariwal', 'edm2', 'mlp', 'songunet'\]"),
         ({"arch": "unet", "shape": [3, 8, 8]}, "now 'songunet'"),
         ({"arch": "mlp", "shape": [2], "precond": "rf"}, "unknown precond 'rf'"),
         ({"arch": "mlp", "shape": [2], "precond": "vp", "sigma_data": 1.0}, r"unknown keys \['sigma_data'\]"),

@@ -108,3 +108,24 @@ def test_training_seeds_stay_off_evaluation_seeds():
     with pytest.raises(pfdist.PFDistError, match="overlap the evaluation seeds"):
         dataset_seeds(200_000)
     assert dataset_seeds(8, 2) == range(2 * 2**20, 2 * 2**20 + 8)
+
+
+def test_error_estimate_puts_each_maps_solver_error_beside_the_intervals(teacher, tmp_path):
+    config = EvalConfig(num_samples=128, test_samples=64, loss_repeats=1, batch_size=128, steps=8, error_estimate=True)
+    rec = teacher_student(teacher, 4, mlp([4], 16, 1), short(epochs=2, epoch_images=256), tmp_path, eval_config=config)
+    e_gen, e_mem = rec["e_gen"], rec["e_mem"]
+    assert e_gen["solver_error_a"] == e_mem["solver_error_a"] > 0  # the student's map, in both
+    assert e_gen["solver_error"] == pytest.approx(e_gen["solver_error_a"] + e_gen["solver_error_b"])
+    assert e_mem["solver_error_b"] > 0  # the copier's map (the empirical flow) is solved too
+    # The teacher's estimate against its dopri5 map on the same seeds: within a factor 3.
+    x_T = pfdist.noise(range(config.seed, config.seed + 128), (4,), dtype=torch.float64)
+    grid = pfdist.flow_map(teacher, x_T, flow=config.settings())
+    truth = pfdist.squared_distances(grid, pfdist.flow_map(teacher, x_T, solver="reference")).mean().sqrt().item()
+    assert 1 / 3 <= e_gen["solver_error_b"] / truth <= 3, (e_gen["solver_error_b"], truth)
+
+
+def test_error_estimate_is_validated_and_leaves_older_keys_alone():
+    assert "error_estimate" not in EvalConfig().to_dict()  # runs made before it existed keep their keys
+    assert EvalConfig(error_estimate=True).to_dict()["error_estimate"] is True
+    with pytest.raises(pfdist.PFDistError, match="error_estimate"):
+        EvalConfig(error_estimate="yes")

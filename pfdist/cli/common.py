@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import typer
 from typer.core import TyperGroup
@@ -20,16 +22,18 @@ class _OneLineErrors(TyperGroup):
         import warnings
 
         from pfdist.atomic import CorruptFileWarning
+        from pfdist.errors import PFDistWarning
 
         show = warnings.showwarning
 
         def one_line(message, category, *args, **kwargs):
-            if issubclass(category, CorruptFileWarning):
-                typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+            if issubclass(category, (CorruptFileWarning, PFDistWarning)):
+                log.warning("%s", message)  # one line, silenced by --quiet
             else:
                 show(message, category, *args, **kwargs)
 
         warnings.showwarning = one_line
+        level, handlers = log.level, list(log.handlers)  # the callback's -v / -q last for this command
         try:
             return super().invoke(ctx)
         except PFDistError as e:
@@ -39,6 +43,8 @@ class _OneLineErrors(TyperGroup):
             fail(f"{where}{e.strerror or e} (check the path, its permissions and free disk space).")
         finally:
             warnings.showwarning = show
+            log.handlers[:] = handlers
+            log.setLevel(level)
 
 
 app = typer.Typer(
@@ -50,9 +56,40 @@ app = typer.Typer(
 )
 
 
+log = logging.getLogger("pfdist")
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More on stderr: -v progress of runs (info), -vv debug."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Errors only: no warnings, no progress bars."),
+) -> None:
     """Probability flow distance (PFD) for measuring generalization in diffusion models."""
+    if quiet and verbose:
+        fail("--quiet and --verbose contradict each other; give one.")
+    configure_logging(logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)])
+
+
+class _Stderr(logging.Handler):
+    """One line per record on the current stderr (a test runner swaps it), warnings in yellow."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        level = record.levelno
+        color = typer.colors.YELLOW if level == logging.WARNING else typer.colors.RED if level > logging.WARNING else None
+        typer.secho(f"{record.levelname.lower()}: {self.format(record)}", fg=color, err=True)
+
+
+def configure_logging(level: int) -> None:
+    """The ``pfdist`` logger at ``level``, printing to stderr (replacing an earlier command's handler)."""
+    for handler in [h for h in log.handlers if isinstance(h, _Stderr)]:
+        log.removeHandler(handler)
+    log.addHandler(_Stderr())
+    log.setLevel(level)
+
+
+def quiet() -> bool:
+    """True under ``--quiet``: progress bars are off."""
+    return not log.isEnabledFor(logging.WARNING)
 
 
 DESCRIPTOR_HELP = ("Descriptor file; default: pixels. A .safetensors kernel descriptor (no code), or a TorchScript / "
@@ -79,7 +116,7 @@ def fail(message: str | None) -> None:
 def progress_bar(total: int, desc: str, disable: bool = False):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="sample", dynamic_ncols=True, file=sys.stderr, disable=disable)
+    return tqdm(total=total, desc=desc, unit="sample", dynamic_ncols=True, file=sys.stderr, disable=disable or quiet())
 
 
 def json_option(value: Optional[str], what: str) -> dict:
@@ -96,10 +133,31 @@ def json_option(value: Optional[str], what: str) -> dict:
     return obj
 
 
+def set_options(values: Sequence[str] | None, what: str = "set") -> list[dict]:
+    """Each ``--set`` as a nested dict, in order: a JSON object, a .json file, or a dot-list item
+    ``key.path=value`` (the value read as a JSON literal when it is one, else as a string)."""
+    changes = []
+    for value in values or ():
+        key, eq, text = value.partition("=")
+        if value.lstrip().startswith("{") or value.endswith(".json") or not eq:
+            changes.append(json_option(value, what))
+            continue
+        if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", key.strip()):
+            raise PFDistError(f"--{what} {value!r}: {key!r} is not a key path such as eval.num_samples.")
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            parsed = text
+        for part in reversed(key.strip().split(".")):
+            parsed = {part: parsed}
+        changes.append(parsed)
+    return changes
+
+
 def train_bar(disable: bool = False):
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=0, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr, disable=disable)
+    bar = tqdm(total=0, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr, disable=disable or quiet())
 
     def update(step: int, total: int, loss: float) -> None:
         bar.total = total

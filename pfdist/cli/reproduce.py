@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
-from pfdist.cli.common import RANKS_TIMEOUT_DAYS, app, fail, json_option
+from pfdist.cli.common import RANKS_TIMEOUT_DAYS, app, fail, quiet, set_options
 from pfdist.errors import PFDistError
 
 ENGINE_HELP = "Where units run: local (this machine, --workers processes), ray (a Ray cluster) or slurm (a job array)."
@@ -33,7 +33,9 @@ def reproduce(
     time_min: int = typer.Option(24 * 60, help="Slurm: time limit of each array task in minutes (tasks are requeued on timeout or preemption)."),
     units_per_task: int = typer.Option(1, help="Slurm: units run one after another in each array task (group small units)."),
     max_parallel: Optional[int] = typer.Option(None, help="Slurm: array tasks running at once."),
-    overrides: Optional[str] = typer.Option(None, "--set", help='Preset changes, JSON or .json file, e.g. {"eval": {"num_samples": 500}, "dynamics": null}.'),
+    overrides: Optional[List[str]] = typer.Option(None, "--set", help='Preset changes, repeatable: key.path=value (a JSON literal or a string), '
+                                                                     'e.g. eval.num_samples=500 or dynamics=null, or JSON (or a .json file), '
+                                                                     'e.g. {"eval": {"num_samples": 500}}.'),
     wait: bool = typer.Option(False, "--wait", help="If another run holds the directory, wait for it instead of failing."),
 ) -> None:
     """Run the three studies (scaling, dynamics, bias-variance); write CSVs, figures and a report.
@@ -73,11 +75,11 @@ def reproduce(
         p = load_preset(preset)
         if teacher is not None:
             p = p.replace(teacher=str(teacher))
-        if overrides:
-            p = override(p, json_option(overrides, "set"))
+        for change in set_options(overrides):
+            p = override(p, change)
         with distributed.process_group(device, timeout=timedelta(days=RANKS_TIMEOUT_DAYS)) as device:
             summary = run(p, out or Path("runs") / p.name, workers=workers, device=device, shard=parts,
-                          engine=engine, engine_options=options, wait=wait, show_progress=main)
+                          engine=engine, engine_options=options, wait=wait, show_progress=main and not quiet())
     except PFDistError as e:
         fail(str(e) if main else None)
     if not main:

@@ -125,6 +125,16 @@ class GaussianMixture:
 
     __call__ = denoise
 
+    def moments(self) -> tuple[Tensor, Tensor]:
+        """The exact mean ``(d,)`` and covariance ``(d, d)``: sum_k w_k (Sigma_k + mu_k mu_k^T) - mu mu^T."""
+        w, mu = self.log_weights.exp(), self.means
+        eye = torch.eye(mu.shape[1], dtype=mu.dtype, device=mu.device)
+        covs = torch.einsum("kdr,kr,ker->kde", self.eigvecs, self.eigvals - self.iso[:, None], self.eigvecs)
+        covs = covs + self.iso[:, None, None] * eye
+        mean = (w[:, None] * mu).sum(0)
+        second = (w[:, None, None] * (covs + mu[:, :, None] * mu[:, None, :])).sum(0)
+        return mean, second - mean[:, None] * mean[None, :]
+
     def sample(self, n: int, *, generator: torch.Generator | None = None) -> Tensor:
         """n exact samples, ``(n, *shape)`` in float32."""
         cd = self.compute_dtype

@@ -81,6 +81,7 @@ def analyze(run_dir: Path) -> dict[str, Any]:
     if (run_dir / "real_vs_synthetic.csv").is_file():
         out["real_vs_synthetic_rows"] = read_rows(run_dir / "real_vs_synthetic.csv")
     primary = out["spaces"][0]
+    out["scaling_rows"] = rows_of_scaling
     out["findings"] = findings(scaling_rows=rows_of_scaling, fits={primary: out["collapse"], **(out["space_fits"] or {})},
                                plateaus=out["plateaus"], dynamics=out["dynamics"],
                                bias_variance_rows=out["bias_variance_rows"], primary=primary)
@@ -142,7 +143,7 @@ def _write_report(preset: Preset, run_dir: Path, device: Any, summary: dict, t0:
                             copy_collapse=found["copy_collapse"],
                             real_vs_synthetic_rows=found["real_vs_synthetic_rows"], spaces=found["spaces"],
                             space_fits=found["space_fits"], plateaus=found["plateaus"], timing=timing, counts=counts,
-                            findings=found["findings"])
+                            findings=found["findings"], scaling_rows=found["scaling_rows"])
     summary.update({"wall_s": wall, "unit_wall_s_total": unit_wall, "training_wall_s": training_wall, **counts,
                     "report": [str(md), str(html)], "figures": [str(f) for f in figures],
                     "collapse_alpha": {s: (None if f is None else {"alpha": f.alpha, "ci95": list(f.alpha_ci)})

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 POINT = ["e_gen", "e_gen_stderr", "e_gen_ci_low", "e_gen_ci_high", "e_mem", "e_mem_stderr", "mem_ratio",
          "mem_ratio_ci_low", "mem_ratio_ci_high"]
+SOLVER_ERROR = ["e_gen_solver_error", "e_mem_solver_error"]  # when the eval config asks for error_estimate
 COPIER = ["e_gen", "e_gen_stderr", "e_gen_ci_low", "e_gen_ci_high"]
 BV = ["e_bias", "e_var", "e_bias_unbiased", "e_var_unbiased", "e_bias_sq_unbiased", "mean_e_gen_sq", "e_gen",
       "identity_gap"]
@@ -52,7 +53,7 @@ def suffixed(columns: list[str], space: str, primary: str) -> list[str]:
     out = []
     for c in columns:
         for stem in ("e_gen", "e_mem", "mem_ratio"):
-            if c[len(stem):] in ("_stderr", "_ci_low", "_ci_high") and c.startswith(stem):
+            if c[len(stem):] in ("_stderr", "_ci_low", "_ci_high", "_solver_error") and c.startswith(stem):
                 out.append(f"{stem}_{space}{c[len(stem):]}")
                 break
         else:
@@ -85,6 +86,8 @@ def _point_values(entry: dict) -> dict:
         "e_mem": entry["e_mem"]["pfd"], "e_mem_stderr": entry["e_mem"]["stderr"],
         "mem_ratio": entry["mem_ratio"]["value"], "mem_ratio_ci_low": entry["mem_ratio"]["ci95"][0],
         "mem_ratio_ci_high": entry["mem_ratio"]["ci95"][1],
+        "e_gen_solver_error": entry["e_gen"].get("solver_error"),
+        "e_mem_solver_error": entry["e_mem"].get("solver_error"),
     }
 
 
@@ -104,6 +107,13 @@ class Tables:
         self.spaces = spaces if spaces is not None else ctx.descriptors
         self.primary = self.spaces.primary
         self.out_dir = Path(out_dir) if out_dir is not None else ctx.run_dir
+
+    @property
+    def point(self) -> list[str]:
+        """Per-space columns of a point: POINT, and the solver errors when the eval asks for them.
+
+        (Empty when rescored: the estimate reruns the maps, which rescoring does not.)"""
+        return POINT + (SOLVER_ERROR if self.ctx.preset.eval.error_estimate else [])
 
     def result(self, unit) -> dict | None:
         return read_results(self.ctx.unit_dir(unit), self.ctx.key(unit))
@@ -149,8 +159,9 @@ class Tables:
                 if (rec := self.result(unit)) is None:
                     continue
                 rows.append({"student": st.label, "params": rec["params"], "n": n, "train_loss": rec["train_loss"],
-                             "test_loss": rec["test_loss"], **_spread(self.errors(unit, rec), POINT, self.primary)})
-        cols = columns_for(SCALING_BASE, POINT, SCALING_TAIL, self.spaces)
+                             "test_loss": rec["test_loss"],
+                             **_spread(self.errors(unit, rec), self.point, self.primary)})
+        cols = columns_for(SCALING_BASE, self.point, SCALING_TAIL, self.spaces)
         return [write_csv(self.out_dir / "scaling.csv", cols, rows), self.copier()]
 
     def copier(self) -> Path:
@@ -187,9 +198,9 @@ class Tables:
                     rows.append({"student": d.student.label, "params": rec["params"], "n": n, "seed": seed,
                                  "epoch": h["epoch"], "images": h["images"], "train_loss": h["train_loss"],
                                  "test_loss": h["test_loss"], "epoch_train_loss": h["epoch_train_loss"],
-                                 **_spread(values, POINT, self.primary)})
-        return write_csv(self.out_dir / "dynamics.csv", columns_for(DYNAMICS_BASE, POINT, DYNAMICS_TAIL, self.spaces),
-                         rows)
+                                 **_spread(values, self.point, self.primary)})
+        cols = columns_for(DYNAMICS_BASE, self.point, DYNAMICS_TAIL, self.spaces)
+        return write_csv(self.out_dir / "dynamics.csv", cols, rows)
 
     def real_vs_synthetic(self) -> Path:
         """Students trained on N real images next to the same students on N teacher samples."""
@@ -206,9 +217,9 @@ class Tables:
                     values = {name: _point_values(spaces[name]) for name in self.spaces if name in spaces}
                     rows.append({"student": st.label, "params": rec["params"], "n": n, "train_data": source,
                                  "train_loss": rec["train_loss"], "test_loss": rec["test_loss"],
-                                 **_spread(values, POINT, self.primary)})
-        return write_csv(self.out_dir / "real_vs_synthetic.csv", columns_for(REAL_BASE, POINT, SCALING_TAIL, self.spaces),
-                         rows)
+                                 **_spread(values, self.point, self.primary)})
+        cols = columns_for(REAL_BASE, self.point, SCALING_TAIL, self.spaces)
+        return write_csv(self.out_dir / "real_vs_synthetic.csv", cols, rows)
 
     def bias_variance(self) -> Path:
         from pfdist.experiments.units import Unit

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from pfdist.errors import PFDistError
-from pfdist.nets import Precond, build_network
+from pfdist.nets import EDM2Precond, Precond, build_network
 from pfdist.nets.build import SCHEMAS
 
 
@@ -128,6 +128,41 @@ def _numpy_scalar(dtype, data=None):
     return np.frombuffer(data, dtype=dtype)[0].copy()
 
 
+class _NDArrayType:
+    """Stands for ``numpy.ndarray`` as the class argument of numpy's array reconstructor; never built."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        raise UnsafePickleError("the pickle calls numpy.ndarray directly; only numeric arrays are read.")
+
+
+class ArrayRecord:
+    """A numeric numpy array in the pickle (``ndarray.__reduce__``), read from its raw bytes only."""
+
+    def __init__(self, shape: tuple):
+        self.array = None
+
+    def __setstate__(self, state: Any) -> None:
+        import numpy as np
+
+        if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[2], np.dtype)
+                and isinstance(state[4], (bytes, bytearray)) and not state[2].hasobject):
+            raise UnsafePickleError("a numpy array in the pickle is not a plain numeric array.")
+        _, shape, dtype, fortran, data = state
+        if not (isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0 for n in shape)):
+            raise UnsafePickleError("a numpy array in the pickle has a malformed shape.")
+        try:
+            flat = np.frombuffer(bytes(data), dtype=dtype)
+            self.array = flat.reshape(shape, order="F" if fortran else "C").copy()
+        except ValueError as e:
+            raise UnsafePickleError(f"a numpy array in the pickle does not fit its shape ({e}).") from None
+
+
+def _numpy_reconstruct(cls: Any, shape: Any = (0,), typecode: Any = b"b") -> ArrayRecord:
+    if cls is not _NDArrayType:
+        raise UnsafePickleError("numpy's array reconstructor is asked for a class other than ndarray.")
+    return ArrayRecord(shape)
+
+
 _ALLOWED = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
     ("collections", "OrderedDict"): collections.OrderedDict,
@@ -140,6 +175,9 @@ _ALLOWED = {
     ("torch.nn.modules.container", "ModuleList"): ContainerRecord,
     ("torch.nn.modules.container", "Sequential"): ContainerRecord,
     ("numpy", "dtype"): _numpy_dtype,
+    ("numpy", "ndarray"): _NDArrayType,
+    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
 }
@@ -239,10 +277,11 @@ def edm_config(net: PersistentRecord) -> dict:
     return config
 
 
-def _collect_state(record: Any, prefix: str, out: dict[str, Tensor]) -> None:
+def _collect_state(record: Any, prefix: str, out: dict[str, Tensor], *, allowed: set[str] | None = None) -> None:
     """Parameters and persistent buffers of a record tree, under state_dict key names."""
+    allowed = _LAYERS | set(_ARCHS) | set(_PRECONDS) if allowed is None else allowed
     if isinstance(record, PersistentRecord):
-        if record.class_name not in _LAYERS | set(_ARCHS) | set(_PRECONDS):
+        if record.class_name not in allowed:
             raise UnsupportedSnapshotError(f"the snapshot's network contains a {record.class_name}, "
                                            "which pfdist does not implement.")
         state = record.state
@@ -254,20 +293,39 @@ def _collect_state(record: Any, prefix: str, out: dict[str, Tensor]) -> None:
     for kind in ("_parameters", "_buffers"):
         for name, tensor in (state.get(kind) or {}).items():
             if tensor is not None and name not in skip:
+                if not isinstance(tensor, Tensor):
+                    raise UnsupportedSnapshotError(f"the snapshot's {prefix}{name} is a {type(tensor).__name__}, not a tensor.")
                 out[prefix + name] = tensor
     for name, child in (state.get("_modules") or {}).items():
         if child is not None:
-            _collect_state(child, f"{prefix}{name}.", out)
+            _collect_state(child, f"{prefix}{name}.", out, allowed=allowed)
 
 
-def load_edm(path: str | os.PathLike, *, device: torch.device | str | None = None) -> Precond:
-    """An EDM snapshot as a pfdist denoiser ``D(x, sigma, class_labels=None)``, in eval mode.
+def load_edm(path: str | os.PathLike, *, device: torch.device | str | None = None,
+             dtype: torch.dtype | None = None) -> Precond | EDM2Precond:
+    """An EDM or EDM2 snapshot as a pfdist denoiser ``D(x, sigma, class_labels=None)``, in eval mode.
 
-    The result is a :class:`pfdist.nets.Precond` (``VPPrecond``, ``VEPrecond``, ``EDMPrecond`` or
+    EDM (2022): a :class:`pfdist.nets.Precond` (``VPPrecond``, ``VEPrecond``, ``EDMPrecond`` or
     ``iDDPMPrecond``) with ``sigma_min`` / ``sigma_max``, ``label_dim`` and a ``config`` that
-    :func:`pfdist.save_denoiser` writes. Nothing in the file is executed (see the module docstring).
+    :func:`pfdist.save_denoiser` writes. EDM2 (2024): a :class:`pfdist.nets.EDM2Precond` with the
+    weights as stored (float16), computing in float32 or in ``dtype`` (e.g. ``torch.bfloat16``;
+    the preconditioning and its output stay in x's dtype), with ``data_space`` and ``encoder``
+    read from the snapshot's encoder (see :func:`pfdist.load_edm_decoder`). For EDM networks
+    ``dtype`` (float32 or float64) casts the weights; lower precision is ``pfd(..., autocast=...)``.
+    Nothing in the file is executed (see the module docstring).
     """
-    net_record = network_record(read_snapshot(path))
+    obj = read_snapshot(path)
+    if isinstance(obj, dict) and "ema" not in obj and ("encoder" in obj or "loss_fn" in obj):
+        raise UnsupportedSnapshotError(f"{path} holds no 'ema' network (keys {sorted(map(str, obj))[:6]}); "
+                                       "give a snapshot written by EDM's or EDM2's training or reconstruct_phema.py.")
+    from pfdist.models.edm2 import edm2_network, is_edm2
+
+    if is_edm2(obj):
+        return edm2_network(obj, str(path), dtype=dtype).to(device)
+    if dtype not in (None, torch.float32, torch.float64):
+        raise PFDistError(f"dtype={dtype} for the EDM network in {path}: EDM networks load in float32 or float64; "
+                          "run them in lower precision with pfd(..., autocast=torch.bfloat16).")
+    net_record = network_record(obj)
     config = edm_config(net_record)
     state: dict[str, Tensor] = {}
     _collect_state(net_record, "", state)
@@ -280,4 +338,4 @@ def load_edm(path: str | os.PathLike, *, device: torch.device | str | None = Non
             f"{path}: the weights do not fit the network its arguments describe (missing {missing[:3]}, "
             f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}); it is not a network pfdist implements.")
     net.load_state_dict({k: v.to(want[k].dtype) for k, v in state.items()})
-    return net.to(device).eval().requires_grad_(False)
+    return net.to(device=device, dtype=dtype).eval().requires_grad_(False)

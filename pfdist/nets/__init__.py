@@ -3,6 +3,7 @@ residual MLP, and the preconditioners that make them denoisers D(x, sigma)."""
 
 from pfdist.nets.build import build_network, count_parameters, normalize_config
 from pfdist.nets.dhariwal import DhariwalUNet
+from pfdist.nets.edm2 import EDM2Precond, EDM2UNet
 from pfdist.nets.layers import FourierEmbedding, PositionalEmbedding, num_groups
 from pfdist.nets.mlp import MLP
 from pfdist.nets.precond import EDMPrecond, Precond, VEPrecond, VPPrecond, iDDPMPrecond, precond_coefficients
@@ -10,6 +11,8 @@ from pfdist.nets.songunet import SongUNet
 
 __all__ = [
     "DhariwalUNet",
+    "EDM2Precond",
+    "EDM2UNet",
     "EDMPrecond",
     "FourierEmbedding",
     "MLP",

@@ -1,9 +1,10 @@
 """Networks from JSON configs: ``build_network({"arch": "songunet", "shape": [3, 32, 32], ...})``.
 
 A config names a backbone (``arch``: ``mlp``, ``songunet`` for DDPM++ / NCSN++, ``dhariwal``
-for ADM), its data ``shape``, its hyperparameters (EDM's names and defaults), and the
-preconditioning (``precond``: ``edm`` (default), ``vp``, ``ve`` or ``iddpm``) with that one's
-parameters. Converted EDM snapshots are configs of this kind too.
+for ADM, ``edm2`` for EDM2's magnitude-preserving U-Net), its data ``shape``, its hyperparameters
+(EDM's or EDM2's names and defaults), and the preconditioning (``precond``: ``edm`` (default),
+``vp``, ``ve`` or ``iddpm``; ``edm2``, EDM's with the log-variance head, goes with ``arch``
+``edm2``) with that one's parameters. Converted EDM and EDM2 snapshots are configs of this kind too.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 
 from pfdist.errors import PFDistError
 from pfdist.nets.dhariwal import DhariwalUNet
+from pfdist.nets.edm2 import EDM2Precond
 from pfdist.nets.mlp import MLP
 from pfdist.nets.precond import EDMPrecond, Precond, VEPrecond, VPPrecond, iDDPMPrecond
 from pfdist.nets.songunet import DECODERS, EMBEDDINGS, ENCODERS, SongUNet
@@ -52,6 +54,14 @@ def _one_of(*choices: str) -> Callable[[Any], bool]:
     return lambda v: v in choices
 
 
+def _upto(lo: int, hi: int) -> Callable[[Any], bool]:
+    return lambda v: _int(lo)(v) and v <= hi
+
+
+def _balance(v: Any) -> bool:
+    return _number(v) and 0 <= v <= 1
+
+
 # key -> (default or REQUIRED, check, description)
 REQUIRED = object()
 _IMAGE = {
@@ -84,6 +94,27 @@ SCHEMAS: dict[str, dict[str, tuple[Any, Callable[[Any], bool], str]]] = {
                  "channel_mult": ([1, 2, 3, 4], _ints(1), "non-empty list of positive ints"),
                  "num_blocks": (3, _int(1), "int >= 1"),
                  "attn_resolutions": ([32, 16, 8], _ints(1, nonempty=False), "list of resolutions (heights)")},
+    "edm2": {  # EDM2's magnitude-preserving U-Net; bounds refuse absurd sizes before anything is built
+        "shape": (REQUIRED, lambda v: _ints(1)(v) and len(v) == 3 and v[1] == v[2] and v[0] <= 1024 and v[1] <= 4096,
+                  "[C, H, W] with H == W, C <= 1024, H <= 4096"),
+        "label_dim": (0, _upto(0, 1 << 20), "int in [0, 2^20], number of classes (0: unconditional)"),
+        "model_channels": (192, _upto(1, 4096), "int in [1, 4096]"),
+        "channel_mult": ([1, 2, 3, 4], lambda v: _ints(1)(v) and len(v) <= 12 and max(v) <= 64,
+                         "list of 1 to 12 ints in [1, 64]"),
+        "channel_mult_noise": (None, lambda v: v is None or _upto(1, 64)(v), "null or int in [1, 64]"),
+        "channel_mult_emb": (None, lambda v: v is None or _upto(1, 64)(v), "null or int in [1, 64]"),
+        "num_blocks": (3, _upto(1, 32), "int in [1, 32]"),
+        "attn_resolutions": ([16, 8], _ints(1, nonempty=False), "list of resolutions (heights)"),
+        "label_balance": (0.5, _balance, "float in [0, 1]"),
+        "concat_balance": (0.5, _balance, "float in [0, 1]"),
+        "resample_filter": ([1, 1], lambda v: _ints(1)(v) and len(v) % 2 == 0 and len(v) <= 16,
+                            "list of an even number (<= 16) of positive ints"),
+        "channels_per_head": (64, _upto(1, 1 << 16), "int >= 1"),
+        "dropout": (0.0, _fraction, "float in [0, 1)"),
+        "res_balance": (0.3, _balance, "float in [0, 1]"),
+        "attn_balance": (0.3, _balance, "float in [0, 1]"),
+        "clip_act": (256, lambda v: v is None or _positive(v), "positive float, or null for no clipping"),
+    },
 }
 PRECONDS: dict[str, dict[str, tuple[Any, Callable[[Any], bool], str]]] = {
     "edm": {
@@ -100,6 +131,10 @@ PRECONDS: dict[str, dict[str, tuple[Any, Callable[[Any], bool], str]]] = {
     "ve": {
         "sigma_min": (0.02, _positive, "positive float"),
         "sigma_max": (100.0, _positive, "positive float"),
+    },
+    "edm2": {
+        "sigma_data": (0.5, _positive, "positive float"),
+        "logvar_channels": (128, _upto(1, 1 << 16), "int in [1, 65536]"),
     },
     "iddpm": {
         "C_1": (0.001, _positive, "positive float"),
@@ -133,7 +168,10 @@ def normalize_config(config: dict) -> dict:
                           "model_channels, and note that the bottleneck always has attention.")
     if arch not in SCHEMAS:
         raise PFDistError(f"unknown network arch {arch!r}; valid: {sorted(SCHEMAS)}.")
-    precond = config.get("precond", "edm")
+    precond = config.get("precond", "edm2" if arch == "edm2" else "edm")
+    if (arch == "edm2") != (precond == "edm2"):
+        raise PFDistError(f"arch {arch!r} with precond {precond!r}: EDM2's U-Net and its preconditioning "
+                          "(precond 'edm2') go together.")
     if precond not in PRECONDS:
         raise PFDistError(f"unknown precond {precond!r}; valid: {sorted(PRECONDS)}.")
     schema, pschema = SCHEMAS[arch], PRECONDS[precond]
@@ -155,7 +193,10 @@ def _check_image(config: dict) -> None:
     if height % 2 ** (levels - 1):
         raise PFDistError(f"a U-Net with {levels} levels needs H and W divisible by {2 ** (levels - 1)}; "
                           f"got {height}x{height}. Use fewer channel_mult entries.")
-    noise = config["model_channels"] * config.get("channel_mult_noise", 1)
+    if config["arch"] == "edm2" and config["model_channels"] * max(config["channel_mult"]) > 8192:
+        raise PFDistError(f"an EDM2 U-Net with model_channels * max(channel_mult) = "
+                          f"{config['model_channels'] * max(config['channel_mult'])} channels is too large (at most 8192).")
+    noise = config["model_channels"] * (config.get("channel_mult_noise") or 1)
     if config["arch"] == "songunet" and config["embedding_type"] == "positional" and noise < 4:
         raise PFDistError(f"a positional noise embedding needs model_channels * channel_mult_noise >= 4; got {noise}.")
 
@@ -177,6 +218,8 @@ def build_network(config: dict, *, seed: int | None = None) -> Precond:
     random state is left untouched.
     """
     config = normalize_config(config)
+    if config["arch"] == "edm2":
+        return _build_edm2(config, seed)
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
@@ -193,6 +236,15 @@ def build_network(config: dict, *, seed: int | None = None) -> Precond:
         return VEPrecond(model, sigma_min=config["sigma_min"], sigma_max=config["sigma_max"], **common)
     return iDDPMPrecond(model, img_channels=config["shape"][0], C_1=config["C_1"], C_2=config["C_2"],
                         M=config["M"], **common)
+
+
+def _build_edm2(config: dict, seed: int | None) -> EDM2Precond:
+    kwargs = {k: v for k, v in config.items() if k not in ("arch", "precond", "shape")}
+    channels, resolution, _ = config["shape"]
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return EDM2Precond(resolution, channels, config=config, **kwargs)
 
 
 def count_parameters(net: nn.Module) -> int:

@@ -17,6 +17,7 @@ from pfdist.errors import PFDistError
 from pfdist.flows import FlowOutputs, FlowSettings, flow_outputs
 from pfdist.distance import PFDResult, squared_distances
 from pfdist.protocol.data import EVAL_SEED
+from pfdist.solver_error import ERROR_SEEDS, doubled_grid, richardson
 from pfdist.training import edm_loss
 
 COPY_RATIO = 1.0 / 3.0
@@ -25,6 +26,10 @@ COPY_RATIO = 1.0 / 3.0
 @dataclass(frozen=True)
 class EvalConfig:
     """Shared evaluation settings: seeds, solver (defaults: :class:`FlowSettings`), and the loss estimates.
+
+    ``error_estimate``: also estimate the discretisation error of the student's, the teacher's and
+    the copier's maps (:mod:`pfdist.solver_error`), stored as ``solver_error`` beside each
+    E_gen / E_mem interval.
 
     Validated when constructed: counts are integers in range, the solver fields form valid
     :class:`FlowSettings`.
@@ -41,11 +46,14 @@ class EvalConfig:
     test_samples: int = 2048
     loss_repeats: int = 4
     loss_seed: int = 12345
+    error_estimate: bool = False
     autocast: str | None = None  # how the student's network runs (pfdist.accel.Accel); the ODE stays float32
     channels_last: bool = False
     compile: bool = False
 
     def __post_init__(self):
+        if not isinstance(self.error_estimate, bool):
+            raise PFDistError(f"EvalConfig.error_estimate must be true or false (got {self.error_estimate!r}).")
         for name, lo in (("num_samples", 2), ("seed", 0), ("batch_size", 1), ("test_samples", 1),
                          ("loss_repeats", 1), ("loss_seed", 0)):
             value = getattr(self, name)
@@ -71,6 +79,8 @@ class EvalConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        if not self.error_estimate:  # absent when off, so the keys of runs made before it existed still match
+            del d["error_estimate"]
         for name, default in Accel().to_dict().items():  # absent when off: the keys of float32 runs stay
             if d[name] == default:
                 del d[name]
@@ -120,20 +130,39 @@ def describe(values: Tensor, descriptor: Descriptor, batch_size: int = 256) -> T
 
 
 def space_errors(student: Tensor, teacher: Tensor, copier: Tensor, train_data: Tensor, descriptor: Descriptor, *,
-                 seed: int, nfe: tuple[float, float, float] = (math.nan,) * 3, batch_size: int = 256) -> dict[str, Any]:
+                 seed: int, nfe: tuple[float, float, float] = (math.nan,) * 3, batch_size: int = 256,
+                 doubled: tuple[tuple[Tensor, Tensor, str], ...] | None = None) -> dict[str, Any]:
     """E_gen, E_mem and the copy share of one student in one descriptor space.
 
     student, teacher, copier: pixel outputs (M, *shape) of the student's, the teacher's and the
     exact empirical flow of ``train_data`` (N, *shape), all on seeds seed..seed+M-1; ``nfe``:
-    the denoiser calls per sample of those three maps (recorded in the results).
+    the denoiser calls per sample of those three maps (recorded in the results). ``doubled``:
+    for the same three maps, (outputs on the grid, outputs with doubled steps, solver) on the
+    first seeds, from which each E's ``solver_error`` is estimated (:func:`pfdist.solver_error.richardson`).
     """
     s, t, c = (describe(v, descriptor, batch_size) for v in (student, teacher, copier))
     train = describe(train_data.cpu(), descriptor, batch_size)
+    err = [None] * 3 if doubled is None else [
+        richardson(describe(g, descriptor, batch_size), describe(f, descriptor, batch_size), solver)
+        for g, f, solver in doubled]
     return {
-        "e_gen": PFDResult.from_per_sample(squared_distances(s, t), seed=seed, nfe_a=nfe[0], nfe_b=nfe[1]).to_dict(),
-        "e_mem": PFDResult.from_per_sample(squared_distances(s, c), seed=seed, nfe_a=nfe[0], nfe_b=nfe[2]).to_dict(),
+        "e_gen": PFDResult.from_per_sample(squared_distances(s, t), seed=seed, nfe_a=nfe[0], nfe_b=nfe[1],
+                                           solver_error_a=err[0], solver_error_b=err[1]).to_dict(),
+        "e_mem": PFDResult.from_per_sample(squared_distances(s, c), seed=seed, nfe_a=nfe[0], nfe_b=nfe[2],
+                                           solver_error_a=err[0], solver_error_b=err[2]).to_dict(),
         "mem_ratio": memorization_ratio(s, train),
     }
+
+
+def doubled_outputs(model: Any, outputs: FlowOutputs, config: EvalConfig, device: Any) -> tuple[Tensor, Tensor, str]:
+    """A map's pixel outputs on its grid and with doubled steps, on the first seeds of the evaluation."""
+    n = min(config.num_samples, ERROR_SEEDS)
+
+    def run(flow: FlowSettings) -> Tensor:
+        return flow_outputs(model, shape=outputs.shape, num_samples=n, seed=config.seed, flow=flow,
+                            batch_size=config.batch_size, device=device).values
+
+    return run(outputs.flow), run(doubled_grid(outputs.flow)), outputs.flow.solver
 
 
 def copier_outputs(train_data: Tensor, config: EvalConfig, *, device: Any = None, cache_dir: Any = None) -> FlowOutputs:
@@ -154,6 +183,7 @@ def evaluate_student(
     device: Any = None,
     cache_dir: Any = None,
     copier: FlowOutputs | None = None,
+    teacher: Callable | None = None,
 ) -> dict[str, Any]:
     """E_gen = PFD(student, teacher), E_mem = PFD(student, empirical of train_data), losses, copy share.
 
@@ -161,8 +191,11 @@ def evaluate_student(
     student's map is computed once and used for every comparison. ``descriptor`` may name several
     spaces (:class:`NamedDescriptors`): each gets its errors under ``spaces[name]``, and the
     primary one's are also at the top level. ``copier`` (the empirical flow of train_data on the
-    evaluation seeds) is computed (and cached in ``cache_dir``) when not given.
+    evaluation seeds) is computed (and cached in ``cache_dir``) when not given. ``teacher`` (the
+    denoiser behind ``teacher_outputs``) is needed when ``config.error_estimate`` is on.
     """
+    if config.error_estimate and teacher is None:
+        raise PFDistError("EvalConfig.error_estimate needs the teacher denoiser (teacher=...) to rerun its map.")
     shape = teacher_outputs.shape
     device = torch.device(device) if device is not None else next(student.parameters()).device
     student = accelerate(student, config.accel)
@@ -172,9 +205,14 @@ def evaluate_student(
     if copier is None:
         copier = copier_outputs(train_data, config, device=device, cache_dir=cache_dir)
     named = NamedDescriptors.of(descriptor)
+    refined = None
+    if config.error_estimate:
+        maps = ((student, student_outputs), (teacher, teacher_outputs),
+                (EmpiricalDenoiser(train_data.to(device)), copier))
+        refined = tuple(doubled_outputs(m, outs, config, device) for m, outs in maps)
     spaces = {name: space_errors(student_outputs.values, teacher_outputs.values, copier.values, train_data, psi,
                                  seed=config.seed, nfe=(student_outputs.nfe, teacher_outputs.nfe, copier.nfe),
-                                 batch_size=config.batch_size)
+                                 batch_size=config.batch_size, doubled=refined)
               for name, psi in named.items()}
     sigma_data = float(getattr(student, "sigma_data", 0.5))
     losses = {

@@ -218,7 +218,7 @@ class _Inputs:
     def evaluate(self, student: torch.nn.Module, cache: Any = None) -> dict[str, Any]:
         return evaluate_student(student, teacher_outputs=self.teacher_outputs, train_data=self.train_data,
                                 test_data=self.test_data, config=self.config, descriptor=self.descriptor,
-                                device=self.device, cache_dir=cache, copier=self.copier)
+                                device=self.device, cache_dir=cache, copier=self.copier, teacher=self.teacher)
 
 
 class _Leader:

@@ -8,6 +8,7 @@ node before anything is submitted.
 
 from __future__ import annotations
 
+import logging
 import socket
 from dataclasses import replace
 from pathlib import Path
@@ -15,7 +16,10 @@ from typing import Any, Callable, Sequence
 
 from pfdist.errors import PFDistError
 from pfdist.experiments.engines import UnitsFailed, require
-from pfdist.experiments.engines.job import TOKEN, UnitJob, write_token
+from pfdist.experiments.engines.job import TOKEN, UnitJob, worker_log_level, write_token
+
+
+log = logging.getLogger(__name__)
 
 
 def run_unit(job: UnitJob) -> tuple[int, float]:
@@ -75,8 +79,10 @@ class RayEngine:
                                         retry_exceptions=False)
         # Ray shows a task only its own GPUs, so "cuda:3" on the driver is "cuda" in a task.
         device = "cuda" if cuda else jobs[0].device
-        refs = {task.remote(replace(job, device=device, threads=max(1, int(self.cpus)), token=token)): job
+        level = worker_log_level()
+        refs = {task.remote(replace(job, device=device, threads=max(1, int(self.cpus)), token=token, log_level=level)): job
                 for job in jobs}
+        log.info("ray: %d units submitted (%s CPUs, %s GPUs each); worker logs in %s/logs", len(refs), self.cpus, gpus, run_dir)
         pending, failures = list(refs), []
         while pending:
             ready, pending = ray.wait(pending, num_returns=1)

@@ -9,13 +9,17 @@ directory must be shared storage (every node checks the token the submitting mac
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pfdist.errors import PFDistError
 from pfdist.experiments.engines import UnitsFailed, require
-from pfdist.experiments.engines.job import UnitJob, write_token
+from pfdist.experiments.engines.job import UnitJob, worker_log_level, write_token
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -92,11 +96,13 @@ class SlurmEngine:
         run_dir = jobs[0].run_dir
         token = write_token(run_dir)
         device = "cuda" if (jobs[0].device or "").startswith("cuda") else jobs[0].device
-        jobs = [replace(j, token=token, threads=self.cpus, device=device) for j in jobs]
+        jobs = [replace(j, token=token, threads=self.cpus, device=device, log_level=worker_log_level()) for j in jobs]
         tasks = [SlurmTask(tuple(jobs[i : i + self.per_task])) for i in range(0, len(jobs), self.per_task)]
         executor = self.executor(run_dir)
         with executor.batch():
             submitted = [executor.submit(task) for task in tasks]
+        log.info("slurm: %d array tasks submitted (job %s); unit logs in %s/logs", len(submitted),
+                 submitted[0].job_id.split("_")[0] if submitted else "-", run_dir)
         of = {id(s): t for s, t in zip(submitted, tasks)}
         failures = []
         for sub in submitit.helpers.as_completed(submitted, poll_frequency=self.poll_s):

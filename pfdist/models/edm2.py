@@ -1,0 +1,141 @@
+"""EDM2 snapshots (``edm2-img512-*.pkl``, ``edm2-img64-*.pkl``, training snapshots), read without running them.
+
+An EDM2 pickle is ``EasyDict(encoder=..., dataset_kwargs=..., loss_fn=..., ema=net)`` written
+through ``torch_utils.persistence`` like EDM's (see :mod:`pfdist.models.edm`): the same restricted
+unpickler reads it, nothing embedded is imported or run, and numpy scalars and arrays are read as
+data. ``ema`` is a ``Precond`` around the magnitude-preserving ``UNet``; its recorded constructor
+arguments become a pfdist ``edm2`` config, the network is first laid out on the meta device (no
+memory) and checked against the stored tensors' names and shapes, then built and filled.
+``encoder`` (``StandardRGBEncoder`` or ``StabilityVAEEncoder``) is read as an
+:class:`EncoderRecord` (its scale, bias and VAE name), which names the model's data space.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pfdist.errors import PFDistError
+from pfdist.hashing import content_hash
+from pfdist.models.edm import ArrayRecord, PersistentRecord, UnsupportedSnapshotError, _collect_state, _plain
+from pfdist.nets import build_network, normalize_config
+from pfdist.nets.edm2 import EDM2Precond
+
+EDM2_CLASSES = {"Precond", "UNet", "Block", "MPConv", "MPFourier"}
+_PRECOND_ARGS = ("img_resolution", "img_channels", "label_dim", "use_fp16", "sigma_data", "logvar_channels")
+ENCODERS = ("StandardRGBEncoder", "StabilityVAEEncoder")
+
+
+def is_edm2(obj: Any) -> bool:
+    """Whether a snapshot's top-level object is EDM2's (its ``ema`` is EDM2's ``Precond``)."""
+    net = obj.get("ema") if isinstance(obj, dict) else None
+    return isinstance(net, PersistentRecord) and net.class_name == "Precond"
+
+
+@dataclass(frozen=True)
+class EncoderRecord:
+    """What an EDM2 snapshot says about its data space: the encoder's class and constants.
+
+    ``scale``, ``bias``: per-channel (C,) maps raw VAE latents -> final latents, x * scale + bias;
+    ``vae_name``: the VAE the latents belong to; ``batch_size``: EDM2's VAE batch.
+    """
+
+    class_name: str
+    vae_name: str | None = None
+    scale: tuple[float, ...] | None = None
+    bias: tuple[float, ...] | None = None
+    batch_size: int = 8
+
+    def fingerprint(self) -> str:
+        return content_hash("edm2-encoder/v1", dataclasses.asdict(self))
+
+    @property
+    def data_space(self) -> str:
+        if self.class_name == "StandardRGBEncoder":
+            return "rgb"
+        return f"latent:{self.vae_name}:scale={list(self.scale)}:bias={list(self.bias)}"
+
+
+def _vector(value: Any, name: str, where: str) -> tuple[float, ...]:
+    import numpy as np
+
+    if isinstance(value, ArrayRecord):
+        array = value.array
+    elif isinstance(value, (list, tuple, np.generic, float)):
+        array = np.asarray(value)
+    else:
+        array = None
+    if array is None or array.dtype.kind not in "fiu" or array.ndim > 1 or not np.isfinite(array).all():
+        raise UnsupportedSnapshotError(f"{where}: the encoder's {name} is not a finite numeric vector.")
+    return tuple(float(v) for v in np.atleast_1d(array))
+
+
+def encoder_record(obj: Any, where: str) -> EncoderRecord:
+    """The snapshot's ``encoder`` as data; a missing encoder is EDM2's default RGB one."""
+    enc = obj.get("encoder") if isinstance(obj, dict) else None
+    if enc is None:
+        return EncoderRecord("StandardRGBEncoder")
+    if not isinstance(enc, PersistentRecord) or enc.class_name not in ENCODERS:
+        name = enc.class_name if isinstance(enc, PersistentRecord) else type(enc).__name__
+        raise UnsupportedSnapshotError(f"{where}: the encoder is a {name}; pfdist reads {list(ENCODERS)}.")
+    if enc.class_name == "StandardRGBEncoder":
+        return EncoderRecord("StandardRGBEncoder")
+    state = enc.state
+    vae_name, batch_size = state.get("vae_name"), state.get("batch_size", 8)
+    if not isinstance(vae_name, str) or not vae_name:
+        raise UnsupportedSnapshotError(f"{where}: the StabilityVAEEncoder records no vae_name.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UnsupportedSnapshotError(f"{where}: the encoder's batch_size must be a positive integer.")
+    scale, bias = _vector(state.get("scale"), "scale", where), _vector(state.get("bias"), "bias", where)
+    if len(scale) != len(bias) or 0.0 in scale:
+        raise UnsupportedSnapshotError(f"{where}: the encoder's scale and bias must be non-zero vectors of one length.")
+    return EncoderRecord("StabilityVAEEncoder", vae_name, scale, bias, int(batch_size))
+
+
+def edm2_config(net: PersistentRecord, where: str) -> dict:
+    """The pfdist ``edm2`` config equivalent to an EDM2 ``Precond`` record (validated, bounded)."""
+    if len(net.init_args) > len(_PRECOND_ARGS):
+        raise UnsupportedSnapshotError(f"{where}: Precond was built with {len(net.init_args)} positional arguments.")
+    kwargs = _plain({**dict(zip(_PRECOND_ARGS, net.init_args)), **net.init_kwargs})
+    kwargs.pop("use_fp16", None)
+    try:
+        resolution, channels = kwargs.pop("img_resolution"), kwargs.pop("img_channels")
+        return normalize_config({"arch": "edm2", "shape": [channels, resolution, resolution], **kwargs})
+    except (KeyError, PFDistError) as e:
+        raise UnsupportedSnapshotError(f"{where}: the EDM2 network's arguments are not one pfdist implements ({e}).") from None
+
+
+def edm2_network(obj: Any, where: str, *, dtype: torch.dtype | None = None) -> EDM2Precond:
+    """The EDM2 denoiser of a snapshot's top-level object; weights as stored, ``dtype`` the compute dtype."""
+    record = obj["ema"]
+    config = edm2_config(record, where)
+    state: dict[str, Tensor] = {}
+    try:
+        _collect_state(record, "", state, allowed=EDM2_CLASSES)
+    except UnsupportedSnapshotError as e:
+        raise UnsupportedSnapshotError(f"{where}: {e}") from None
+    with torch.device("meta"):
+        layout = build_network(config).state_dict()
+    missing, unexpected = sorted(set(layout) - set(state)), sorted(set(state) - set(layout))
+    wrong = sorted(k for k in set(layout) & set(state) if layout[k].shape != state[k].shape)
+    bad = sorted(k for k, v in state.items() if not v.is_floating_point() or not torch.isfinite(v).all())
+    if missing or unexpected or wrong or bad:
+        raise UnsupportedSnapshotError(
+            f"{where}: the weights do not fit the EDM2 network its arguments describe (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}, not finite floating point {bad[:3]}).")
+    net = build_network(config)
+    net.load_state_dict(state)  # the stored dtypes (float16 in EDM2's snapshots) are kept
+    if dtype is not None:
+        net.compute_dtype = dtype
+    encoder = encoder_record(obj, where)
+    if encoder.scale is not None and len(encoder.scale) != config["shape"][0]:
+        raise UnsupportedSnapshotError(f"{where}: the encoder has {len(encoder.scale)} channels but the network "
+                                       f"{config['shape'][0]}.")
+    net.encoder, net.data_space = encoder, encoder.data_space
+    return net.eval().requires_grad_(False)
+
+
