@@ -75,6 +75,7 @@ class CpuClock:
     def __init__(self):
         self.start = self._own()
         self.live = _descendants()
+        self.self_start = time.process_time()
 
     @staticmethod
     def _own() -> float:
@@ -85,6 +86,11 @@ class CpuClock:
         """CPU seconds so far (call it before worker processes that are not our children exit)."""
         live = _descendants()
         return self._own() - self.start + sum(live.values()) - sum(self.live.values())
+
+    def busiest(self) -> float:
+        """CPU seconds so far of the busiest live descendant (a worker that is still alive)."""
+        live = _descendants()
+        return max((cpu - self.live.get(pid, 0.0) for pid, cpu in live.items()), default=0.0)
 
 
 def timed(fn: Callable[[], object], calls: int = 1) -> tuple[float, float]:
