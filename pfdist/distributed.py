@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any, Callable, Iterator, TypeVar
 
 import torch
@@ -27,20 +28,49 @@ from pfdist.errors import DistributedError, PFDistError
 T = TypeVar("T")
 
 
+_alone = False  # inside alone(): this rank works as one process (its own units, its own files)
+
+
+def _grouped() -> bool:
+    return not _alone and dist.is_available() and dist.is_initialized()
+
+
 def world() -> tuple[int, int]:
-    """(rank, world size) of the initialised process group, else (0, 1)."""
-    if dist.is_available() and dist.is_initialized():
+    """(rank, world size) of the initialised process group, else (0, 1); (0, 1) inside :func:`alone`."""
+    if _grouped():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
 
 def is_main() -> bool:
-    """True on rank 0 (and outside a process group): the rank that prints and writes files.
-
-    Before the group is joined, the launcher's RANK variable says it."""
+    """True on rank 0 (and outside a process group, or inside :func:`alone`): the rank that
+    prints and writes files. Before the group is joined, the launcher's RANK variable says it."""
+    if _alone:
+        return True
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
     return os.environ.get("RANK", "0") == "0"
+
+
+@contextmanager
+def alone() -> Iterator[None]:
+    """Work as one process inside a group: no collectives, this rank reads and writes its own
+    files (a rank that trains its own students while the others train theirs)."""
+    global _alone
+    before, _alone = _alone, True
+    try:
+        yield
+    finally:
+        _alone = before
+
+
+def broadcast(obj: Any = None) -> Any:
+    """Rank 0's ``obj`` on every rank (tensors in it should be on the CPU)."""
+    if world()[1] == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, device=_comm_device())
+    return box[0]
 
 
 def block(num_samples: int, rank: int, world_size: int) -> tuple[int, int]:
@@ -60,12 +90,16 @@ def _exchange(error: BaseException | None, payload: Any) -> list[Any]:
         raise error  # the failing rank keeps its own traceback
     for r, (err, _) in enumerate(received):
         if err is not None:
-            name, message = err
-            cls = getattr(errors, name, None)
-            if isinstance(cls, type) and issubclass(cls, PFDistError):
-                raise cls(f"on rank {r}: {message}")
-            raise DistributedError(f"rank {r} failed with {name}: {message}")
+            raise_remote(r, *err)
     return [payload for _, payload in received]
+
+
+def raise_remote(rank: int, name: str, message: str) -> None:
+    """Raise rank ``rank``'s error here: the same pfdist error class, else DistributedError."""
+    cls = getattr(errors, name, None)
+    if isinstance(cls, type) and issubclass(cls, PFDistError):
+        raise cls(f"on rank {rank}: {message}")
+    raise DistributedError(f"rank {rank} failed with {name}: {message}")
 
 
 def together(fn: Callable[[], T]) -> T:
@@ -182,9 +216,12 @@ def rank_device(device: Any) -> torch.device | None:
 
 
 @contextmanager
-def process_group(device: Any = None) -> Iterator[torch.device | None]:
+def process_group(device: Any = None, timeout: timedelta | None = None) -> Iterator[torch.device | None]:
     """Join the launcher's process group (NCCL for CUDA, gloo otherwise) for the duration, and
-    yield this rank's device. Does nothing without a launcher or when a group already exists."""
+    yield this rank's device. Does nothing without a launcher or when a group already exists.
+
+    ``timeout``: how long a rank waits for the others at a collective (torch's default, 30 min
+    for gloo, unless given); ranks that train different students wait for each other longer."""
     device = rank_device(device)
     if not launched() or (dist.is_available() and dist.is_initialized()):
         yield device
@@ -197,7 +234,7 @@ def process_group(device: Any = None) -> Iterator[torch.device | None]:
             raise PFDistError(f"rank device {device} does not exist here; start at most "
                               f"{torch.cuda.device_count()} processes per node.")
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if cuda else "gloo")
+    dist.init_process_group("nccl" if cuda else "gloo", **({} if timeout is None else {"timeout": timeout}))
     try:
         yield device
     finally:

@@ -14,7 +14,7 @@ from torch import Tensor
 def update_with_tensor(h: "hashlib._Hash", t: Tensor) -> None:
     t = t.detach().cpu().contiguous()
     h.update(f"{t.dtype}:{tuple(t.shape)}:".encode())
-    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-d: its one value
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 1-D view: any strides; 0-d: its one value
 
 
 def file_sha256(path) -> str:

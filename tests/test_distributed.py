@@ -130,3 +130,83 @@ def test_torchrun_distance_writes_the_per_seed_values_of_one_process(tmp_path, o
     written = json.loads((tmp_path / "r.json").read_text())
     assert written["per_sample"] == alone.per_sample.tolist()
     assert written["pfd"] == pytest.approx(alone.value, rel=1e-12)
+
+
+def _torchrun(args, cwd, nproc=2):
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "pfdist",
+           *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+STUDENT_ARGS = ["student", str(EXAMPLES / "teacher.json"), "-N", "24", "--net", '{"arch": "mlp", "width": 16, "depth": 1}',
+                "--train", '{"epochs": 2, "epoch_images": 256, "batch_size": 32, "checkpoint_every": 1}',
+                "--eval", '{"num_samples": 37, "test_samples": 16, "loss_repeats": 1, "steps": 6, "batch_size": 8}',
+                "--eval-epochs", "0,1"]
+
+
+def _without_times(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in ("wall_s", "content_sha256")}  # times differ
+
+
+def test_torchrun_student_gives_the_results_of_one_process(tmp_path, one_thread):
+    """Rank 0 trains, both ranks evaluate their blocks of the 37 seeds: the record of one process."""
+    done = _torchrun([*STUDENT_ARGS, "--out", "two"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("E_GEN") == 1  # rank 0 alone prints
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    alone = subprocess.run([sys.executable, "-m", "pfdist", *STUDENT_ARGS, "--out", "one"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    two, one = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("two", "one"))
+    assert [h["epoch"] for h in two["history"]] == [0, 1]
+    assert _without_times(two) == _without_times(one)
+
+
+def _tiny_preset() -> dict:
+    """Five unique students (bias-variance set 0 is the scaling student at N = 16)."""
+    from pfdist.experiments import BiasVarianceStudy, Preset, Scaling, Student
+    from pfdist.experiments.presets import MIXTURE_TEACHER
+    from pfdist.training import TrainConfig
+
+    train = TrainConfig(batch_size=64, lr=3e-3, lr_schedule="onecycle", epochs=2, epoch_images=512, checkpoint_every=1)
+    st = [Student(f"w{w}", {"arch": "mlp", "width": w, "depth": 1, "sigma_data": 1.0}) for w in (8, 16)]
+    return Preset(name="tiny", teacher={**MIXTURE_TEACHER, "shape": [4]},
+                  eval=EvalConfig(num_samples=33, test_samples=32, loss_repeats=1, steps=6, batch_size=16),
+                  scaling=Scaling((4, 16), tuple(st), train),
+                  bias_variance=BiasVarianceStudy((16,), (st[0],), train, k=2)).to_dict()
+
+
+def test_torchrun_reproduce_writes_the_tables_of_one_process(tmp_path, one_thread):
+    """Two ranks share the teacher's maps, train 3 and 2 of the 5 students; rank 0's tables are
+    those of one process."""
+    from typer.testing import CliRunner
+
+    from pfdist.cli import app
+
+    preset = tmp_path / "tiny.json"
+    preset.write_text(json.dumps(_tiny_preset()))
+    done = _torchrun(["reproduce", "--preset", str(preset), "--out", "two"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("report: ") == 1  # rank 0 alone prints
+    r = CliRunner().invoke(app, ["reproduce", "--preset", str(preset), "--out", str(tmp_path / "one")])
+    assert r.exit_code == 0, r.output
+    for table in ("scaling.csv", "bias_variance.csv"):
+        assert (tmp_path / "two" / table).read_text() == (tmp_path / "one" / table).read_text()
+    assert (tmp_path / "two" / "report.md").is_file()
+
+
+def test_torchrun_reproduce_on_a_held_directory_ends_every_rank_with_one_error(tmp_path, one_thread):
+    """Rank 0 cannot lock the run directory: both ranks stop at once (no rank left waiting)."""
+    from pfdist.lock import DirectoryLock
+
+    preset = tmp_path / "tiny.json"
+    preset.write_text(json.dumps(_tiny_preset()))
+    (tmp_path / "run").mkdir()
+    with DirectoryLock(tmp_path / "run"):
+        done = _torchrun(["reproduce", "--preset", str(preset), "--out", "run"], tmp_path)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "in use" in errors[0], done.stderr[-2000:]
+    assert "]: Traceback" not in done.stderr, done.stderr[-2000:]  # no rank fails otherwise ([rank1]: ...)
+    assert not (tmp_path / "run" / "config.json").exists()

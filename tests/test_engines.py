@@ -171,7 +171,18 @@ def test_ray_refuses_a_run_directory_a_node_cannot_see(ray_cluster, tmp_path):
     from pfdist.experiments.engines import get_engine
 
     with pytest.raises(pfdist.PFDistError, match="not shared with node"):  # no node holds this token
-        get_engine("ray").check_shared_storage(ray_cluster, str(tmp_path), "a token the driver never wrote")
+        get_engine("ray").check_shared_storage(ray_cluster, str(tmp_path), "a token the driver never wrote",
+                                               driver_node=True)
+
+
+def test_ray_starts_no_probe_task_on_the_driver_node(ray_cluster, tmp_path, monkeypatch):
+    from pfdist.experiments.engines import get_engine
+
+    def no_tasks(*args, **kwargs):
+        raise AssertionError("a probe task was started on a one-node cluster")
+
+    monkeypatch.setattr(ray_cluster, "remote", no_tasks)  # the driver wrote the token: nothing to ask
+    get_engine("ray").check_shared_storage(ray_cluster, str(tmp_path), "a token the driver never wrote")
 
 
 # Slurm through submitit's local executor.

@@ -151,6 +151,14 @@ SPEC_HELP = ("Descriptor: 'pixels' (the default); a JSON spec, e.g. '{\"type\": 
              "'{\"type\": \"sscd\", \"path\": \"sscd.pt\"}'; or a file (.safetensors kernel descriptor, no code; "
              "TorchScript / .pt2, which are CODE and run when loaded: trusted files only).")
 
+AUTOCAST_HELP = "bf16: run the networks' layers in bfloat16 (autocast; the ODE state stays float32). Default: float32."
+CHANNELS_LAST_HELP = "Channels-last (NHWC) memory for image networks (faster convolutions on GPUs)."
+COMPILE_HELP = "torch.compile the networks (a one-off compilation per batch shape)."
+
+# Under torchrun, ranks that train different students (or wait while rank 0 trains) wait for
+# each other at the next collective longer than torch's default 30 minutes.
+RANKS_TIMEOUT_DAYS = 7
+
 
 def fail(message: str | None) -> None:
     """Exit with status 2 and one line (none on the non-zero ranks of a process group)."""
@@ -209,10 +217,10 @@ def set_options(values: Sequence[str] | None, what: str = "set") -> list[dict]:
     return changes
 
 
-def train_bar():
+def train_bar(disable: bool = False):
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=0, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr, disable=quiet())
+    bar = tqdm(total=0, desc="train", unit="step", dynamic_ncols=True, file=sys.stderr, disable=disable or quiet())
 
     def update(step: int, total: int, loss: float) -> None:
         bar.total = total

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from pfdist.cli.common import Command, SPEC_HELP, app, fail, log, progress_bar
+from pfdist.cli.common import (AUTOCAST_HELP, CHANNELS_LAST_HELP, COMPILE_HELP, Command, SPEC_HELP, app, fail, log,
+                               progress_bar)
 from pfdist.errors import PFDistError
 from pfdist.settings import MAX_STEPS, MIN_STEPS, FlowSettings
 
@@ -32,6 +33,9 @@ def distance(
         False, "--error-estimate",
         help="Also estimate each map's discretisation error on its grid (doubled steps on the first 128 seeds, "
              "Richardson): solver_error bounds |PFD - PFD of the exact maps|."),
+    autocast: Optional[str] = typer.Option(None, help=AUTOCAST_HELP),
+    channels_last: bool = typer.Option(False, "--channels-last", help=CHANNELS_LAST_HELP),
+    compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
 ) -> None:
     """PFD between two models on shared seeds; prints value ± CI and writes a JSON result.
 
@@ -40,6 +44,7 @@ def distance(
     and writes the result, which is the same as one process's.
     """
     from pfdist import checks, distributed
+    from pfdist.accel import Accel, accelerate
     from pfdist.atomic import atomic_write_json, check_writable
     from pfdist.descriptors import spec_from_text
     from pfdist.metric import pfd
@@ -69,8 +74,10 @@ def distance(
     log.info("PFD of %s and %s on %d seeds (%s), %s with %d steps", a, b, total,
              seeds or f"{seed}-{seed + num_samples - 1}", solver, steps)
     try:
+        accel = Accel(autocast, channels_last, compile_)
         with distributed.process_group(device) as device:
             da, db = distributed.together(lambda: (load_map(a, flow), load_map(b, flow)))
+            da, db = accelerate(da, accel), accelerate(db, accel)
             psi = distributed.together(lambda: _descriptor(spec, da, flow, device))
             with progress_bar(total, "PFD", disable=not main) as bar:
                 result = pfd(

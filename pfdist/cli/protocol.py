@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from pfdist.cli.common import Command, DESCRIPTOR_HELP, app, fail, json_option, train_bar
+from pfdist.cli.common import (AUTOCAST_HELP, CHANNELS_LAST_HELP, COMPILE_HELP, DESCRIPTOR_HELP,
+                               RANKS_TIMEOUT_DAYS, Command, app, fail, json_option, train_bar)
 from pfdist.errors import PFDistError
 
 MLP_DEFAULTS = {"arch": "mlp", "width": 256, "depth": 3, "sigma_data": 1.0}  # the student when --net is not given
@@ -51,7 +52,7 @@ def _epochs_option(text: str, epochs: int) -> list[int]:
 
 
 def _protocol_inputs(teacher: Path, net: Optional[str], train_cfg: Optional[str], eval_cfg: Optional[str],
-                     device: Optional[str] = None):
+                     device: Optional[str] = None, accel: Optional[dict] = None):
     """Validate every input (configs, device, teacher) before anything is written or trained."""
     from pfdist import checks
     from pfdist.protocol import EvalConfig
@@ -68,12 +69,13 @@ def _protocol_inputs(teacher: Path, net: Optional[str], train_cfg: Optional[str]
     given = json_option(net, "net")
     net_config = {**(MLP_DEFAULTS if given.get("arch", "mlp") == "mlp" else {}), **given}
     net_config.setdefault("shape", list(shape))
-    train_config = TrainConfig.from_dict({**student_train().to_dict(), **json_option(train_cfg, "train")})
+    accel = {k: v for k, v in (accel or {}).items() if v}  # the flags set both configs' fields
+    train_config = TrainConfig.from_dict({**student_train().to_dict(), **json_option(train_cfg, "train"), **accel})
     given = json_option(eval_cfg, "eval")
     unknown = sorted(set(given) - set(EvalConfig.__dataclass_fields__))
     if unknown:
         fail(f"unknown --eval keys {unknown}; valid: {sorted(EvalConfig.__dataclass_fields__)}.")
-    eval_config = EvalConfig(**given)
+    eval_config = EvalConfig(**{**given, **accel})
     return model, shape, net_config, train_config, eval_config
 
 
@@ -91,24 +93,41 @@ def student(
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache teacher maps here (keyed by content)."),
     wait: bool = typer.Option(False, "--wait", help="If another process is training in DIR, wait for it instead of failing."),
+    autocast: Optional[str] = typer.Option(None, help=AUTOCAST_HELP),
+    channels_last: bool = typer.Option(False, "--channels-last", help=CHANNELS_LAST_HELP),
+    compile_: bool = typer.Option(False, "--compile", help=COMPILE_HELP),
 ) -> None:
-    """Train one student on N teacher samples; report E_gen, E_mem, losses and copy share."""
+    """Train one student on N teacher samples; report E_gen, E_mem, losses and copy share.
+
+    Under torchrun (``torchrun --nproc_per_node=K -m pfdist student ...``) rank 0 trains and
+    writes; every rank evaluates one block of the evaluation seeds on its device (``--device
+    cuda`` is cuda:LOCAL_RANK). The results are those of one process.
+    """
+    from datetime import timedelta
+
+    from pfdist import distributed
     from pfdist.atomic import check_writable
     from pfdist.protocol import teacher_student
 
     check_writable(out, directory=True)
     if cache_dir is not None:
         check_writable(cache_dir, directory=True)
+    main = distributed.is_main()
     try:
-        model, shape, net_cfg, train_cfg, eval_cfg = _protocol_inputs(teacher, net, train_config, eval_config, device)
+        accel = {"autocast": autocast, "channels_last": channels_last, "compile": compile_}
+        model, shape, net_cfg, train_cfg, eval_cfg = _protocol_inputs(teacher, net, train_config, eval_config, device,
+                                                                      accel)
         epochs = _epochs_option(eval_epochs, train_cfg.epochs)
-        bar, update = train_bar()
-        with bar:
-            rec = teacher_student(model, n, net_cfg, train_cfg, out, shape=shape, eval_config=eval_cfg,
-                                  dataset_index=dataset_index, descriptor=descriptor, eval_epochs=epochs,
-                                  device=device, cache_dir=cache_dir, progress=update, wait=wait)
+        with distributed.process_group(device, timeout=timedelta(days=RANKS_TIMEOUT_DAYS)) as device:
+            bar, update = train_bar(disable=not main)
+            with bar:
+                rec = teacher_student(model, n, net_cfg, train_cfg, out, shape=shape, eval_config=eval_cfg,
+                                      dataset_index=dataset_index, descriptor=descriptor, eval_epochs=epochs,
+                                      device=device, cache_dir=cache_dir, progress=update, wait=wait)
     except (PFDistError, ValueError) as e:
-        fail(str(e))
+        fail(str(e) if main else None)
+    if not main:
+        return
     typer.echo(f"|θ| = {rec['params']:,}  N = {n}")
     for name in ("e_gen", "e_mem"):
         r = rec[name]
@@ -131,8 +150,12 @@ def bias_variance_cmd(
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:1, ..."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache teacher maps here (keyed by content)."),
 ) -> None:
-    """K students on independent datasets: E_bias, E_var, and the identity mean E_gen^2 = bias^2 + var."""
-    from pfdist import checks
+    """K students on independent datasets: E_bias, E_var, and the identity mean E_gen^2 = bias^2 + var.
+
+    Under torchrun, rank 0 trains each student and every rank evaluates a block of seeds."""
+    from datetime import timedelta
+
+    from pfdist import checks, distributed
     from pfdist.atomic import check_writable
     from pfdist.protocol import bias_variance
 
@@ -140,14 +163,18 @@ def bias_variance_cmd(
     if cache_dir is not None:
         check_writable(cache_dir, directory=True)
     checks.size("--k", k, checks.MAX_STUDENTS, checks.STUDENTS_WHY, lo=2)
+    main = distributed.is_main()
     try:
         model, shape, net_cfg, train_cfg, eval_cfg = _protocol_inputs(teacher, net, train_config, eval_config, device)
-        bar, update = train_bar()
-        with bar:
-            rep = bias_variance(model, n, net_cfg, train_cfg, out, k=k, shape=shape, eval_config=eval_cfg,
-                                descriptor=descriptor, device=device, cache_dir=cache_dir, progress=update)
+        with distributed.process_group(device, timeout=timedelta(days=RANKS_TIMEOUT_DAYS)) as device:
+            bar, update = train_bar(disable=not main)
+            with bar:
+                rep = bias_variance(model, n, net_cfg, train_cfg, out, k=k, shape=shape, eval_config=eval_cfg,
+                                    descriptor=descriptor, device=device, cache_dir=cache_dir, progress=update)
     except (PFDistError, ValueError) as e:
-        fail(str(e))
+        fail(str(e) if main else None)
+    if not main:
+        return
     typer.echo(f"K = {k}, N = {n}, |θ| = {rep['params']:,}")
     typer.echo(f"E_bias = {rep['e_bias']:.4f}, E_var = {rep['e_var']:.4f}, mean E_gen^2 = {rep['mean_e_gen_sq']:.6f} "
                f"= E_bias^2 + E_var + ({rep['identity_gap']:.2e})")

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from pfdist.cli.common import Command, app, fail, quiet, set_options
+from pfdist.cli.common import RANKS_TIMEOUT_DAYS, Command, app, fail, quiet, set_options
 from pfdist.errors import PFDistError, RunInterrupted
 
 ENGINE_HELP = "Where units run: local (this machine, --workers processes), ray (a Ray cluster) or slurm (a job array)."
@@ -43,13 +43,20 @@ def reproduce(
     """Run the three studies (scaling, dynamics, bias-variance); write CSVs, figures and a report.
 
     Rerunning resumes: finished students are kept, an interrupted one continues from its checkpoint.
+    Under torchrun (``torchrun --nproc_per_node=K -m pfdist reproduce ...``) the K ranks share the
+    teacher's maps seed-wise, then each trains its share of the students on its device
+    (``--device cuda`` is cuda:LOCAL_RANK); rank 0 writes tables and report, as one process would.
     """
+    from datetime import timedelta
+
+    from pfdist import distributed
     from pfdist.experiments import load_preset
     from pfdist.experiments import reproduce as run
     from pfdist.experiments.presets import override
 
     from pfdist import checks
 
+    main = distributed.is_main()
     if workers is not None:
         checks.integer("--workers", workers, lo=1)
     checks.integer("--time-min", time_min, lo=1)
@@ -78,12 +85,15 @@ def reproduce(
             p = p.replace(teacher=str(teacher))
         for change in set_options(overrides):
             p = override(p, change)
-        summary = run(p, out or Path("runs") / p.name, workers=workers, device=device, shard=parts,
-                      engine=engine, engine_options=options, wait=wait, show_progress=not quiet())
+        with distributed.process_group(device, timeout=timedelta(days=RANKS_TIMEOUT_DAYS)) as device:
+            summary = run(p, out or Path("runs") / p.name, workers=workers, device=device, shard=parts,
+                          engine=engine, engine_options=options, wait=wait, show_progress=main and not quiet())
     except PFDistError as e:
-        fail(str(e))
+        fail(str(e) if main else None)
     except RunInterrupted as e:
         raise RunInterrupted(f"{e} The command: pfdist {shlex.join(sys.argv[1:])}") from None
+    if not main:
+        return
     typer.echo(f"{summary['units']} units = {summary['students']} distinct students ({summary['shared']} shared between "
                f"experiments); {summary['ran']} trained now; wall {summary['wall_s']:.0f} s "
                f"(compute of the run, summed over students: {summary['unit_wall_s_total']:.0f} s)")

@@ -11,17 +11,12 @@ from typing import Any
 
 import torch
 
-from pfdist.analysis.collapse import fit_scaling
-from pfdist.analysis.dynamics import detect_run_dynamics
-from pfdist.analysis.findings import findings
-from pfdist.analysis.results import read_rows
+from pfdist import distributed
 from pfdist.atomic import CorruptFileError, atomic_save_tensors, atomic_write_json, load_tensors_checked, warn_corrupt
 from pfdist.experiments.config import Preset
 from pfdist.experiments.run import run_preset
 from pfdist.experiments.tables import student_outputs
 from pfdist.experiments.units import Context, Unit
-from pfdist.plots import plot_run, plot_sample_grid
-from pfdist.report import write_report
 
 SAMPLES = "samples.safetensors"
 GRID_SEEDS = 8
@@ -45,6 +40,8 @@ def save_sample_grid_tensors(ctx: Context) -> Path | None:
 
 def draw(run_dir: str | os.PathLike, *, fits: tuple | None = None) -> list[Path]:
     """Every figure from the results files in ``run_dir`` (never runs a model)."""
+    from pfdist.plots import plot_run, plot_sample_grid  # matplotlib: not in the processes that train
+
     run_dir = Path(run_dir)
     figures = plot_run(run_dir, fits=fits)
     if (run_dir / SAMPLES).is_file():
@@ -61,6 +58,10 @@ def draw(run_dir: str | os.PathLike, *, fits: tuple | None = None) -> list[Path]
 
 
 def analyze(run_dir: Path) -> dict[str, Any]:
+    from pfdist.analysis.collapse import fit_scaling  # scipy: not in the processes that train
+    from pfdist.analysis.dynamics import detect_run_dynamics
+    from pfdist.analysis.findings import findings
+    from pfdist.analysis.results import read_rows
     from pfdist.analysis.spaces import copier_plateaus, fit_spaces, run_spaces
 
     out: dict[str, Any] = {"collapse": None, "copy_collapse": None, "dynamics": None, "bias_variance_rows": None,
@@ -104,12 +105,29 @@ def reproduce(
     """Run ``preset`` in ``run_dir`` (resuming) on ``engine`` (local, ray or slurm, see
     :func:`run_preset`), then write figures and report.md / report.html.
 
-    ``wait``: wait for another run holding ``run_dir`` instead of failing."""
+    ``wait``: wait for another run holding ``run_dir`` instead of failing. Under torchrun each
+    rank trains its share of the students and rank 0 writes the report."""
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
     summary = run_preset(preset, run_dir, workers=workers, device=device, shard=shard, show_progress=show_progress,
                          engine=engine, engine_options=engine_options, wait=wait)
-    with _steps(4, show_progress) as step:
+    show = show_progress and distributed.is_main()
+    if distributed.world()[1] > 1:  # under torchrun: rank 0 reports, the other ranks are done
+        return distributed.together(lambda: _report(preset, run_dir, device, summary, t0, show) if distributed.is_main()
+                                    else summary)
+    return _report(preset, run_dir, device, summary, t0, show)
+
+
+def _report(preset: Preset, run_dir: Path, device: Any, summary: dict, t0: float, show: bool) -> dict[str, Any]:
+    """Figures, report.md / report.html and summary.json from the run's results files."""
+    with distributed.alone():
+        return _write_report(preset, run_dir, device, summary, t0, show)
+
+
+def _write_report(preset: Preset, run_dir: Path, device: Any, summary: dict, t0: float, show: bool) -> dict[str, Any]:
+    from pfdist.report import write_report
+
+    with _steps(4, show) as step:
         step("sample grid")
         save_sample_grid_tensors(Context(preset, run_dir, device))
         step("fits and verdicts")

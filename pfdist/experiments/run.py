@@ -28,12 +28,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pfdist import checks
+from pfdist import checks, distributed
 from pfdist.atomic import atomic_write_json
 from pfdist.errors import PFDistError, RunInterrupted
 from pfdist.experiments.config import Preset
 from pfdist.experiments.engines import UnitJob, get_engine
 from pfdist.experiments.engines.job import remember
+from pfdist.experiments.engines.ranks import RanksEngine
 from pfdist.experiments.tables import write_tables
 from pfdist.experiments.units import Context, Unit, units_of
 from pfdist.lock import DirectoryLock
@@ -140,7 +141,9 @@ def run_preset(
     them, and a script calling this then needs the usual ``if __name__ == "__main__":`` guard),
     ``ray`` or ``slurm``, with ``engine_options`` (see :mod:`pfdist.experiments.engines`).
     ``shard=(i, m)`` does only every m-th unique student (for spreading one run over machines
-    sharing the directory); the tables are written from whatever results exist. ``wait`` waits
+    sharing the directory); the tables are written from whatever results exist. Under torchrun
+    (a torch.distributed group) the ranks share the teacher's maps seed-wise, then each trains
+    its share of the students; rank 0 writes the tables (same as one process's). ``wait`` waits
     for another run holding the directory instead of failing. Returns timing and counts.
     Ctrl-C stops every worker and raises :class:`pfdist.errors.RunInterrupted`, saying how many
     students are finished (kept) and that the same call resumes.
@@ -167,22 +170,36 @@ def _run_preset(preset: Preset, run_dir: str | os.PathLike, *, workers: int | No
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     options = dict(engine_options or {})
+    rank, ranks = distributed.world()
+    if ranks > 1 and (engine != "local" or shard is not None):
+        raise PFDistError("under torchrun the ranks are the workers: use the local engine and no shard "
+                          "(or start one process per machine with --engine ray/slurm or --shard).")
     if engine == "local":
         options["workers"] = checks.integer("workers", options.get("workers", preset.workers if workers is None
                                                                    else workers), lo=1)
     get_engine(engine, **options)  # bad options are refused before the run directory is claimed
-    ctx = prepare(preset, run_dir, device=device, shard=shard)
+    ctx = distributed.together(lambda: prepare(preset, run_dir, device=device, shard=shard))
     units = units_of(preset)
-    whole = DirectoryLock(run_dir, wait=wait) if shard is None else contextlib.nullcontext()
-    with whole:
-        with DirectoryLock(run_dir, wait=wait, shared=shard is not None):  # shards queue for each other
-            claim_run_dir(preset, run_dir)
+    lead = rank == 0  # in a group, rank 0 locks, claims and writes the tables
+
+    def lock(stack: contextlib.ExitStack, held: bool, shared: bool = False) -> None:
+        # In a group, a refusal reaches every rank.
+        distributed.together(lambda: stack.enter_context(DirectoryLock(run_dir, wait=wait, shared=shared))
+                             if held and lead else None)
+
+    with contextlib.ExitStack() as whole:
+        lock(whole, shard is None)
+        with contextlib.ExitStack() as claimed:
+            lock(claimed, True, shared=shard is not None)  # shards queue for each other
+            distributed.together(lambda: claim_run_dir(preset, run_dir) if lead else None)
             ctx.phases = phase_bars(show_progress)
-            todo = units_to_run(ctx, shard)  # fits the run's kernel descriptors first
-            ctx.prepare([units[i] for i in todo])  # computed (and cached) once before fanning out
+            todo = distributed.broadcast(distributed.together(lambda: units_to_run(ctx, shard)))
+            # Teacher maps, training sets and copiers, computed (and cached) once before fanning out;
+            # in a group, by all ranks together.
+            ctx.prepare([units[i] for i in todo])
         if engine == "local":
             options["workers"] = worker_count(options["workers"], preset, len(todo))
-        runner = get_engine(engine, **options)
+        runner = RanksEngine() if ranks > 1 else get_engine(engine, **options)
         device_name = None if device is None else str(device)
         remember(ctx, device_name)  # units run in this process reuse the teacher's maps in memory
         jobs = [UnitJob(preset.to_dict(), str(run_dir), i, _describe(units[i]), device_name) for i in todo]
@@ -201,14 +218,19 @@ def _run_preset(preset: Preset, run_dir: str | os.PathLike, *, workers: int | No
             raise RunInterrupted(interrupted_message(run_dir, mine - len(todo) + len(finished), mine)) from None
         finally:
             bar.close()
-        with DirectoryLock(run_dir, wait=True, cleanup=False, shared=shard is not None):
-            if shard is None:
-                check_finished(ctx)
-            with ctx.phase("tables", 1) as progress:
-                tables = write_tables(ctx)
-                progress(1)
+        tables = distributed.together(lambda: _tables(ctx, run_dir, shard) if lead else [])
     return {"units": len(units), "unique": len({ctx.key(u) for u in units}), "ran": len(todo),
             "wall_s": time.perf_counter() - t0, "tables": [str(p) for p in tables]}
+
+
+def _tables(ctx: Context, run_dir: Path, shard: tuple[int, int] | None) -> list[Path]:
+    with DirectoryLock(run_dir, wait=True, cleanup=False, shared=shard is not None), distributed.alone():
+        if shard is None:
+            check_finished(ctx)
+        with ctx.phase("tables", 1) as progress:
+            tables = write_tables(ctx)
+            progress(1)
+        return tables
 
 
 def _describe(unit: Unit) -> str:

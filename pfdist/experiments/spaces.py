@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
+from pfdist import distributed
 from pfdist.descriptors import KernelDescriptor, NamedDescriptors, build_descriptor, check_spec
 from pfdist.errors import PFDistError
 from pfdist.protocol import TEST_SEED, EvalConfig, teacher_samples
@@ -44,14 +45,15 @@ def build_spaces(specs: tuple, run_dir: str | Path, samples: Callable[[int], Any
         spec = check_spec(spec)
         if spec["type"] == "kernel":
             path = descriptor_path(run_dir, spec["name"])
-            if path.is_file():
+            if distributed.all_true(path.is_file()):  # every rank of a group, or none
                 psi = KernelDescriptor.load(path)
                 if psi.num_features != spec["num_features"] or psi.seed != spec["seed"]:
                     raise PFDistError(f"{path} does not match the preset's {spec['name']} descriptor; "
                                       "delete it to refit, or use another --out.")
             else:
                 psi = build_descriptor(spec, samples)
-                psi.save(path)
+                if distributed.is_main():
+                    psi.save(path)
             built[spec["name"]] = psi
         else:
             built[spec["name"]] = build_descriptor(spec)

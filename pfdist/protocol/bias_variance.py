@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from pfdist import checks
+from pfdist import distributed
 from pfdist.atomic import atomic_write_json
 from pfdist.errors import PFDistError
 from pfdist.flows import flow_outputs
@@ -139,5 +140,6 @@ def bias_variance(
     report = {"n": n, "params": records[0]["params"], "net_config": records[0]["net_config"], "seeds": seeds,
               **bv.to_dict(),
               "e_gen": [r["e_gen"]["pfd"] for r in records], "students": [f"student-{i}" for i in range(k)]}
-    atomic_write_json(Path(out_dir) / "bias_variance.json", report, checksum=True)
+    if distributed.is_main():  # under torchrun every rank has the report; rank 0 writes it
+        atomic_write_json(Path(out_dir) / "bias_variance.json", report, checksum=True)
     return report

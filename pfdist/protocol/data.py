@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 from torch import Tensor
 
-from pfdist import checks
+from pfdist import checks, distributed
 from pfdist.atomic import CorruptFileError, atomic_save_tensors, load_tensors_checked, warn_corrupt
 from pfdist.denoisers import EmpiricalDenoiser
 from pfdist.errors import PFDistError
@@ -76,21 +76,30 @@ def teacher_samples(
         raise PFDistError(f"the teacher's data shape is {own}, not {tuple(shape)}.")
     settings = settings or FlowSettings()
     path, key = _cache_path(teacher, seeds, shape, settings, cache_dir)
-    if path is not None and path.is_file():
-        try:
-            values = load_tensors_checked(path, key=key)[0]["data"]
-            if tuple(values.shape) == (len(seeds), *shape):
-                if progress:
-                    progress(len(seeds))
-                return values
-            raise CorruptFileError(f"{path} holds {tuple(values.shape)}, not {(len(seeds), *shape)}")
-        except (CorruptFileError, KeyError) as e:
-            warn_corrupt(e if isinstance(e, CorruptFileError) else CorruptFileError(f"{path} has no 'data'"))
+    if path is not None and distributed.all_true(path.is_file()):  # every rank of a group, or none
+        values = _read_samples(path, (len(seeds), *shape), key)
+        if distributed.all_true(values is not None):  # a damaged file anywhere is a miss everywhere
+            if progress:
+                progress(len(seeds))
+            return values
     out = flow_outputs(teacher, shape=shape, num_samples=len(seeds), seed=seeds.start, flow=settings,
                        batch_size=batch_size, device=device, progress=progress)
-    if path is not None:
+    if path is not None and distributed.is_main():
         atomic_save_tensors(path, {"data": out.values}, checksum=True, key=key)
     return out.values
+
+
+def _read_samples(path: Path, shape: tuple[int, ...], key: str) -> Tensor | None:
+    """The cached samples, or None (with one warning line) when the file is damaged or holds
+    another key's entry."""
+    try:
+        values = load_tensors_checked(path, key=key)[0]["data"]
+        if tuple(values.shape) == shape:
+            return values
+        raise CorruptFileError(f"{path} holds {tuple(values.shape)}, not {shape}")
+    except (CorruptFileError, KeyError) as e:
+        warn_corrupt(e if isinstance(e, CorruptFileError) else CorruptFileError(f"{path} has no 'data'"))
+    return None
 
 
 def _cache_path(teacher: Any, seeds: range, shape: Sequence[int], settings: FlowSettings,

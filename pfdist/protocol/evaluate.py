@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor
 
 from pfdist import checks
+from pfdist.accel import Accel, accelerate
 from pfdist.denoisers import EmpiricalDenoiser, nearest_neighbors
 from pfdist.descriptors import Descriptor, NamedDescriptors, identity
 from pfdist.errors import PFDistError
@@ -46,6 +48,9 @@ class EvalConfig:
     loss_repeats: int = 4
     loss_seed: int = 12345
     error_estimate: bool = False
+    autocast: str | None = None  # how the student's network runs (pfdist.accel.Accel); the ODE stays float32
+    channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self):
         if not isinstance(self.error_estimate, bool):
@@ -60,6 +65,7 @@ class EvalConfig:
                         "each seed runs the ODE and its output is kept")
         checks.size("EvalConfig test_samples x loss_repeats", self.test_samples * self.loss_repeats, checks.MAX_SEEDS,
                     "each is one network evaluation of the test loss")
+        self.accel  # validates autocast, channels_last, compile
         flow = self.settings()  # validates the solver fields
         for name in ("steps", "sigma_min", "sigma_max", "rho"):
             object.__setattr__(self, name, getattr(flow, name))
@@ -70,21 +76,33 @@ class EvalConfig:
     def pfd_kwargs(self) -> dict:
         return dict(num_samples=self.num_samples, seed=self.seed, flow=self.settings(), batch_size=self.batch_size)
 
+    @property
+    def accel(self) -> Accel:
+        try:
+            return Accel(self.autocast, self.channels_last, self.compile)
+        except PFDistError as e:
+            raise PFDistError(f"EvalConfig: {e}") from None
+
     def to_dict(self) -> dict:
         d = asdict(self)
         if not self.error_estimate:  # absent when off, so the keys of runs made before it existed still match
             del d["error_estimate"]
+        for name, default in Accel().to_dict().items():  # absent when off: the keys of float32 runs stay
+            if d[name] == default:
+                del d[name]
         return d
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (scipy.stats.binomtest)."""
+    """Wilson score interval for a binomial proportion (Wilson 1927; scipy's binomtest
+    ``method="wilson"``), in closed form: no scipy import in the processes that train."""
     if n == 0:
         return (0.0, 1.0)
-    from scipy.stats import binomtest
-
-    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
-    return (float(ci.low), float(ci.high))
+    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
+    p, n = successes / n, float(n)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def memorization_ratio(samples: Tensor, train_data: Tensor) -> dict:
@@ -188,6 +206,7 @@ def evaluate_student(
         raise PFDistError("EvalConfig.error_estimate needs the teacher denoiser (teacher=...) to rerun its map.")
     shape = teacher_outputs.shape
     device = torch.device(device) if device is not None else next(student.parameters()).device
+    student = accelerate(student, config.accel)
     student_outputs = flow_outputs(student, shape=shape, num_samples=config.num_samples, seed=config.seed,
                                    flow=config.settings(), batch_size=config.batch_size, device=device,
                                    cache_dir=cache_dir)

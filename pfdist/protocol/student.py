@@ -11,14 +11,14 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
-from pfdist import checks
+from pfdist import checks, distributed
 from pfdist.atomic import CorruptFileError, atomic_write_json, read_json_checked, warn_corrupt
 from pfdist.descriptors import Descriptor, resolve_descriptor
 from pfdist.errors import PFDistError
 from pfdist.flows import FlowOutputs, flow_outputs, resolve_device
 from pfdist.hashing import content_hash, file_sha256, fingerprint
 from pfdist.lock import DirectoryLock
-from pfdist.nets import count_parameters, normalize_config
+from pfdist.nets import build_network, count_parameters, normalize_config
 from pfdist.ode import data_shape
 from pfdist.protocol.data import TEST_SEED, dataset_seeds, teacher_samples
 from pfdist.protocol.evaluate import EvalConfig, copier_outputs, evaluate_student
@@ -148,62 +148,125 @@ def teacher_student(
     if data_key is not None and train_data is None:
         raise PFDistError("data_key names training data that are not the teacher's; pass them as train_data.")
     key = student_key(teacher, n, net_config, train_config, eval_config, dataset_index, desc, eval_epochs, data_key)
-    done = read_results(out_dir, key)
+    done = distributed.broadcast(read_results(out_dir, key))  # rank 0's view, in a group
     if done is not None:
         return done
-    with DirectoryLock(out_dir, wait=wait):
-        done = read_results(out_dir, key)  # finished by another process while we waited
-        if done is not None:
-            return done
-        t0 = time.perf_counter()
-        if train_data is None:
-            train_data = teacher_samples(teacher, seeds, shape=shape, settings=eval_config.settings(), device=device,
-                                         cache_dir=cache_dir)
-        elif train_data.shape != (n, *shape):
-            raise PFDistError(f"train_data must be (N, *shape) = {(n, *shape)}; got {tuple(train_data.shape)}.")
-        test_data = teacher_samples(teacher, range(TEST_SEED, TEST_SEED + eval_config.test_samples), shape=shape,
-                                    settings=eval_config.settings(), device=device, cache_dir=cache_dir)
-        if teacher_outputs is None:
-            teacher_outputs = teacher_map(teacher, shape, eval_config, device=device, cache_dir=cache_dir)
-        copier = copier_outputs(train_data, eval_config, device=device, cache_dir=cache_dir)  # the ideal copier's map
-
-        def evaluate(student: torch.nn.Module, cache: Any = None) -> dict[str, Any]:
-            return evaluate_student(student, teacher_outputs=teacher_outputs, train_data=train_data, test_data=test_data,
-                                    config=eval_config, descriptor=desc, device=device, cache_dir=cache,
-                                    copier=copier, teacher=teacher)
-
-        def callback(epoch: int, ema: torch.nn.Module, stats: dict) -> dict:
-            ema.eval()
-            record = {"epoch": epoch, "images": stats["images"], "epoch_train_loss": stats["loss"], **evaluate(ema)}
-            ema.train()
-            return record
-
-        out_dir = Path(out_dir)
-        t_train = time.perf_counter()
-        result = train(net_config, train_data.to(device), train_config, out_dir, callback=callback,
-                       epochs_to_eval=eval_epochs, progress=progress)
-        train_s = time.perf_counter() - t_train
-        student = result.denoiser.eval()
-        save_denoiser(out_dir / STUDENT, student, info={"n": n, "dataset_index": dataset_index, "key": key})
-        report = evaluate(student, cache_dir)  # the final map is cached for bias-variance and sample grids
-        record = {
-            "key": key,
-            "n": n,
-            "params": count_parameters(student),
-            "dataset_index": dataset_index,
-            "train_data": data_key or "teacher",
-            "shape": list(shape),
-            "net_config": net_config,
-            "train_config": train_config.to_dict(),
-            "eval_config": eval_config.to_dict(),
-            "teacher": fingerprint(teacher),
-            "epochs": train_config.epochs,
-            "final_epoch_train_loss": result.history[-1] if result.history else None,
-            **report,
-            "eval_epochs": eval_epochs,
-            "history": result.evaluations,
-            "wall_s": {"total": time.perf_counter() - t0, "train": train_s},
-            "metrics_sha256": file_sha256(out_dir / METRICS),
-        }
-        atomic_write_json(out_dir / RESULTS, record, checksum=True)
+    inputs = _Inputs(teacher, n, shape, seeds, eval_config, desc, device, cache_dir, train_data, teacher_outputs)
+    if distributed.world()[0] > 0:  # under torchrun: rank 0 trains, every rank evaluates its block of seeds
+        return _follow(inputs, net_config, device)
+    leader = _Leader()
+    try:
+        with DirectoryLock(out_dir, wait=wait):
+            done = read_results(out_dir, key)  # finished by another process while we waited
+            if done is not None:
+                leader.send("record", done)
+                return done
+            about = {"key": key, "n": n, "dataset_index": dataset_index, "train_data": data_key or "teacher",
+                     "shape": list(shape), "net_config": net_config, "train_config": train_config.to_dict(),
+                     "eval_config": eval_config.to_dict(), "teacher": fingerprint(teacher),
+                     "epochs": train_config.epochs}
+            record = _train_and_evaluate(leader, inputs, net_config, train_config, Path(out_dir), about,
+                                         eval_epochs, progress)
+            atomic_write_json(Path(out_dir) / RESULTS, record, checksum=True)
+            leader.send("record", record)
+    except BaseException as e:
+        leader.send("error", (type(e).__name__, str(e)))  # to ranks waiting for the next step, if any
+        raise
     return record
+
+
+def _train_and_evaluate(leader: "_Leader", inputs: "_Inputs", net_config: dict, train_config: TrainConfig,
+                        out_dir: Path, about: dict, eval_epochs: list[int], progress: Callable | None) -> dict:
+    """Rank 0's work (all of it outside a group): inputs, training with its evaluations, the
+    final student and its report; returns the results record."""
+    t0 = time.perf_counter()
+    leader.send("inputs")
+    inputs.compute()
+    leader.waiting = True
+
+    def callback(epoch: int, ema: torch.nn.Module, stats: dict) -> dict:
+        ema.eval()
+        leader.send("evaluate", _cpu_state(ema))
+        record = {"epoch": epoch, "images": stats["images"], "epoch_train_loss": stats["loss"], **inputs.evaluate(ema)}
+        leader.waiting = True
+        ema.train()
+        return record
+
+    t_train = time.perf_counter()
+    result = train(net_config, inputs.train_data.to(inputs.device), train_config, out_dir, callback=callback,
+                   epochs_to_eval=eval_epochs, progress=progress)
+    train_s = time.perf_counter() - t_train
+    student = result.denoiser.eval()
+    save_denoiser(out_dir / STUDENT, student, info={k: about[k] for k in ("n", "dataset_index", "key")})
+    leader.send("final", _cpu_state(student))
+    report = inputs.evaluate(student, inputs.cache_dir)  # the final map is cached for bias-variance and sample grids
+    leader.waiting = True
+    return {"key": about["key"], "n": about["n"], "params": count_parameters(student), **about,  # the file's order
+            "final_epoch_train_loss": result.history[-1] if result.history else None, **report,
+            "eval_epochs": eval_epochs, "history": result.evaluations,
+            "wall_s": {"total": time.perf_counter() - t0, "train": train_s},
+            "metrics_sha256": file_sha256(out_dir / METRICS)}
+
+
+class _Inputs:
+    """What a student is evaluated against (teacher samples and maps, the copier's map), and
+    the evaluation itself: computed by every rank of a group together, one block of seeds each."""
+
+    def __init__(self, teacher, n, shape, seeds, config, descriptor, device, cache_dir, train_data, teacher_outputs):
+        self.teacher, self.n, self.shape, self.seeds, self.config = teacher, n, shape, seeds, config
+        self.descriptor, self.device, self.cache_dir = descriptor, device, cache_dir
+        self.train_data, self.teacher_outputs = train_data, teacher_outputs
+
+    def compute(self) -> None:
+        settings, device, cache_dir = self.config.settings(), self.device, self.cache_dir
+        if self.train_data is None:
+            self.train_data = teacher_samples(self.teacher, self.seeds, shape=self.shape, settings=settings,
+                                              device=device, cache_dir=cache_dir)
+        elif self.train_data.shape != (self.n, *self.shape):
+            raise PFDistError(f"train_data must be (N, *shape) = {(self.n, *self.shape)}; "
+                              f"got {tuple(self.train_data.shape)}.")
+        self.test_data = teacher_samples(self.teacher, range(TEST_SEED, TEST_SEED + self.config.test_samples),
+                                         shape=self.shape, settings=settings, device=device, cache_dir=cache_dir)
+        if self.teacher_outputs is None:
+            self.teacher_outputs = teacher_map(self.teacher, self.shape, self.config, device=device, cache_dir=cache_dir)
+        self.copier = copier_outputs(self.train_data, self.config, device=device, cache_dir=cache_dir)  # the ideal copier's map
+
+    def evaluate(self, student: torch.nn.Module, cache: Any = None) -> dict[str, Any]:
+        return evaluate_student(student, teacher_outputs=self.teacher_outputs, train_data=self.train_data,
+                                test_data=self.test_data, config=self.config, descriptor=self.descriptor,
+                                device=self.device, cache_dir=cache, copier=self.copier, teacher=self.teacher)
+
+
+class _Leader:
+    """Rank 0's messages to the other ranks, which wait for them between collective steps."""
+
+    def __init__(self):
+        self.waiting = distributed.world()[1] > 1
+
+    def send(self, kind: str, payload: Any = None) -> None:
+        if self.waiting:
+            self.waiting = False
+            distributed.broadcast((kind, payload))
+
+
+def _cpu_state(net: torch.nn.Module) -> dict:
+    return {k: v.detach().cpu() for k, v in net.state_dict().items()}
+
+
+def _follow(inputs: _Inputs, net_config: dict, device: Any) -> dict[str, Any]:
+    """A rank other than 0: compute the inputs and each evaluation with rank 0, one block of
+    seeds each, until rank 0 sends the record it wrote."""
+    net = None
+    while True:
+        kind, payload = distributed.broadcast()
+        if kind == "record":
+            return payload
+        if kind == "error":
+            distributed.raise_remote(0, *payload)
+        if kind == "inputs":
+            inputs.compute()
+        elif kind in ("evaluate", "final"):
+            if net is None:
+                net = build_network(net_config).to(device).eval()
+            net.load_state_dict(payload)
+            inputs.evaluate(net, inputs.cache_dir if kind == "final" else None)

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from pfdist import checks
+from pfdist.accel import Accel, accelerate
 from pfdist.errors import CheckpointError, NonFiniteError, PFDistError
 from pfdist.hashing import content_hash
 from pfdist.nets import EDMPrecond, build_network, normalize_config
@@ -78,6 +79,9 @@ class TrainConfig:
     checkpoint_every: int = 10
     P_mean: float = -1.2
     P_std: float = 1.2
+    autocast: str | None = None  # how the network runs (pfdist.accel.Accel); the loss stays float32
+    channels_last: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         def need(ok: bool, what: str) -> None:
@@ -118,10 +122,21 @@ class TrainConfig:
              "checkpoint_every must be an int >= 1")
         need(isinstance(self.P_mean, (int, float)) and positive(self.P_std),
              "P_mean must be a number and P_std positive")
+        self.accel  # validates autocast, channels_last, compile
+
+    @property
+    def accel(self) -> Accel:
+        try:
+            return Accel(self.autocast, self.channels_last, self.compile)
+        except PFDistError as e:
+            raise PFDistError(f"TrainConfig: {e}") from None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["adam_betas"] = list(self.adam_betas)
+        for name, default in Accel().to_dict().items():  # absent when off: the keys of float32 runs stay
+            if d[name] == default:
+                del d[name]
         return d
 
     @classmethod
@@ -194,6 +209,8 @@ class TrainState:
     order: DataOrder
     step: int = 0
 
+    forward: Any = None  # the network as the loss calls it (pfdist.accel.accelerate)
+
     def __post_init__(self) -> None:
         # Cached once: walking the module tree every step costs more than a tiny network.
         self.params = list(self.net.parameters())
@@ -211,8 +228,10 @@ def make_state(net_config: dict, config: TrainConfig, n: int, device: torch.devi
     net = build_network(net_config, seed=derive_seed(config.seed, _INIT)).to(device).train()
     if not isinstance(net, EDMPrecond):
         raise PFDistError(f"pfdist trains with EDM's loss, which needs precond 'edm'; got {net_config.get('precond')!r}.")
+    net = config.accel.prepare(net)
     ema = copy.deepcopy(net).eval().requires_grad_(False)
-    return TrainState(net, ema, make_optimizer(net, config), DataOrder(config.seed, n, device))
+    return TrainState(net, ema, make_optimizer(net, config), DataOrder(config.seed, n, device),
+                      forward=accelerate(net, config.accel))
 
 
 def train_step(state: TrainState, data: Tensor, config: TrainConfig, total_steps: int) -> Tensor:
@@ -232,7 +251,7 @@ def train_step(state: TrainState, data: Tensor, config: TrainConfig, total_steps
     with torch.random.fork_rng(devices) if state.dropout else contextlib.nullcontext():
         if state.dropout:
             torch.manual_seed(derive_seed(config.seed, _DROPOUT, s))
-        loss = edm_loss(net, y, generator=generator, sigma_data=net.sigma_data,
+        loss = edm_loss(state.forward or net, y, generator=generator, sigma_data=net.sigma_data,
                         P_mean=config.P_mean, P_std=config.P_std).mean()
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()

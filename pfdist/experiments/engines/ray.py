@@ -99,11 +99,19 @@ class RayEngine:
         if failures:
             raise UnitsFailed(failures, len(jobs))
 
-    def check_shared_storage(self, ray: Any, run_dir: str, token: str) -> None:
-        """Every alive node with CPUs must read the token just written in ``run_dir``."""
+    def check_shared_storage(self, ray: Any, run_dir: str, token: str, *, driver_node: bool = False) -> None:
+        """Every alive node with CPUs must read the token just written in ``run_dir``.
+
+        The driver's own node wrote it, so only the other nodes are asked unless ``driver_node``
+        (a one-machine cluster starts no probe: a probe task costs a worker process and its
+        imports before any unit)."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0]
+        here = ray.get_runtime_context().get_node_id()
+        nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU", 0) > 0
+                 and (driver_node or n["NodeID"] != here)]
+        if not nodes:
+            return
         probe = ray.remote(_read_token)
         seen = ray.get([probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                         .remote(run_dir) for n in nodes])
