@@ -134,14 +134,28 @@ def _real_vs_synthetic_blocks(rows: Sequence[dict[str, Any]] | None) -> list[Blo
             ("table", header, table)]
 
 
-def _solver_error_blocks(rows: Sequence[dict[str, Any]] | None) -> list[Block]:
-    """E_gen and E_mem with their Monte-Carlo intervals beside the maps' discretisation error, when estimated."""
+def _solver_error_blocks(rows: Sequence[dict[str, Any]] | None, teacher: dict[str, Any] | None = None) -> list[Block]:
+    """The teacher map's discretisation error (every run), and E_gen and E_mem with their
+    Monte-Carlo intervals beside each student's, when estimated (eval error_estimate)."""
     rows = [r for r in rows or () if isinstance(r.get("e_gen_solver_error"), float)]
+    blocks: list[Block] = []
+    if teacher is not None:
+        value = teacher.get("solver_error")
+        said = (f"{_fmt(value)} (RMS over the first {teacher['num_seeds']} evaluation seeds of |Phi_grid - Phi_exact|, "
+                "estimated by rerunning the map with doubled steps, Richardson)" if value is not None
+                else f"not estimated ({teacher.get('reason', 'no estimate')})")
+        blocks += [("h2", "Discretisation error"),
+                   ("p", f"The teacher's map on the evaluation grid ({teacher['solver']}, {teacher['steps']} steps): "
+                         f"{said}. Every E below is a PFD of solved maps; the Monte-Carlo intervals do not include "
+                         "this error, which moves E_gen by at most the teacher's plus the student's (docs/method.md, "
+                         "§2). Setting the eval config's error_estimate: true estimates each student's too.")]
     if not rows:
-        return []
+        return blocks
+    if not blocks:
+        blocks.append(("h2", "Discretisation error"))
     table = [(r["student"], r["n"], _fmt(r["e_gen"]), f"[{_fmt(r['e_gen_ci_low'])}, {_fmt(r['e_gen_ci_high'])}]",
               _fmt(r["e_gen_solver_error"]), _fmt(r["e_mem"]), _fmt(r["e_mem_solver_error"])) for r in rows]
-    return [("h2", "Discretisation error"),
+    return blocks + [
             ("p", "Each E is a PFD of solved maps; its solver error (each map rerun with doubled steps on the first "
                   "128 seeds, Richardson) bounds how far it is from the PFD of the exact maps, beside the Monte-Carlo "
                   "interval, which does not include it (docs/method.md, §2)."),
@@ -334,6 +348,7 @@ def write_report(
     counts: dict[str, int] | None = None,
     findings: Sequence[Finding] | None = None,
     scaling_rows: Sequence[dict[str, Any]] | None = None,
+    teacher_solver_error: dict[str, Any] | None = None,
 ) -> tuple[Path, Path]:
     """Write run_dir/report.md (figures linked relative to run_dir) and run_dir/report.html (figures
     embedded). ``spaces``: descriptor names, primary first; ``space_fits``: E_gen collapse per space;
@@ -360,7 +375,7 @@ def write_report(
     blocks += _dynamics_blocks(dynamics)
     blocks += _bias_variance_blocks(bias_variance_rows, spaces[0])
     blocks += _real_vs_synthetic_blocks(real_vs_synthetic_rows)
-    blocks += _solver_error_blocks(scaling_rows)
+    blocks += _solver_error_blocks(scaling_rows, teacher_solver_error)
     if figures:
         blocks.append(("h2", "Figures"))
         for fig in figures:

@@ -150,4 +150,23 @@ def test_error_estimate_adds_solver_error_columns_beside_the_intervals(tmp_path)
     reproduce(tiny(dynamics=None, bias_variance=None, scaling=Scaling((2,), (mlp(8),), TRAIN)), tmp_path / "off",
               show_progress=False)
     assert "solver_error" not in (tmp_path / "off" / "scaling.csv").read_text()
-    assert "Discretisation error" not in (tmp_path / "off" / "report.md").read_text()
+    off = (tmp_path / "off" / "report.md").read_text()
+    assert "E_gen solver error" not in off and "The teacher's map on the evaluation grid" in off
+
+
+def test_every_report_gives_the_teacher_maps_discretisation_error(tmp_path):
+    """Without per-student estimates, the report and summary still carry the teacher map's
+    solver error: the same number as estimating that map alone on the same seeds."""
+    from pfdist.solver_error import map_solver_error
+
+    preset = tiny(dynamics=None, bias_variance=None, scaling=Scaling((2,), (mlp(8),), TRAIN))
+    summary = reproduce(preset, tmp_path, show_progress=False)
+    record = summary["teacher_solver_error"]
+    from pfdist.experiments.units import Context
+
+    teacher = Context(preset, tmp_path, None).teacher
+    alone = map_solver_error(teacher, flow=EVAL.settings(), shape=(4,), seed=EVAL.seed, num_samples=EVAL.num_samples)
+    assert record["solver_error"] == pytest.approx(alone, rel=1e-12) and alone > 0
+    assert (record["solver"], record["steps"], record["num_seeds"]) == ("heun", 6, 32)
+    assert "The teacher's map on the evaluation grid (heun, 6 steps)" in (tmp_path / "report.md").read_text()
+    assert json.loads((tmp_path / "summary.json").read_text())["teacher_solver_error"] == record

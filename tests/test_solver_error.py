@@ -156,7 +156,42 @@ def test_cli_distance_prints_and_writes_the_solver_error(tmp_path):
     record = json.loads(out.read_text())
     assert record["solver_error"] > 0 and "solver error" in r.output
     assert record["solver_error"] == pytest.approx(record["solver_error_a"] + record["solver_error_b"])
-    r = CliRunner().invoke(app, args)
+    default = CliRunner().invoke(app, args)  # estimated unless asked not to
+    assert default.exit_code == 0 and json.loads(out.read_text())["solver_error"] == record["solver_error"]
+    r = CliRunner().invoke(app, args + ["--no-error-estimate"])
     assert r.exit_code == 0 and json.loads(out.read_text())["solver_error"] is None
-    r = CliRunner().invoke(app, args + ["--error-estimate", "--solver", "reference"])
-    assert r.exit_code == 2 and "fixed-grid" in r.output
+    r = CliRunner().invoke(app, args + ["--solver", "reference"])  # adaptive: its tolerance sets its error
+    assert r.exit_code == 0 and json.loads(out.read_text())["solver_error"] is None
+
+
+class _Image:
+    """A flat Gaussian's denoiser on (1, 2, 2) images: the shape a decoder sees."""
+
+    shape = (1, 2, 2)
+
+    def __init__(self, g: pfdist.Gaussian):
+        self.g = g
+
+    def __call__(self, x, sigma):
+        return self.g(x.reshape(len(x), -1), sigma).reshape(x.shape)
+
+
+def test_the_estimate_reruns_the_map_itself_decoder_included(gaussians):
+    """The doubled grid keeps the map's decoder: with a decoder that doubles its input, each
+    side's estimated error doubles too (the estimate is of the map's output, not its latents)."""
+    a, b = (_Image(g) for g in gaussians)
+    plain = pfdist.pfd(pfdist.ode_map(a), pfdist.ode_map(b), num_samples=16, steps=8, error_estimate=True, **F64)
+    double = pfdist.pfd(pfdist.ode_map(a, decoder=lambda x: 2 * x), pfdist.ode_map(b, decoder=lambda x: 2 * x),
+                        num_samples=16, steps=8, error_estimate=True, **F64)
+    assert double.value == pytest.approx(2 * plain.value, rel=1e-9)
+    assert double.solver_error_a == pytest.approx(2 * plain.solver_error_a, rel=1e-9)
+    assert double.solver_error_b == pytest.approx(2 * plain.solver_error_b, rel=1e-9)
+
+
+def test_one_maps_solver_error_is_the_side_error_of_a_pfd(gaussians):
+    from pfdist.solver_error import map_solver_error
+
+    a, b = gaussians
+    r = pfdist.pfd(a, b, num_samples=32, seed=5, steps=8, error_estimate=True, **F64)
+    alone = map_solver_error(a, flow=pfdist.FlowSettings(steps=8), seed=5, num_samples=32, **F64)
+    assert alone == pytest.approx(r.solver_error_a, rel=1e-12)

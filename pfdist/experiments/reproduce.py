@@ -127,9 +127,12 @@ def _report(preset: Preset, run_dir: Path, device: Any, summary: dict, t0: float
 def _write_report(preset: Preset, run_dir: Path, device: Any, summary: dict, t0: float, show: bool) -> dict[str, Any]:
     from pfdist.report import write_report
 
-    with _steps(4, show) as step:
+    with _steps(5, show) as step:
         step("sample grid")
-        save_sample_grid_tensors(Context(preset, run_dir, device))
+        ctx = Context(preset, run_dir, device)  # the teacher, loaded once for the report
+        save_sample_grid_tensors(ctx)
+        step("teacher's discretisation error")
+        teacher_error = teacher_solver_error(ctx, device)
         step("fits and verdicts")
         found = analyze(run_dir)
         step("figures")
@@ -137,7 +140,6 @@ def _write_report(preset: Preset, run_dir: Path, device: Any, summary: dict, t0:
         step("report")
         wall = time.perf_counter() - t0
         unit_wall = _unit_wall_total(run_dir)
-        ctx = Context(preset, run_dir, device)
         from pfdist.experiments.units import units_of
 
         distinct = len({ctx.key(u) for u in units_of(preset)})
@@ -151,8 +153,10 @@ def _write_report(preset: Preset, run_dir: Path, device: Any, summary: dict, t0:
                                 copy_collapse=found["copy_collapse"],
                                 real_vs_synthetic_rows=found["real_vs_synthetic_rows"], spaces=found["spaces"],
                                 space_fits=found["space_fits"], plateaus=found["plateaus"], timing=timing,
-                                counts=counts, findings=found["findings"], scaling_rows=found["scaling_rows"])
-    summary.update({"wall_s": wall, "unit_wall_s_total": unit_wall, "training_wall_s": training_wall, **counts,
+                                counts=counts, findings=found["findings"], scaling_rows=found["scaling_rows"],
+                                teacher_solver_error=teacher_error)
+    summary.update({"teacher_solver_error": teacher_error, "wall_s": wall, "unit_wall_s_total": unit_wall,
+                    "training_wall_s": training_wall, **counts,
                     "report": [str(md), str(html)], "figures": [str(f) for f in figures],
                     "collapse_alpha": {s: (None if f is None else {"alpha": f.alpha, "ci95": list(f.alpha_ci)})
                                        for s, f in {found["spaces"][0]: found["collapse"],
@@ -162,6 +166,23 @@ def _write_report(preset: Preset, run_dir: Path, device: Any, summary: dict, t0:
                                        for s, p in (found["plateaus"] or {}).items()}})
     atomic_write_json(run_dir / "summary.json", summary)
     return summary
+
+
+def teacher_solver_error(ctx: Context, device: Any) -> dict[str, Any]:
+    """The teacher map's estimated discretisation error on the evaluation grid, on its first
+    ERROR_SEEDS evaluation seeds (pfdist.solver_error), for the report beside the intervals."""
+    from pfdist.errors import PFDistError
+    from pfdist.solver_error import ERROR_SEEDS, map_solver_error
+
+    ev = ctx.preset.eval
+    flow = ev.settings()
+    record = {"solver": flow.solver, "steps": flow.steps, "num_seeds": min(ERROR_SEEDS, ev.num_samples)}
+    try:
+        value = map_solver_error(ctx.teacher, flow=flow, shape=ctx.shape, seed=ev.seed, num_samples=record["num_seeds"],
+                                 device=device, batch_size=ev.batch_size)
+    except PFDistError as e:  # an adaptive solver: its error is set by its tolerance
+        return {**record, "solver_error": None, "reason": str(e)}
+    return {**record, "solver_error": value}
 
 
 @contextlib.contextmanager
