@@ -219,3 +219,25 @@ def test_gaussian_metrics_refuse_what_they_cannot_measure(gaussians):
     with pytest.raises(pfdist.PFDistError, match="must be a pfdist.Gaussian"):
         pfdist.gaussian_w2(full, torch.zeros(4))
     assert pfdist.gaussian_w2(full, singular) > 0  # W2 is defined for singular covariances
+
+
+def _pushforward(g: pfdist.Gaussian, T: float) -> pfdist.Gaussian:
+    """The law of g.flow_map(x_T), x_T ~ N(0, T² I): N((I − A) mu, T² A²), A = Sigma^1/2 (Sigma + T² I)^-1/2."""
+    A = (g.eigvecs * (g.eigvals / (g.eigvals + T**2)).sqrt()) @ g.eigvecs.T
+    return pfdist.Gaussian(g.mean - A @ g.mean, T**2 * A @ A)
+
+
+def test_gaussian_pfd_bounds_w2_of_the_maps_outputs_from_above(gaussians):
+    # Shared noise couples the two maps' outputs, and W2 is the infimum over couplings. The maps
+    # start from N(0, T² I), so their outputs follow the Gaussians only as T grows.
+    full, singular = gaussians
+    pairs = [(full, singular), (_gaussian(1), _gaussian(2)), (_gaussian(3, d=2), _gaussian(4, d=2))]
+    for T in (1.0, 80.0):
+        for g1, g2 in pairs:
+            w2 = pfdist.gaussian_w2(_pushforward(g1, T), _pushforward(g2, T))
+            assert pfdist.gaussian_pfd(g1, g2, sigma_max=T) >= w2 - 1e-9
+    # Equality when both covariances are one multiple of I: the maps then differ by a constant.
+    eye = torch.eye(3, dtype=F64)
+    g1, g2 = pfdist.Gaussian(torch.zeros(3, dtype=F64), 2 * eye), pfdist.Gaussian(torch.ones(3, dtype=F64), 2 * eye)
+    w2 = pfdist.gaussian_w2(_pushforward(g1, 80.0), _pushforward(g2, 80.0))
+    assert pfdist.gaussian_pfd(g1, g2) == pytest.approx(w2, rel=1e-9)
