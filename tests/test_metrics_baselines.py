@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pfdist
 from pfdist.metrics import generalization_score, reproducibility_score
@@ -52,6 +54,18 @@ def test_frechet_distance_is_zero_on_itself_symmetric_and_real_for_singular_fits
     value = pfdist.frechet_distance(few, torch.randn(5, 20, generator=g))
     assert math.isfinite(value) and value > 0
     assert pfdist.frechet_distance(few, few) == pytest.approx(0.0, abs=1e-10)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 6), st.integers(2, 12))
+def test_frechet_distance_of_a_shifted_copy_is_the_squared_shift(seed, d, n):
+    # Equal covariances cancel the trace term exactly: FD² = |c|², whatever n (even n < d) and d.
+    g = torch.Generator().manual_seed(seed)
+    a, c = torch.randn(n, d, generator=g, dtype=F64), torch.randn(d, generator=g, dtype=F64)
+    assert pfdist.frechet_distance(a, a + c) == pytest.approx((c**2).sum().item(), rel=1e-7, abs=1e-7)
+    b = torch.randn(n + 1, d, generator=g, dtype=F64)
+    assert pfdist.frechet_distance(a, b) == pytest.approx(pfdist.frechet_distance(b, a), rel=1e-6, abs=1e-9)
+    assert pfdist.frechet_distance(a, b) >= 0
 
 
 # KID
