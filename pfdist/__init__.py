@@ -22,6 +22,8 @@ from pfdist.flows import flow_outputs
 from pfdist.guidance import guided
 from pfdist.maps import GeneratorMap, ODEMap, flow_map, generator, ode_map
 from pfdist.metric import pfd
+from pfdist import metrics
+from pfdist.metrics import frechet_distance, gaussian_kl, gaussian_w2, kid, memorization_ratio
 from pfdist.models.diffusers import from_diffusers
 from pfdist.noise import noise, seeded_labels
 from pfdist.ode import Denoiser, data_shape, score, velocity
@@ -99,6 +101,12 @@ __all__ = [
     "nearest_neighbors",
     "noise",
     "pfd",
+    "frechet_distance",
+    "gaussian_kl",
+    "gaussian_w2",
+    "kid",
+    "memorization_ratio",
+    "metrics",
     "random_low_rank_mixture",
     "reference",
     "score",
