@@ -86,7 +86,7 @@ class CollapseReport:
     midpoints: dict[int, float]  # log2 N* per size, interpolated half-way crossing (NaN if none)
     midpoint_slope: float  # slope of log2 N* on log2 |θ|, a model-free α
     midpoint_slope_ci: tuple[float, float]  # Student-t 95%; NaN with fewer than 3 midpoints
-    weighted: bool  # e_gen_stderr given: weighted least squares
+    weighted: bool  # usable e_gen_stderr given: weighted least squares
     verdict: str
     reason: str = field(default="")  # the rule that decided the verdict
 
@@ -223,5 +223,6 @@ def collapse_report(
         collapse_f=float(f_stat), collapse_df=(int(df1), int(df2)), collapse_p=p,
         free_midpoints={int(s): float(m) for s, m in zip(fit.sizes, free_m)},
         midpoints={int(s): float(m) for s, m in zip(fit.sizes, half)},
-        midpoint_slope=slope, midpoint_slope_ci=slope_ci, weighted=e_gen_stderr is not None,
+        midpoint_slope=slope, midpoint_slope_ci=slope_ci,
+        weighted=se is not None and bool(np.any(np.isfinite(se) & (se > 0))),
         verdict=verdict, reason=reason)
