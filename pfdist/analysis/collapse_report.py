@@ -29,7 +29,7 @@ weights only. The cross-check is unweighted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Sequence
 
@@ -88,7 +88,7 @@ class CollapseReport:
     midpoint_slope_ci: tuple[float, float]  # Student-t 95%; NaN with fewer than 3 midpoints
     weighted: bool  # usable e_gen_stderr given: weighted least squares
     verdict: str
-    reason: str = field(default="")  # the rule that decided the verdict
+    reason: str = ""  # the rule that decided the verdict
 
     def describe(self) -> str:
         lo, hi = self.alpha_ci
