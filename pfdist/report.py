@@ -253,7 +253,8 @@ def _paper_comparison(primary: str, collapse: CollapseFit | None, plateaus: dict
         inside = collapse.alpha_ci[0] <= 0.5 <= collapse.alpha_ci[1]
         text += (f"Here the {primary}-space plateau is "
                  f"{collapse.plateau_high:.3g} and α = {collapse.alpha:.2f}, "
-                 + ("consistent with 0.5." if inside else "whose interval does not include 0.5: the transition "
+                 + ("whose interval holds 0.5 (whether one α fits every size is the findings row's collapse test)."
+                    if inside else "whose interval does not include 0.5: the transition "
                     "shifts with model size at a different rate at this scale than the paper reports for U-Nets on CIFAR-10."))
     else:
         text += "This run has no collapse fit to compare."

@@ -121,3 +121,20 @@ def test_collapse_verdict_is_the_primary_space():
     fit, _ = fit_scaling(scaling_rows(alpha=0.5))
     f = collapse_finding({"kernel": None, "pixels": fit})
     assert f.verdict == "not measured" and "kernel: no fit" in f.measured and "pixels: α = 0.5" in f.measured
+
+
+def test_collapse_row_takes_the_report_verdict():
+    # Per-size α chosen so that the exponent between neighbouring sizes falls 0.9 → 0.5 → 0.1
+    # (midpoint log2 N* = 7 + α (log2 |θ| − 16)): one α does not fit, though its interval holds 0.5.
+    drift = [row for p, f, a in zip(SIZES, FLOORS, (0.9, 0.5, 0.5, 0.3))
+             for row in scaling_rows(alpha=a, sizes=(p,), floors=(f,), seed=int(np.log2(p)))]
+    fit, _ = fit_scaling(drift)
+    out = {f.finding: f for f in findings(scaling_rows=drift, fits={"kernel": fit}, plateaus=None, dynamics=None,
+                                          bias_variance_rows=None, primary="kernel")}
+    row = out["E_gen collapses on N / |θ|^α"]
+    assert row.verdict == "partly" and "collapse test rejects one α" in row.measured
+    assert "α between neighbouring sizes 0.9" in row.measured
+    assert collapse_finding({"kernel": fit}).verdict == "reproduced"  # the interval alone is fooled
+    good = findings(scaling_rows=scaling_rows(), fits={"kernel": fit_scaling(scaling_rows())[0]}, plateaus=None,
+                    dynamics=None, bias_variance_rows=None, primary="kernel")[3]
+    assert good.verdict == "reproduced" and "one-α test p = " in good.measured

@@ -12,9 +12,12 @@ whether the finding reproduced and on what evidence:
 - **copier**: the ideal copier's E_gen across N in the primary space: max/min with its 95% interval
   (:class:`pfdist.analysis.spaces.Plateau`); flat when the interval reaches 1.1 or below, not flat when
   all of it is above, no verdict without standard errors.
-- **collapse**: α of E_gen's collapse on N / |θ|^α in each space with its 95% interval: a CI
-  that excludes 0 shows a collapse, and the paper's 0.5 is inside it or not; a degenerate fit
-  (:attr:`CollapseFit.degenerate`) gives no verdict.
+- **collapse**: α of E_gen's collapse on N / |θ|^α in each space with its 95% interval. In the
+  primary space the verdict is :func:`pfdist.analysis.collapse_report`'s (its rules: the interval
+  excludes 0 and holds 0.5, and an F-test does not reject one α for all sizes), shown with α
+  without each size and between neighbouring sizes; in the others, and when the scaling table
+  cannot be refitted, a CI that excludes 0 shows a collapse and 0.5 is inside it or not. A
+  degenerate fit (:attr:`CollapseFit.degenerate`) gives no verdict.
 - **early learning** / **double descent**: the detectors of :mod:`pfdist.analysis.dynamics` on
   the mean curve over training seeds, with their significance threshold.
 - **bias-variance**: at the largest N, bias and variance from the smallest to the largest model
@@ -31,8 +34,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
 from pfdist.analysis.collapse import CollapseFit, collapse_rows
+from pfdist.analysis.collapse_report import CollapseReport, collapse_report
 from pfdist.analysis.dynamics import DynamicsReport
 from pfdist.analysis.spaces import Plateau
+from pfdist.errors import PFDistError
 
 SIGNIFICANT_SE = 2.0
 SATURATION = 0.1
@@ -131,11 +136,36 @@ def copier_finding(plateaus: dict[str, Plateau] | None, primary: str) -> Finding
     return Finding(name, paper, measured, verdict)
 
 
-def collapse_finding(fits: dict[str, CollapseFit | None]) -> Finding:
+def scaling_collapse_report(rows: Sequence[dict[str, Any]]) -> CollapseReport | None:
+    """:func:`collapse_report` of E_gen on the main family's rows; None when it cannot be fitted."""
+    rows = collapse_rows(rows)
+    if not rows:
+        return None
+    try:
+        return collapse_report([r["n"] for r in rows], [r["params"] for r in rows], [r["e_gen"] for r in rows],
+                               [r.get("e_gen_stderr", float("nan")) for r in rows])
+    except PFDistError:
+        return None
+
+
+def _report_text(r: CollapseReport) -> str:
+    sizes = sorted(r.fit.sizes)
+    loo = ", ".join(f"{_size(k)}: {e.alpha:.2f}" for k, e in sorted(r.leave_one_out.items()))
+    pairs = " → ".join(f"{r.pairwise[(a, b)].alpha:.2f}" for a, b in zip(sizes, sizes[1:]))
+    return (f"{r.describe()}, {r.fit.n_sizes} sizes" + (f"; α without {loo}" if loo else "")
+            + f"; α between neighbouring sizes {pairs}; {r.reason}")
+
+
+def collapse_finding(fits: dict[str, CollapseFit | None], report: CollapseReport | None = None) -> Finding:
+    """``report``: the primary space's :func:`collapse_report`; when given it decides the verdict."""
     name = "E_gen collapses on N / |θ|^α"
     paper = "α ≈ 0.5"
     parts, verdicts = [], []
-    for space, f in fits.items():
+    for i, (space, f) in enumerate(fits.items()):
+        if i == 0 and report is not None:
+            parts.append(f"{space}: {_report_text(report)}")
+            verdicts.append(report.verdict)
+            continue
         if f is None:
             parts.append(f"{space}: no fit")
             verdicts.append("not measured")
@@ -225,7 +255,7 @@ def findings(*, scaling_rows: Sequence[dict[str, Any]] | None, fits: dict[str, C
         floor_finding(rows),
         memorization_finding(rows),
         copier_finding(plateaus, primary),
-        collapse_finding(fits),
+        collapse_finding(fits, scaling_collapse_report(rows) if rows and fits else None),
         early_learning_finding(dynamics),
         double_descent_finding(dynamics),
         bias_variance_finding(bias_variance_rows),
