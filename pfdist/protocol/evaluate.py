@@ -11,8 +11,9 @@ import torch
 from torch import Tensor
 
 from pfdist import checks
+from pfdist import metrics
 from pfdist.accel import Accel, accelerate
-from pfdist.denoisers import EmpiricalDenoiser, nearest_neighbors
+from pfdist.denoisers import EmpiricalDenoiser
 from pfdist.descriptors import Descriptor, NamedDescriptors, identity
 from pfdist.errors import PFDistError
 from pfdist.flows import FlowOutputs, FlowSettings, flow_outputs
@@ -107,10 +108,12 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
 
 def memorization_ratio(samples: Tensor, train_data: Tensor) -> dict:
     """Share of samples whose nearest training point is closer than 1/3 of the second nearest
-    (distances in whatever space the arguments are given in)."""
-    dist, _ = nearest_neighbors(samples, train_data, k=2)
-    d2 = dist[:, 1] if dist.shape[1] > 1 else torch.full_like(dist[:, 0], math.inf)
-    copies = int((dist[:, 0] < COPY_RATIO * d2).sum())
+    (:func:`pfdist.metrics.memorization_ratio`, in whatever space the arguments are given in),
+    with its Wilson interval; with one training point every sample is its copy's."""
+    if train_data.shape[0] >= 2:
+        copies = int(metrics.memorization_ratio(samples, train_data, threshold=COPY_RATIO).memorized.sum())
+    else:
+        copies = samples.shape[0]
     return {"value": copies / samples.shape[0], "ci95": list(wilson_interval(copies, samples.shape[0]))}
 
 
