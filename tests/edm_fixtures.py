@@ -35,3 +35,31 @@ def skip_reason() -> str:
 
 FIXTURES = find() or candidates()[-1]
 needs_fixtures = pytest.mark.skipif(find() is None, reason=skip_reason())
+
+
+# EDM2 snapshots, the tiny VAE and EDM2's sampler outputs: $PFDIST_EDM2_FIXTURES, else edm2/ beside
+# the EDM fixtures, else shared/fixtures/edm2 inside or beside the checkout.
+ENV2 = "PFDIST_EDM2_FIXTURES"
+
+
+def candidates_edm2() -> list[Path]:
+    if os.environ.get(ENV2):
+        return [Path(os.environ[ENV2])]
+    beside = [p.parent / "edm2" for p in candidates()]
+    return list(dict.fromkeys(beside + [ROOT / "shared/fixtures/edm2", ROOT.parent / "shared/fixtures/edm2"]))
+
+
+def _find_edm2() -> Path | None:
+    return next((p for p in candidates_edm2() if p.is_dir()), None)
+
+
+EDM2_FIXTURES = _find_edm2() or candidates_edm2()[-1]
+needs_edm2_fixtures = pytest.mark.skipif(
+    _find_edm2() is None,
+    reason=(f"EDM2 fixtures not found (looked in {', '.join(str(p) for p in candidates_edm2())}); set "
+            f"{ENV2}=/path/to/fixtures/edm2 (the directory holding edm2-latent-cond.pkl) to run these tests."))
+
+
+def rel_rms(a, b):
+    """Per-sample relative RMS error of a against reference b, (batch,)."""
+    return (a - b).flatten(1).square().mean(1).sqrt() / b.flatten(1).square().mean(1).sqrt()

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 import pfdist
-from edm_fixtures import FIXTURES, needs_fixtures
+from edm_fixtures import FIXTURES, needs_fixtures, rel_rms
 from pfdist.errors import PFDistError
 from pfdist.models.edm import UnsafePickleError, load_edm, network_record, read_snapshot
 from pfdist.nets import build_network, normalize_config
@@ -26,11 +26,6 @@ from pfdist.specs import load_spec
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 NAMES = ["ddpmpp-vp-uncond", "ncsnpp-ve-cond", "ddpmpp-edm-uncond", "adm-edm-cond"]
-
-
-def rel_rms(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-sample relative RMS error of a against reference b, (batch,)."""
-    return (a - b).flatten(1).square().mean(1).sqrt() / b.flatten(1).square().mean(1).sqrt()
 
 
 @needs_fixtures

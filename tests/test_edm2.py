@@ -17,21 +17,15 @@ import torch
 from safetensors.torch import load_file
 
 import pfdist
+from edm_fixtures import EDM2_FIXTURES as FIXTURES, needs_edm2_fixtures as needs_fixtures, rel_rms
 from pfdist.errors import PFDistError
 from pfdist.nets import build_network, normalize_config
 from pfdist.specs import load_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-EDM_FIXTURES = Path(os.environ.get("PFDIST_EDM_FIXTURES", Path(__file__).resolve().parents[2] / "shared/fixtures/edm"))
-FIXTURES = Path(os.environ.get("PFDIST_EDM2_FIXTURES", EDM_FIXTURES.parent / "edm2"))
 NAMES = ["edm2-latent-cond", "edm2-latent-cond-xs", "edm2-latent-uncond", "edm2-rgb-uncond"]
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="EDM2 fixtures not present")
 
-
-def rel_rms(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-sample relative RMS error of a against reference b, (batch,)."""
-    return (a - b).flatten(1).square().mean(1).sqrt() / b.flatten(1).square().mean(1).sqrt()
 
 
 @needs_fixtures

@@ -4,7 +4,6 @@ API's maps, and converted EDM2 checkpoints keep their data space and encoder."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -12,15 +11,13 @@ import torch
 from typer.testing import CliRunner
 
 import pfdist
+from edm_fixtures import EDM2_FIXTURES as FIXTURES, needs_edm2_fixtures as needs_fixtures
 from pfdist.cli import app
 from pfdist.errors import PFDistError
 from pfdist.specs import load_map, load_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-EDM_FIXTURES = Path(os.environ.get("PFDIST_EDM_FIXTURES", Path(__file__).resolve().parents[2] / "shared/fixtures/edm"))
-FIXTURES = Path(os.environ.get("PFDIST_EDM2_FIXTURES", EDM_FIXTURES.parent / "edm2"))
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="EDM2 fixtures not present")
 FILES = ("edm2-latent-cond.pkl", "edm2-latent-uncond.pkl", "edm2-latent-cond-xs.pkl", "edm2-rgb-uncond.pkl", "tiny-sd-vae")
 runner = CliRunner()
 

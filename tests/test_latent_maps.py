@@ -3,24 +3,20 @@ shapes, caching, batching of the VAE), and decoders or VAE directories that are 
 
 from __future__ import annotations
 
-import os
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import pfdist
+from edm_fixtures import EDM2_FIXTURES as FIXTURES, needs_edm2_fixtures as needs_fixtures
 from pfdist.errors import PFDistError
 from pfdist.protocol import memorization_ratio
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-EDM_FIXTURES = Path(os.environ.get("PFDIST_EDM_FIXTURES", Path(__file__).resolve().parents[2] / "shared/fixtures/edm"))
-FIXTURES = Path(os.environ.get("PFDIST_EDM2_FIXTURES", EDM_FIXTURES.parent / "edm2"))
 VAE = FIXTURES / "tiny-sd-vae"
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="EDM2 fixtures not present")
 FLOW = pfdist.FlowSettings(steps=8)
 
 

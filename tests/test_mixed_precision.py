@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import pytest
 import torch
 
 import pfdist
+from edm_fixtures import EDM2_FIXTURES as FIXTURES, needs_edm2_fixtures as needs_fixtures
+from edm_fixtures import FIXTURES as EDM_FIXTURES, needs_fixtures as needs_edm_fixtures
 from pfdist.errors import PFDistError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-EDM_FIXTURES = Path(os.environ.get("PFDIST_EDM_FIXTURES", Path(__file__).resolve().parents[2] / "shared/fixtures/edm"))
-FIXTURES = Path(os.environ.get("PFDIST_EDM2_FIXTURES", EDM_FIXTURES.parent / "edm2"))
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="EDM2 fixtures not present")
 
 
 def _map(steps: int, dtype=torch.float32):
@@ -53,7 +50,7 @@ def test_autocast_values_are_checked():
         pfdist.pfd(g, g, shape=(4,), num_samples=4, autocast=torch.bfloat16, dtype=torch.float64)
 
 
-@pytest.mark.skipif(not EDM_FIXTURES.is_dir(), reason="EDM fixtures not present")
+@needs_edm_fixtures
 def test_edm_networks_load_in_float64_and_refuse_bfloat16_weights():
     path = EDM_FIXTURES / "ddpmpp-edm-uncond.pkl"
     net = pfdist.load_edm(path, dtype=torch.float64)
