@@ -46,7 +46,7 @@ def test_regression_on_two_pairs_interpolates_them(gaussian):
     assert student.nfe == 2
     with torch.no_grad():
         out = student.fn(x_T)
-    assert (out - y).norm(dim=1).max() <= 0.02 * scale
+    assert (out - y).norm(dim=1).max() <= 1e-3 * scale
     assert (y[0] - y[1]).norm() > 0.5 * scale  # the two targets are far apart, so interpolation is not trivial
 
 
