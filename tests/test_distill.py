@@ -136,3 +136,10 @@ def test_a_generator_teacher_serves_regression_but_not_consistency(gaussian):
         pfdist.distill(teacher, method="consistency", steps=1, num_pairs=8)
     student = pfdist.distill(teacher, method="regression", steps=1, num_pairs=8, net=NET, train=config(epochs=1))
     assert student.nfe == 1
+
+
+def test_load_distilled_refuses_a_plain_denoiser(tmp_path):
+    net = pfdist.build_network({"arch": "mlp", "shape": [4], "width": 8, "depth": 1}, seed=0)
+    pfdist.save_denoiser(tmp_path / "plain.safetensors", net)
+    with pytest.raises(pfdist.CheckpointError, match="not a distilled student"):
+        pfdist.load_distilled(tmp_path / "plain.safetensors")

@@ -136,7 +136,31 @@ def _loss(method: str, student: FewStepStudent, target: EDMPrecond, teacher: Any
     with torch.no_grad():
         x_hat = _heun_step(teacher, x, sigma, sigma_next)
         wanted = consistency_function(target, x_hat, sigma_next.reshape(-1), student.sigma_min)
-    return (consistency_function(student.net, x, sigma.reshape(-1), student.sigma_min) - wanted).square().flatten(1).mean(1).mean()
+    guess = consistency_function(student.net, x, sigma.reshape(-1), student.sigma_min)
+    return (guess - wanted).square().flatten(1).mean(1).mean()
+
+
+def _step(student: FewStepStudent, target: EDMPrecond, optimizer: torch.optim.Optimizer, plan: _Plan,
+          pairs: tuple[Tensor, Tensor], order: DataOrder, step: int, per_epoch: int) -> Tensor:
+    """Training step ``step``: loss on its batch, Adam, then the EMA (regression) or target (consistency)."""
+    config, method = plan.config, student.method
+    idx = order.indices(step, config.batch_size)
+    g = torch.Generator().manual_seed(derive_seed(config.seed, "noise", step))
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate(config, step, config.epochs * per_epoch)
+    teacher = getattr(plan.teacher, "denoiser", None)
+    loss = _loss(method, student, target, teacher, plan.flow.sigmas()[:-1], pairs[0][idx], pairs[1][idx], g)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = list(student.net.parameters())
+    if config.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+    optimizer.step()
+    beta = TARGET_DECAY if method == "consistency" else ema_beta(config, step)
+    with torch.no_grad():
+        for t, p in zip(target.parameters(), params):
+            t.lerp_(p, 1.0 - beta)
+    return loss.detach()
 
 
 def _resume(out_dir: Path, key: dict, config: TrainConfig, parts: tuple) -> tuple[int, int, list[float]]:
@@ -174,12 +198,13 @@ def distill(teacher: Any, *, method: str, steps: int, num_pairs: int, net: dict 
     plan = _plan(teacher, method, steps, num_pairs, net, train, seed)
     if renoise not in RENOISE:
         raise PFDistError(f"renoise must be one of {list(RENOISE)} (got {renoise!r}); see pfdist.protocol.few_step.")
+    dataset_seeds(int(num_pairs), dataset)  # refuses a bad dataset index before the teacher runs
     config, n = plan.config, int(num_pairs)
     x_T, y = distill_pairs(plan.teacher, n, dataset=dataset)
-    grid = plan.flow.sigmas()[:-1]
     model = build_network(plan.net_config, seed=derive_seed(config.seed, "init")).train()
     target = copy.deepcopy(model).eval().requires_grad_(False)
-    levels = student_sigmas(int(steps), sigma_min=plan.flow.sigma_min, sigma_max=plan.flow.sigma_max, rho=plan.flow.rho)
+    flow = plan.flow
+    levels = student_sigmas(int(steps), sigma_min=flow.sigma_min, sigma_max=flow.sigma_max, rho=flow.rho)
     student = FewStepStudent(model, method, levels, plan.flow.sigma_min)
     optimizer, order = make_optimizer(model, config), DataOrder(config.seed, n)
     free = {k: v for k, v in config.to_dict().items() if k not in ("epochs", "checkpoint_every")}
@@ -187,26 +212,12 @@ def distill(teacher: Any, *, method: str, steps: int, num_pairs: int, net: dict 
            "train_config": free, "teacher": fingerprint(plan.teacher), "pairs": content_hash(x_T, y)}
     out = None if out_dir is None else Path(out_dir)
     step, start, history = (0, 0, []) if out is None else _resume(out, key, config, (model, target, optimizer))
-    per_epoch = config.steps_per_epoch(n)
-    total, params, target_params = config.epochs * per_epoch, list(model.parameters()), list(target.parameters())
-    denoiser = getattr(plan.teacher, "denoiser", None)
+    per_epoch, params = config.steps_per_epoch(n), list(model.parameters())
     for epoch in range(start + 1, config.epochs + 1):
         losses = torch.empty(per_epoch)
         for i in range(per_epoch):
-            idx, g = order.indices(step, config.batch_size), torch.Generator().manual_seed(derive_seed(config.seed, "noise", step))
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, step, total)
-            loss = _loss(method, student, target, denoiser, grid, x_T[idx], y[idx], g)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
-            beta = TARGET_DECAY if method == "consistency" else ema_beta(config, step)
-            with torch.no_grad():
-                for t, p in zip(target_params, params):
-                    t.lerp_(p, 1.0 - beta)
-            losses[i], step = loss.detach(), step + 1
+            losses[i] = _step(student, target, optimizer, plan, (x_T, y), order, step, per_epoch)
+            step += 1
         if not (torch.isfinite(losses).all() and all(bool(torch.isfinite(p).all()) for p in params)):
             raise NonFiniteError(f"non-finite loss or weights in epoch {epoch}; distillation stopped (the last good "
                                  "checkpoint is kept). Lower lr or set grad_clip.")
@@ -234,9 +245,13 @@ def load_distilled(path: str | os.PathLike, *, device: torch.device | str | None
         path = path / STUDENT_FILE
     net = load_denoiser(path, device=device, fix=f"distill the student again or check the path {path}")
     record = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    meta = record.get("info", {}).get("distill")
-    ok = isinstance(meta, dict) and meta.get("method") in METHODS and meta.get("renoise") in RENOISE and isinstance(meta.get("sigmas"), list)
-    if not ok or not all(isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in meta["sigmas"] + [meta.get("sigma_min")]):
+    info = record.get("info")
+    meta = info.get("distill") if isinstance(info, dict) else None
+    ok = (isinstance(meta, dict) and meta.get("method") in METHODS and meta.get("renoise") in RENOISE
+          and isinstance(meta.get("sigmas"), list) and len(meta["sigmas"]) >= 1)
+    numbers_ok = ok and all(isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s > 0
+                            for s in meta["sigmas"] + [meta.get("sigma_min")])
+    if not numbers_ok:
         raise CheckpointError(f"{path} is not a distilled student (its JSON has no valid 'distill' record); load it "
                               "with pfdist.load_denoiser, or distill it again.")
     return _as_map(FewStepStudent(net, meta["method"], meta["sigmas"], meta["sigma_min"], meta["renoise"]))
