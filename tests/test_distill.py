@@ -143,3 +143,17 @@ def test_load_distilled_refuses_a_plain_denoiser(tmp_path):
     pfdist.save_denoiser(tmp_path / "plain.safetensors", net)
     with pytest.raises(pfdist.CheckpointError, match="not a distilled student"):
         pfdist.load_distilled(tmp_path / "plain.safetensors")
+
+
+@pytest.mark.parametrize("method", ["regression", "consistency"])
+def test_songunet_students_of_an_image_teacher(tmp_path, method):
+    g = pfdist.Gaussian(torch.zeros(1, 8, 8), 0.5 * torch.eye(64))
+    net = {"arch": "songunet", "model_channels": 8, "channel_mult": [1, 2], "num_blocks": 1, "attn_resolutions": [],
+           "dropout": 0.0}
+    student = pfdist.distill(g, method=method, steps=2, num_pairs=16, net=net, out_dir=tmp_path,
+                             train=pfdist.TrainConfig(batch_size=8, epochs=1, epoch_images=16))
+    x_T = pfdist.noise(range(100_000, 100_003), (1, 8, 8), T)
+    with torch.no_grad():
+        out = pfdist.load_distilled(tmp_path).fn(x_T)
+        assert out.shape == (3, 1, 8, 8) and torch.equal(out, student.fn(x_T))
+    assert student.nfe == 2 and student.shape == (1, 8, 8)

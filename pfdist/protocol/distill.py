@@ -91,7 +91,10 @@ def _plan(teacher: Any, method: Any, steps: Any, num_pairs: Any, net: dict | Non
     shape = teacher.noise_shape or (tuple(net["shape"]) if isinstance(net, dict) and "shape" in net else None)
     if shape is None:
         raise PFDistError("the teacher does not say its data shape; give net={'arch': ..., 'shape': [...]}.")
-    net_config = normalize_config({"arch": "mlp", "width": 128, "depth": 2, "shape": list(shape), **(net or {})})
+    if net is not None and not isinstance(net, dict):
+        raise PFDistError(f"net must be a network config dict (got {type(net).__name__}).")
+    default = {"arch": "mlp", "width": 128, "depth": 2} if not net or "arch" not in net else {}
+    net_config = normalize_config({**default, "shape": list(shape), **(net or {})})
     if tuple(net_config["shape"]) != tuple(shape) or net_config["precond"] != "edm" or net_config.get("label_dim"):
         raise PFDistError(f"the student network must be unconditional with precond 'edm' and shape {list(shape)} "
                           f"(the teacher's); got {net_config}.")
