@@ -4,7 +4,8 @@ E_gen is the PFD to the teacher's closed-form flow map (and, for regression, to 
 18-step Heun map it was fitted to); E_mem the PFD to the empirical flow of the N training outputs;
 all on 2000 evaluation seeds, in units of sqrt(tr Sigma). For consistency students, "ideal" is
 E_gen of the same multistep sampler run with the exact consistency function (the Gaussian's flow
-to sigma_min): the floor that the sampler's re-noising sets whatever the training. Run:
+to sigma_min): the floor that the sampler's re-noising sets whatever the training. Progressive
+students train every round with the same settings (10 epochs a round). Run:
     python benchmarks/bench_distill_gaussian.py
 """
 
@@ -46,6 +47,7 @@ def main() -> None:
     print("method       steps      N   E_gen(exact)  E_gen(teacher)  E_mem   wall_s  ideal")
     runs = [("regression", 1, n) for n in (8, 64, 512, 4096)] + [("regression", 4, 4096)]
     runs += [("consistency", s, 4096) for s in (1, 2, 4)] + [("consistency/fresh", 2, 4096)]
+    runs += [("progressive", s, 4096) for s in (1, 4)]
     for method, steps, n in runs:
         t0 = time.perf_counter()
         method, _, renoise = method.partition("/")

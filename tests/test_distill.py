@@ -75,6 +75,31 @@ def test_consistency_student_approaches_its_closed_form(gaussian):
     assert e_gen(two, exact) <= e_gen(ideal, exact) + 0.3 * scale
 
 
+def ddim_sampler(g, levels):
+    """Euler (DDIM) steps of the exact denoiser on ``levels`` (0 last)."""
+
+    def fn(x):
+        for sigma, sigma_next in zip(levels[:-1], levels[1:]):
+            denoised = g(x, sigma)
+            x = denoised + sigma_next / sigma * (x - denoised)
+        return x
+
+    return pfdist.generator(fn, sigma_max=T, shape=(4,))
+
+
+def test_progressive_student_keeps_its_first_teachers_map(gaussian):
+    # Four rounds 16 -> 8 -> 4 -> 2 -> 1 steps; each student matches two steps of the last one, so
+    # the 1-step student approaches the 16-step DDIM sampler of the exact denoiser (which is itself
+    # 0.15 scale from the closed form, and 2 to 1 steps of DDIM are 0.67 to 0.99 away).
+    g, exact, scale = gaussian
+    student = pfdist.distill(g, method="progressive", steps=1, num_pairs=4096, net=NET, train=config(epochs=5))
+    assert student.nfe == 1
+    levels = pfdist.edm_sigmas(17, sigma_min=0.002, sigma_max=T, rho=7.0)[:16].tolist()  # the students' nested grid
+    first_teacher = ddim_sampler(g, levels + [0.0])
+    assert e_gen(student, first_teacher) <= 0.05 * scale
+    assert e_gen(student, exact) <= 0.2 * scale
+
+
 def test_fresh_renoising_is_a_deterministic_function_of_x_T(gaussian):
     g, _, _ = gaussian
     student = pfdist.distill(g, method="consistency", steps=3, num_pairs=64, net=NET, train=config(epochs=1),
@@ -85,7 +110,7 @@ def test_fresh_renoising_is_a_deterministic_function_of_x_T(gaussian):
     assert torch.equal(whole, torch.cat([halves[8:], halves[:8]]))
 
 
-@pytest.mark.parametrize("method", ["regression", "consistency"])
+@pytest.mark.parametrize("method", ["regression", "consistency", "progressive"])
 def test_resumed_distillation_equals_an_uninterrupted_one(gaussian, tmp_path, method):
     g, _, _ = gaussian
     kw = dict(method=method, steps=2, num_pairs=64, net=NET)
@@ -115,7 +140,7 @@ def test_a_checkpoint_of_other_settings_is_refused(gaussian, tmp_path):
     (dict(steps=19), "steps must be an integer from 1 to the teacher's grid of 18"),
     (dict(steps=1.5), "steps must be an integer"),
     (dict(num_pairs=0), "num_pairs must be an integer >= 1"),
-    (dict(method="progressive"), "unknown distillation method 'progressive'"),
+    (dict(method="progressive", steps=10), "progressive distillation halves the steps"),
     (dict(method="dmd"), "unknown distillation method"),
     (dict(train={"epochs": 1}), "train must be a pfdist.TrainConfig"),
     (dict(renoise="random"), "renoise must be one of"),
@@ -132,7 +157,7 @@ def test_bad_input_is_refused_before_training(gaussian, tmp_path, kw, match):
 def test_a_generator_teacher_serves_regression_but_not_consistency(gaussian):
     g, exact, scale = gaussian
     teacher = pfdist.generator(g.flow_map, sigma_max=T, shape=(4,), nfe=18)
-    with pytest.raises(pfdist.PFDistError, match="consistency distillation needs the teacher's PF-ODE"):
+    with pytest.raises(pfdist.PFDistError, match="distillation needs the teacher's PF-ODE"):
         pfdist.distill(teacher, method="consistency", steps=1, num_pairs=8)
     student = pfdist.distill(teacher, method="regression", steps=1, num_pairs=8, net=NET, train=config(epochs=1))
     assert student.nfe == 1

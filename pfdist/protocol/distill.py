@@ -15,7 +15,14 @@ trained on teacher samples.
   output y, one Heun step of the teacher's PF-ODE to sigma_{n+1}, and the loss
   ``|f_theta(x, sigma_n) - f_target(x_hat, sigma_{n+1})|^2``; the target is an EMA of theta with
   decay ``TARGET_DECAY`` (0.95, their CIFAR-10 value), kept as the checkpoint's ``ema``; the
-  student is theta. The train config's EMA settings apply to regression only.
+  student is theta. The train config's EMA settings apply to the other methods only.
+- ``"progressive"`` (Salimans & Ho 2022, in sigma with x-prediction): from the largest
+  ``steps * 2^R`` <= the teacher's grid, R rounds each halve the steps on nested levels (every
+  other level of the previous round's). In a round, x = y + sigma_j z at an even level j; two DDIM
+  steps of the previous sampler (round 1: the teacher's denoiser) go to sigma_{j+2}; the student
+  D_theta(x, sigma_j) is fitted to the denoised value whose single DDIM step lands there. Each
+  round starts from the previous student's weights and trains with ``train``; its checkpoints
+  go to ``out_dir/round-<r>``.
 
 Randomness of step s (batch, noise levels, noise) is a pure function of (seed, s), as in
 :mod:`pfdist.training.trainer`; checkpoints use its format, so a killed run resumes bit-exactly.
@@ -64,10 +71,9 @@ class _Plan:
 def _plan(teacher: Any, method: Any, steps: Any, num_pairs: Any, net: dict | None, train: Any, seed: Any) -> _Plan:
     """Every check, before any teacher call or training (one PFDistError naming what to change)."""
     if method not in METHODS:
-        raise PFDistError(f"unknown distillation method {method!r}; choose one of {list(METHODS)} "
-                          "(progressive distillation is not available).")
-    if isinstance(teacher, GeneratorMap) and method == "consistency":
-        raise PFDistError("consistency distillation needs the teacher's PF-ODE between noise levels; the teacher is "
+        raise PFDistError(f"unknown distillation method {method!r}; choose one of {list(METHODS)}.")
+    if isinstance(teacher, GeneratorMap) and method != "regression":
+        raise PFDistError(f"{method} distillation needs the teacher's PF-ODE between noise levels; the teacher is "
                           "a generator (a map with no ODE). Pass a denoiser or pfdist.ode_map(denoiser, flow).")
     if not isinstance(teacher, (ODEMap, GeneratorMap)):
         teacher = ode_map(teacher)  # refuses what is not a denoiser
@@ -81,6 +87,8 @@ def _plan(teacher: Any, method: Any, steps: Any, num_pairs: Any, net: dict | Non
         flow, grid = FlowSettings(sigma_max=teacher.sigma_max), max(1, int(teacher.nfe))
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= grid:
         raise PFDistError(f"steps must be an integer from 1 to the teacher's grid of {grid} steps (got {steps!r}).")
+    if method == "progressive":
+        _rounds(int(steps), grid)
     if isinstance(num_pairs, bool) or not isinstance(num_pairs, numbers.Integral) or num_pairs < 1:
         raise PFDistError(f"num_pairs must be an integer >= 1 (got {num_pairs!r}).")
     dataset_seeds(int(num_pairs))  # refuses N beyond the seed stream
@@ -126,11 +134,36 @@ def _heun_step(denoiser: Callable, x: Tensor, sigma: Tensor, sigma_next: Tensor)
     return x + (sigma_next - sigma) * (d + d_next) / 2
 
 
+def _ddim_step(denoiser: Callable, x: Tensor, sigma: Tensor, sigma_next: Tensor) -> Tensor:
+    """One Euler (DDIM) step of the PF-ODE from sigma to sigma_next; sigma: (batch, 1, ...)."""
+    denoised = denoiser(x, sigma.reshape(-1))
+    return denoised + sigma_next / sigma * (x - denoised)
+
+
+def _progressive_loss(student: FewStepStudent, teacher: Any, grid: Tensor, y: Tensor, g: torch.Generator) -> Tensor:
+    """Salimans & Ho (2022), Algorithm 2 in sigma: one student step matches two teacher steps.
+
+    ``grid``: the teacher's levels of this round, 0 last, an even number of steps.
+    """
+    j = 2 * torch.randint(0, (len(grid) - 1) // 2, (len(y),), generator=g)
+    z = torch.randn(y.shape, generator=g).to(y)
+    view = (-1,) + (1,) * (y.ndim - 1)
+    sigma, sigma_mid, sigma_next = (grid[j + k].to(y).reshape(view) for k in range(3))
+    x = y + sigma * z
+    with torch.no_grad():
+        x_next = _ddim_step(teacher, _ddim_step(teacher, x, sigma, sigma_mid), sigma_mid, sigma_next)
+        wanted = (x_next - sigma_next / sigma * x) / (1 - sigma_next / sigma)  # the D that lands there in one step
+    return (student.net(x, sigma.reshape(-1)) - wanted).square().flatten(1).mean(1).mean()
+
+
 def _loss(method: str, student: FewStepStudent, target: EDMPrecond, teacher: Any, grid: Tensor,
           x_T: Tensor, y: Tensor, g: torch.Generator) -> Tensor:
-    """The batch's mean loss (module doc); ``grid``: the teacher's levels, sigma_min last."""
+    """The batch's mean loss (module doc); ``grid``: the teacher's levels (consistency: sigma_min last;
+    progressive: this round's, 0 last)."""
     if method == "regression":
         return (student(x_T) - y).square().flatten(1).mean(1).mean()
+    if method == "progressive":
+        return _progressive_loss(student, teacher, grid, y, g)
     n = torch.randint(0, len(grid) - 1, (len(y),), generator=g)
     z = torch.randn(y.shape, generator=g).to(y)
     view = (-1,) + (1,) * (y.ndim - 1)
@@ -144,15 +177,15 @@ def _loss(method: str, student: FewStepStudent, target: EDMPrecond, teacher: Any
 
 
 def _step(student: FewStepStudent, target: EDMPrecond, optimizer: torch.optim.Optimizer, plan: _Plan,
-          pairs: tuple[Tensor, Tensor], order: DataOrder, step: int, per_epoch: int) -> Tensor:
+          pairs: tuple[Tensor, Tensor], order: DataOrder, step: int, per_epoch: int, teacher: Any,
+          grid: Tensor) -> Tensor:
     """Training step ``step``: loss on its batch, Adam, then the EMA (regression) or target (consistency)."""
     config, method = plan.config, student.method
     idx = order.indices(step, config.batch_size)
     g = torch.Generator().manual_seed(derive_seed(config.seed, "noise", step))
     for group in optimizer.param_groups:
         group["lr"] = learning_rate(config, step, config.epochs * per_epoch)
-    teacher = getattr(plan.teacher, "denoiser", None)
-    loss = _loss(method, student, target, teacher, plan.flow.sigmas()[:-1], pairs[0][idx], pairs[1][idx], g)
+    loss = _loss(method, student, target, teacher, grid, pairs[0][idx], pairs[1][idx], g)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = list(student.net.parameters())
@@ -172,7 +205,10 @@ def _resume(out_dir: Path, key: dict, config: TrainConfig, parts: tuple) -> tupl
         return 0, 0, []
     ckpt = load_checkpoint(out_dir)
     fix = f"delete {out_dir} or distill with the same settings"
-    if ckpt.info.get("distill") != key:
+    saved = ckpt.info.get("distill")
+    if isinstance(saved, dict) and "init" in key and {**saved, "init": key["init"]} == key and saved != key:
+        return 0, 0, []  # a progressive round made from another previous round (other epochs): start it again
+    if saved != key:
         raise CheckpointError(f"the checkpoint in {out_dir} is of another distillation (teacher, method, steps, "
                               f"pairs, network or training settings differ); {fix}.")
     if ckpt.info["epoch"] > config.epochs:
@@ -185,41 +221,31 @@ def _resume(out_dir: Path, key: dict, config: TrainConfig, parts: tuple) -> tupl
     return ckpt.info["step"], ckpt.info["epoch"], list(ckpt.info["history"])
 
 
-def distill(teacher: Any, *, method: str, steps: int, num_pairs: int, net: dict | None = None,
-            train: TrainConfig = TrainConfig(), seed: int = 0, dataset: int = 0, renoise: str = "ddim",
-            out_dir: str | os.PathLike | None = None) -> GeneratorMap:
-    """A ``steps``-step student of ``teacher`` distilled on ``num_pairs`` pairs (module doc).
+def _rounds(steps: int, grid: int) -> int:
+    """Rounds of halving from the largest ``steps * 2^R`` <= the teacher's grid down to ``steps``."""
+    rounds = (grid // steps).bit_length() - 1
+    if rounds < 1:
+        raise PFDistError(f"progressive distillation halves the steps from the teacher's grid ({grid} steps), so "
+                          f"steps must be at most {grid // 2} (got {steps}); use a finer teacher grid.")
+    return rounds
 
-    teacher: a denoiser (its PF-ODE map on EDM's grid), ``pfdist.ode_map(denoiser, flow)``, or a
-    ``pfdist.generator`` (regression only). ``net``: the student's network config (default an
-    MLP, width 128, depth 2, on the teacher's shape); ``train``: optimisation settings, whose
-    seed is replaced by ``seed``; ``renoise``: how a multistep consistency student re-noises
-    (:mod:`pfdist.protocol.few_step`). With ``out_dir`` checkpoints go there and a run of the same
-    settings resumes from them; the student is saved as ``out_dir/student.safetensors``.
-    Returns ``generator(student, nfe=steps, sigma_max=T)``.
-    """
-    plan = _plan(teacher, method, steps, num_pairs, net, train, seed)
-    if renoise not in RENOISE:
-        raise PFDistError(f"renoise must be one of {list(RENOISE)} (got {renoise!r}); see pfdist.protocol.few_step.")
-    dataset_seeds(int(num_pairs), dataset)  # refuses a bad dataset index before the teacher runs
-    config, n = plan.config, int(num_pairs)
-    x_T, y = distill_pairs(plan.teacher, n, dataset=dataset)
+
+def _fit(plan: _Plan, method: str, levels: list[float], pairs: tuple[Tensor, Tensor], key: dict, out: Path | None,
+         teacher: Any, grid: Tensor, init: EDMPrecond | None = None) -> tuple[EDMPrecond, list[float]]:
+    """Train one student (resuming from ``out``'s checkpoint); returns its final network and loss history."""
+    config, n = plan.config, len(pairs[0])
     model = build_network(plan.net_config, seed=derive_seed(config.seed, "init")).train()
+    if init is not None:  # a progressive round starts from the previous round's student
+        model.load_state_dict(init.state_dict())
     target = copy.deepcopy(model).eval().requires_grad_(False)
-    flow = plan.flow
-    levels = student_sigmas(int(steps), sigma_min=flow.sigma_min, sigma_max=flow.sigma_max, rho=flow.rho)
     student = FewStepStudent(model, method, levels, plan.flow.sigma_min)
     optimizer, order = make_optimizer(model, config), DataOrder(config.seed, n)
-    free = {k: v for k, v in config.to_dict().items() if k not in ("epochs", "checkpoint_every")}
-    key = {"method": method, "steps": int(steps), "num_pairs": n, "dataset": dataset, "net_config": plan.net_config,
-           "train_config": free, "teacher": fingerprint(plan.teacher), "pairs": content_hash(x_T, y)}
-    out = None if out_dir is None else Path(out_dir)
     step, start, history = (0, 0, []) if out is None else _resume(out, key, config, (model, target, optimizer))
     per_epoch, params = config.steps_per_epoch(n), list(model.parameters())
     for epoch in range(start + 1, config.epochs + 1):
         losses = torch.empty(per_epoch)
         for i in range(per_epoch):
-            losses[i] = _step(student, target, optimizer, plan, (x_T, y), order, step, per_epoch)
+            losses[i] = _step(student, target, optimizer, plan, pairs, order, step, per_epoch, teacher, grid)
             step += 1
         if not (torch.isfinite(losses).all() and all(bool(torch.isfinite(p).all()) for p in params)):
             raise NonFiniteError(f"non-finite loss or weights in epoch {epoch}; distillation stopped (the last good "
@@ -229,7 +255,49 @@ def distill(teacher: Any, *, method: str, steps: int, num_pairs: int, net: dict 
             save_checkpoint(out, net=model, ema=target, optimizer=optimizer,
                             info={"distill": key, "net_config": plan.net_config, "train_config": config.to_dict(),
                                   "data_hash": key["pairs"], "epoch": epoch, "step": step, "history": history})
-    final = (model if method == "consistency" else target).eval().requires_grad_(False)
+    return (model if method == "consistency" else target).eval().requires_grad_(False), history
+
+
+def distill(teacher: Any, *, method: str, steps: int, num_pairs: int, net: dict | None = None,
+            train: TrainConfig = TrainConfig(), seed: int = 0, dataset: int = 0, renoise: str = "ddim",
+            out_dir: str | os.PathLike | None = None) -> GeneratorMap:
+    """A ``steps``-step student of ``teacher`` distilled on ``num_pairs`` pairs (module doc).
+
+    teacher: a denoiser (its PF-ODE map on EDM's grid), ``pfdist.ode_map(denoiser, flow)``, or a
+    ``pfdist.generator`` (regression only; the other methods need the teacher's denoiser).
+    ``net``: the student's network config (default an MLP, width 128, depth 2, on the teacher's
+    shape); ``train``: optimisation settings (for each progressive round), whose seed is replaced
+    by ``seed``; ``dataset``: which training set's seeds (``dataset_seeds``); ``renoise``: how a
+    multistep consistency student re-noises (:mod:`pfdist.protocol.few_step`). With ``out_dir``
+    checkpoints go there and a run of the same settings resumes from them; the student is saved
+    as ``out_dir/student.safetensors``. Returns ``generator(student, nfe=steps, sigma_max=T)``.
+    """
+    plan = _plan(teacher, method, steps, num_pairs, net, train, seed)
+    if renoise not in RENOISE:
+        raise PFDistError(f"renoise must be one of {list(RENOISE)} (got {renoise!r}); see pfdist.protocol.few_step.")
+    dataset_seeds(int(num_pairs), dataset)  # refuses a bad dataset index before the teacher runs
+    config, n = plan.config, int(num_pairs)
+    x_T, y = distill_pairs(plan.teacher, n, dataset=dataset)
+    flow, pairs = plan.flow, (x_T, y)
+    free = {k: v for k, v in config.to_dict().items() if k not in ("epochs", "checkpoint_every")}
+    key = {"method": method, "steps": int(steps), "num_pairs": n, "dataset": dataset, "net_config": plan.net_config,
+           "train_config": free, "teacher": fingerprint(plan.teacher), "pairs": content_hash(x_T, y)}
+    out = None if out_dir is None else Path(out_dir)
+    denoiser = getattr(plan.teacher, "denoiser", None)
+    if method != "progressive":
+        levels = student_sigmas(int(steps), sigma_min=flow.sigma_min, sigma_max=flow.sigma_max, rho=flow.rho)
+        final, history = _fit(plan, method, levels, pairs, key, out, denoiser, flow.sigmas()[:-1])
+    else:
+        rounds = _rounds(int(steps), flow.steps)
+        base = student_sigmas(int(steps) << rounds, sigma_min=flow.sigma_min, sigma_max=flow.sigma_max,
+                              rho=flow.rho) + [0.0]
+        final = None
+        for r in range(1, rounds + 1):  # round r: 2^(R-r+1) steps -> half as many
+            levels = base[:: 1 << r][:-1]
+            init = None if final is None else content_hash(*final.state_dict().values())
+            final, history = _fit(plan, method, levels, pairs, {**key, "round": r, "init": init},
+                                  None if out is None else out / f"round-{r}", denoiser if final is None else final,
+                                  torch.tensor(base[:: 1 << (r - 1)], dtype=torch.float64), init=final)
     meta = {"method": method, "renoise": renoise, "sigmas": levels, "sigma_min": plan.flow.sigma_min, "num_pairs": n,
             "dataset": dataset, "seed": config.seed, "history": history, "teacher": key["teacher"]}
     if out is not None:

@@ -6,6 +6,9 @@ its own PF-ODE on the levels ``sigmas[0] = T > ... > sigmas[steps-1]`` then to 0
 ``x <- D + (sigma_next / sigma) (x - D)``; the last step returns ``D_theta(x, sigmas[-1])``. With
 one step the map is ``D_theta(x_T, T)``.
 
+``"progressive"`` (Salimans & Ho 2022) makes the same kind of student as regression (a denoiser
+run as an Euler/DDIM sampler on its levels).
+
 ``"consistency"`` (Song et al. 2023): the student is a consistency function
 ``f_theta(x, sigma) = c_skip(sigma) x + c_out(sigma) F_theta(c_in(sigma) x, c_noise(sigma))`` with
 ``c_skip = sigma_data^2 / ((sigma - sigma_min)^2 + sigma_data^2)`` and
@@ -39,7 +42,7 @@ from pfdist.ode import expand_sigma
 from pfdist.schedules import edm_sigmas
 from pfdist.training import derive_seed
 
-METHODS = ("regression", "consistency")
+METHODS = ("regression", "consistency", "progressive")
 RENOISE = ("ddim", "fresh")
 
 
