@@ -292,7 +292,7 @@ def distill(teacher: Any, *, method: str, steps: int, num_pairs: int, net: dict 
         base = student_sigmas(int(steps) << rounds, sigma_min=flow.sigma_min, sigma_max=flow.sigma_max,
                               rho=flow.rho) + [0.0]
         final = None
-        for r in range(1, rounds + 1):  # round r: 2^(R-r+1) steps -> half as many
+        for r in range(1, rounds + 1):  # round r: steps * 2^(R-r+1) steps -> half as many
             levels = base[:: 1 << r][:-1]
             init = None if final is None else content_hash(*final.state_dict().values())
             final, history = _fit(plan, method, levels, pairs, {**key, "round": r, "init": init},
