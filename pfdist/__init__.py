@@ -33,7 +33,7 @@ from pfdist.settings import FlowSettings
 from pfdist.solvers import dpmpp_2m, dpmpp_3m, euler, heun, reference, unipc
 from pfdist.nets import build_network, count_parameters
 from pfdist.training import TrainConfig, load_denoiser, save_denoiser, train
-from pfdist.protocol import EvalConfig, bias_variance, teacher_student
+from pfdist.protocol import EvalConfig, bias_variance, distill, distill_pairs, load_distilled, teacher_student
 from pfdist.models.edm import load_edm
 from pfdist.models.edm2_decoder import load_edm_decoder
 
@@ -58,6 +58,9 @@ __all__ = [
     "bias_variance",
     "build_network",
     "count_parameters",
+    "distill",
+    "distill_pairs",
+    "load_distilled",
     "load_denoiser",
     "load_edm",
     "load_edm_decoder",
