@@ -1,10 +1,12 @@
 """Data parallelism over seeds inside a ``torch.distributed`` process group.
 
 Under torchrun, ``accelerate launch`` or any launcher that initialises a process group, each
-rank evaluates one contiguous block of the seed range (sizes differ by at most one seed) and the
-per-seed values are gathered in seed order, so every rank returns what one process returns:
-the noise of a seed depends on the seed alone (``pfdist.noise``). Outside a group, or in a
-group of one, nothing changes.
+rank evaluates one contiguous block of the seed range (whole batches of one process; the ranks'
+numbers of batches differ by at most one) and the per-seed values are gathered in seed order, so
+every rank returns what one process returns: the noise of a seed depends on the seed alone
+(``pfdist.noise``), and each seed goes through the network in the batch one process forms (a
+network's float rounding may depend on the size of its batch). Outside a group, or in a group of
+one, nothing changes.
 
 Every rank joins every collective. An error on one rank (NaN seeds, a bad file, an exhausted
 device) is sent to all ranks with the others' results and raised on each of them, instead of
@@ -73,11 +75,15 @@ def broadcast(obj: Any = None) -> Any:
     return box[0]
 
 
-def block(num_samples: int, rank: int, world_size: int) -> tuple[int, int]:
-    """(offset, count) of ``rank``'s contiguous block of ``num_samples`` items; the first
-    ``num_samples % world_size`` ranks take one item more."""
-    base, extra = divmod(num_samples, world_size)
-    return rank * base + min(rank, extra), base + (rank < extra)
+def block(num_samples: int, rank: int, world_size: int, unit: int = 1) -> tuple[int, int]:
+    """(offset, count) of ``rank``'s contiguous block of ``num_samples`` items, split in whole
+    units of ``unit`` items (the last unit may be short): the first ``units % world_size`` ranks
+    take one unit more; ranks beyond the number of units get none."""
+    units = -(-num_samples // unit)
+    base, extra = divmod(units, world_size)
+    first = rank * base + min(rank, extra)
+    offset = min(first * unit, num_samples)
+    return offset, min((first + base + (rank < extra)) * unit, num_samples) - offset
 
 
 def _exchange(error: BaseException | None, payload: Any) -> list[Any]:
@@ -130,9 +136,11 @@ def over_seeds(
     seed: int,
     num_samples: int,
     progress: Callable[[int], None] | None = None,
+    unit: int = 1,
 ) -> tuple[Tensor, list[Any]]:
     """Run ``compute(block_seed, block_count) -> (values, stats)`` on this rank's block of seeds
-    ``seed .. seed + num_samples - 1`` and gather.
+    ``seed .. seed + num_samples - 1`` and gather. Blocks start on multiples of ``unit`` seeds
+    after ``seed`` (give the batch size, so that each rank forms the batches of one process).
 
     values: ``(block_count, *feature)``, one row per seed. Returns the values of all seeds in
     seed order (on the CPU) and the ``stats`` of every rank that had seeds, in rank order.
@@ -142,7 +150,7 @@ def over_seeds(
     if size == 1:
         values, stats = compute(seed, num_samples)
         return values.cpu(), [stats]
-    offset, count = block(num_samples, rank, size)
+    offset, count = block(num_samples, rank, size, unit)
     values, stats, error = None, None, None
     if count:
         try:
@@ -156,7 +164,7 @@ def over_seeds(
     metas = _exchange(error, meta)
     present = [m for m in metas if m is not None]
     feature, dtype = present[0][0], getattr(torch, present[0][1])
-    counts = [block(num_samples, r, size)[1] for r in range(size)]
+    counts = [block(num_samples, r, size, unit)[1] for r in range(size)]
     comm = _comm_device()
     buffer = torch.zeros(max(counts), *feature, dtype=dtype, device=comm)
     if count:

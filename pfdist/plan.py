@@ -103,8 +103,10 @@ class Plan:
     def evaluate_range(self, seeds: range, progress: Callable[[int], None] | None = None) -> Tensor:
         """``reduce`` of every side's Psi(Phi(x_T)) for a contiguous seed range, in seed order, on the CPU.
 
-        The only seed-batch loop: results do not depend on ``batch_size`` or on how the range
-        is split, since each seed's noise and label are pure functions of the seed.
+        The only seed-batch loop: each seed's noise and label are pure functions of the seed, so
+        results depend on ``batch_size`` only through the float rounding of a network's batched
+        arithmetic; in a process group each rank takes whole batches of this loop, so they do not
+        depend on the number of processes at all.
         """
         if not isinstance(seeds, range) or seeds.step != 1 or len(seeds) == 0:
             raise PFDistError(f"seeds must be a non-empty contiguous range (got {seeds!r}).")
@@ -131,7 +133,7 @@ class Plan:
             return torch.cat(chunks), [(s.calls - c, s.batches - b) for s, (c, b) in zip(self.sides, counted)]
 
         # In a torch.distributed group each rank does one contiguous block (pfdist.distributed).
-        values, counts = distributed.over_seeds(block, seeds.start, len(seeds), progress)
+        values, counts = distributed.over_seeds(block, seeds.start, len(seeds), progress, unit=self.batch_size)
         for i, (side, (calls, batches)) in enumerate(zip(self.sides, counted)):  # every rank's evaluations
             side.calls, side.batches = calls + sum(c[i][0] for c in counts), batches + sum(c[i][1] for c in counts)
         return values

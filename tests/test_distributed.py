@@ -22,17 +22,19 @@ pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_availa
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-NAN_SEED = 100_020  # in the second rank's block of 29 seeds from 100 000 (blocks of 15 and 14)
+NAN_SEED = 100_020  # in the second rank's block of 29 seeds from 100 000 (batches of 8: blocks of 16 and 13)
 
 
 def test_blocks_are_contiguous_and_balanced():
     for n in range(0, 40):
         for world in range(1, 9):
-            blocks = [distributed.block(n, r, world) for r in range(world)]
-            covered = [i for offset, count in blocks for i in range(offset, offset + count)]
-            assert covered == list(range(n))  # contiguous, in rank order, nothing twice
-            counts = [c for _, c in blocks]
-            assert max(counts) - min(counts) <= 1
+            for unit in (1, 3, 8):
+                blocks = [distributed.block(n, r, world, unit) for r in range(world)]
+                covered = [i for offset, count in blocks for i in range(offset, offset + count)]
+                assert covered == list(range(n))  # contiguous, in rank order, nothing twice
+                assert all(offset % unit == 0 for offset, count in blocks if count)  # whole units
+                units = [-(-c // unit) for _, c in blocks]
+                assert max(units) - min(units) <= 1
 
 
 def _models():
@@ -54,16 +56,23 @@ def _broken(model):
     return denoiser
 
 
+def _batch_sized(model):
+    """A denoiser whose output depends on the size of its batch, as a network's rounding may."""
+    return lambda x, sigma: model(x, sigma) + 1e-3 * x.shape[0]
+
+
 def _computations(teacher, other, student):
     """What both one process and each rank compute; returns tensors and records."""
     r = pfdist.pfd(teacher, other, num_samples=29, batch_size=8, error_estimate=True)
     flow = pfdist.flow_outputs(other, shape=(16,), num_samples=13, batch_size=4)
+    # Each rank forms the batches of one process (4, 4 | 4, 1), not batches of its own (4, 3 | 4, 2).
+    sized = pfdist.flow_outputs(_batch_sized(other), shape=(16,), num_samples=13, batch_size=4)
     config = EvalConfig(num_samples=21, batch_size=8, test_samples=16, loss_repeats=1)
     t_out = pfdist.flow_outputs(teacher, shape=(16,), num_samples=21, batch_size=8)
     train_data, test_data = teacher.sample(8, generator=torch.Generator().manual_seed(1)), teacher.sample(16, generator=torch.Generator().manual_seed(2))
     record = evaluate_student(student, teacher_outputs=t_out, train_data=train_data.float(),
                               test_data=test_data.float(), config=config)
-    return {"pfd": r.per_sample, "flow": flow.values, "flow_nfe": torch.tensor(flow.nfe)}, \
+    return {"pfd": r.per_sample, "flow": flow.values, "flow_nfe": torch.tensor(flow.nfe), "batch_sized": sized.values}, \
         {"value": r.value, "nfe": r.nfe, "student": record, "solver_error": [r.solver_error_a, r.solver_error_b]}
 
 
@@ -109,7 +118,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path, one_thread):
         assert rec["solver_error"] == pytest.approx(record["solver_error"], rel=1e-12)  # its seeds spread too
         assert rec["student"] == json.loads(json.dumps(record["student"]))
         # NaN on rank 1's seeds: both ranks end with the same error, naming the seeds.
-        assert "100015..100022" in rec["nan_error"]
+        assert "100016..100023" in rec["nan_error"]
         assert rec["nan_error"].startswith("on rank 1: ") == (rank == 0)
         # An unreadable file on rank 0 only: rank 1 is told instead of waiting.
         expected = "FileNotFoundError" if rank == 0 else "DistributedError: rank 0 failed with FileNotFoundError"

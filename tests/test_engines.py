@@ -5,6 +5,7 @@ import json
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,34 @@ def test_local_pool_of_two_workers_gives_the_same_tables(reference, tmp_path):
     with pytest.raises(pfdist.PFDistError, match="workers must be an integer >= 1"):
         run_preset(tiny(), tmp_path / "zero", workers=0, show_progress=False)
     assert not (tmp_path / "zero").exists()
+
+
+@dataclass(frozen=True)
+class _Nap:
+    """A unit that sleeps (a job for the local pool: a callable dataclass with ``threads``)."""
+
+    seconds: float
+    threads: int | None = None
+
+    def __call__(self) -> None:
+        time.sleep(self.seconds)
+
+
+def test_an_interrupted_local_pool_has_ended_its_manager_thread_when_it_raises():
+    """Ctrl-C while units run: run() raises only once the pool's manager thread has ended, so it
+    cannot close its wake-up pipe while the interpreter's exit writes to it ("Exception ignored ...
+    Bad file descriptor" after the interrupt message)."""
+    from concurrent.futures.process import _ExecutorManagerThread
+
+    from pfdist.experiments.engines.local import LocalEngine
+
+    def interrupt(job):
+        raise KeyboardInterrupt
+
+    for _ in range(3):
+        with pytest.raises(KeyboardInterrupt):
+            LocalEngine(workers=2).run([_Nap(0.0), _Nap(60), _Nap(60), _Nap(60)], interrupt)
+        assert not [t for t in threading.enumerate() if isinstance(t, _ExecutorManagerThread)]
 
 
 # Ray.

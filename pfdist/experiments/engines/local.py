@@ -2,7 +2,7 @@
 
 Ctrl-C: a terminal sends SIGINT to every process of the foreground group, workers included.
 Workers ignore it (a pool worker would otherwise report the interrupt as its unit's result and go
-on to the next unit); the driver alone decides: it cancels the units not started, ends the workers
+on to the next unit); the driver alone decides: it ends the workers, cancels the units not started
 (their students resume from the last checkpoint on the next run; finished units are kept) and
 raises ``KeyboardInterrupt`` within seconds.
 """
@@ -68,8 +68,14 @@ def _worker_start(parent_pid: int) -> None:
 
 
 def _stop(pool: ProcessPoolExecutor, workers: list, grace_s: float = 5.0) -> None:
-    """Cancel the units not started and end the workers (SIGTERM, then SIGKILL after ``grace_s``)."""
-    pool.shutdown(wait=False, cancel_futures=True)
+    """End the workers (SIGTERM, then SIGKILL after ``grace_s``), then the pool: the units not
+    started are cancelled and its manager thread has ended when this returns.
+
+    One ``shutdown(wait=True)``, after the workers: a ``shutdown(wait=False)`` before it would drop
+    the pool's reference to its manager thread, which would then outlive this call and could close
+    its wake-up pipe while the interpreter's exit writes to it (an "Exception ignored" traceback
+    after the interrupt message).
+    """
     for p in workers:
         p.terminate()
     for p in workers:
@@ -77,4 +83,4 @@ def _stop(pool: ProcessPoolExecutor, workers: list, grace_s: float = 5.0) -> Non
         if p.is_alive():
             p.kill()
             p.join()
-    pool.shutdown(wait=True)
+    pool.shutdown(wait=True, cancel_futures=True)  # its manager thread sees the workers gone and ends
