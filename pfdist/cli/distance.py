@@ -25,7 +25,7 @@ def distance(
     sigma_max: float = typer.Option(FlowSettings.sigma_max, help="T: x_T ~ N(0, T^2 I)."),
     descriptor: Optional[str] = typer.Option(None, help=SPEC_HELP + " A kernel spec is fitted on A's samples on the "
                                              "protocol's test seeds, as the presets fit theirs on the teacher's."),
-    batch_size: int = typer.Option(256, help="Seeds per batch (does not change the result)."),
+    batch_size: int = typer.Option(256, help="Seeds per batch (not the noise; a network's last float32 bit may depend on it: compare results made with one batch size)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:1, ... (default: cpu)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result JSON here."),
     per_sample: bool = typer.Option(False, help="Include the per-seed squared distances in the JSON."),
