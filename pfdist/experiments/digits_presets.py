@@ -12,7 +12,7 @@ from __future__ import annotations
 from pfdist.experiments.config import BiasVarianceStudy, Dynamics, Preset, RealVsSynthetic, Scaling, Student
 from pfdist.experiments.spaces import SPACES
 from pfdist.protocol import EvalConfig
-from pfdist.training import TrainConfig
+from pfdist.training import TrainConfig, recipes
 
 TEACHER = "pfdist:digits-unet"
 SIGMA_DATA = 0.75  # pixel standard deviation of the digits in [-1, 1]
@@ -33,15 +33,13 @@ def mlp(width: int) -> Student:
 
 def onecycle(epochs: int, lr: float = 2e-3) -> TrainConfig:
     """Runs that finish trained: one-cycle lr, EMA half-life 5% of training."""
-    return TrainConfig(batch_size=BATCH, lr=lr, lr_schedule="onecycle", epochs=epochs, epoch_images=EPOCH_IMAGES,
-                       ema_halflife_images=0.05 * epochs * EPOCH_IMAGES, ema_rampup_ratio=None, checkpoint_every=5)
+    return recipes.onecycle(epochs, lr, batch=BATCH, epoch_images=EPOCH_IMAGES, checkpoint_every=5)
 
 
 def constant(epochs: int, lr: float = 1e-3) -> TrainConfig:
     """Training dynamics: constant lr after a 100-step warm-up, EMA half-life half an epoch."""
-    return TrainConfig(batch_size=BATCH, lr=lr, lr_schedule="constant", warmup_images=100 * BATCH, epochs=epochs,
-                       epoch_images=EPOCH_IMAGES, ema_halflife_images=0.5 * EPOCH_IMAGES, ema_rampup_ratio=None,
-                       checkpoint_every=5)
+    return recipes.constant(epochs, lr, batch=BATCH, epoch_images=EPOCH_IMAGES, warmup_steps=100,
+                            ema_halflife_epochs=0.5, checkpoint_every=5)
 
 
 def digits(teacher: str = TEACHER) -> Preset:
