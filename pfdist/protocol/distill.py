@@ -56,6 +56,7 @@ from pfdist.training import (DataOrder, TrainConfig, derive_seed, ema_beta, has_
 from pfdist.training.checkpoint import restore_optimizer
 
 TARGET_DECAY = 0.95
+STUDENT_NET = {"arch": "mlp", "width": 128, "depth": 2}  # the student network when ``net`` names no arch
 STUDENT_FILE = "student.safetensors"
 
 
@@ -101,7 +102,7 @@ def _plan(teacher: Any, method: Any, steps: Any, num_pairs: Any, net: dict | Non
         raise PFDistError("the teacher does not say its data shape; give net={'arch': ..., 'shape': [...]}.")
     if net is not None and not isinstance(net, dict):
         raise PFDistError(f"net must be a network config dict (got {type(net).__name__}).")
-    default = {"arch": "mlp", "width": 128, "depth": 2} if not net or "arch" not in net else {}
+    default = STUDENT_NET if not net or "arch" not in net else {}
     net_config = normalize_config({**default, "shape": list(shape), **(net or {})})
     if tuple(net_config["shape"]) != tuple(shape) or net_config["precond"] != "edm" or net_config.get("label_dim"):
         raise PFDistError(f"the student network must be unconditional with precond 'edm' and shape {list(shape)} "
@@ -231,8 +232,10 @@ def _rounds(steps: int, grid: int) -> int:
 
 
 def _fit(plan: _Plan, method: str, levels: list[float], pairs: tuple[Tensor, Tensor], key: dict, out: Path | None,
-         teacher: Any, grid: Tensor, init: EDMPrecond | None = None) -> tuple[EDMPrecond, list[float]]:
-    """Train one student (resuming from ``out``'s checkpoint); returns its final network and loss history."""
+         teacher: Any, grid: Tensor, init: EDMPrecond | None = None,
+         progress: Callable[[int, int, float], None] | None = None) -> tuple[EDMPrecond, list[float]]:
+    """Train one student (resuming from ``out``'s checkpoint); returns its final network and loss history.
+    ``progress(step, total, loss)`` is called after each training step."""
     config, n = plan.config, len(pairs[0])
     model = build_network(plan.net_config, seed=derive_seed(config.seed, "init")).train()
     if init is not None:  # a progressive round starts from the previous round's student
@@ -247,6 +250,8 @@ def _fit(plan: _Plan, method: str, levels: list[float], pairs: tuple[Tensor, Ten
         for i in range(per_epoch):
             losses[i] = _step(student, target, optimizer, plan, pairs, order, step, per_epoch, teacher, grid)
             step += 1
+            if progress is not None:
+                progress(step, config.epochs * per_epoch, float(losses[i]))
         if not (torch.isfinite(losses).all() and all(bool(torch.isfinite(p).all()) for p in params)):
             raise NonFiniteError(f"non-finite loss or weights in epoch {epoch}; distillation stopped (the last good "
                                  "checkpoint is kept). Lower lr or set grad_clip.")
@@ -260,7 +265,8 @@ def _fit(plan: _Plan, method: str, levels: list[float], pairs: tuple[Tensor, Ten
 
 def distill(teacher: Any, *, method: str, steps: int, num_pairs: int, net: dict | None = None,
             train: TrainConfig = TrainConfig(), seed: int = 0, dataset: int = 0, renoise: str = "ddim",
-            out_dir: str | os.PathLike | None = None) -> GeneratorMap:
+            out_dir: str | os.PathLike | None = None,
+            progress: Callable[[int, int, float], None] | None = None) -> GeneratorMap:
     """A ``steps``-step student of ``teacher`` distilled on ``num_pairs`` pairs (module doc).
 
     teacher: a denoiser (its PF-ODE map on EDM's grid), ``pfdist.ode_map(denoiser, flow)``, or a
@@ -270,7 +276,8 @@ def distill(teacher: Any, *, method: str, steps: int, num_pairs: int, net: dict 
     by ``seed``; ``dataset``: which training set's seeds (``dataset_seeds``); ``renoise``: how a
     multistep consistency student re-noises (:mod:`pfdist.protocol.few_step`). With ``out_dir``
     checkpoints go there and a run of the same settings resumes from them; the student is saved
-    as ``out_dir/student.safetensors``. Returns ``generator(student, nfe=steps, sigma_max=T)``.
+    as ``out_dir/student.safetensors``. ``progress(step, total, loss)`` is called after each
+    training step (progressive: steps counted over all rounds). Returns ``generator(student, nfe=steps, sigma_max=T)``.
     """
     plan = _plan(teacher, method, steps, num_pairs, net, train, seed)
     if renoise not in RENOISE:
@@ -286,7 +293,7 @@ def distill(teacher: Any, *, method: str, steps: int, num_pairs: int, net: dict 
     denoiser = getattr(plan.teacher, "denoiser", None)
     if method != "progressive":
         levels = student_sigmas(int(steps), sigma_min=flow.sigma_min, sigma_max=flow.sigma_max, rho=flow.rho)
-        final, history = _fit(plan, method, levels, pairs, key, out, denoiser, flow.sigmas()[:-1])
+        final, history = _fit(plan, method, levels, pairs, key, out, denoiser, flow.sigmas()[:-1], progress=progress)
     else:
         rounds = _rounds(int(steps), flow.steps)
         base = student_sigmas(int(steps) << rounds, sigma_min=flow.sigma_min, sigma_max=flow.sigma_max,
@@ -295,14 +302,20 @@ def distill(teacher: Any, *, method: str, steps: int, num_pairs: int, net: dict 
         for r in range(1, rounds + 1):  # round r: steps * 2^(R-r+1) steps -> half as many
             levels = base[:: 1 << r][:-1]
             init = None if final is None else content_hash(*final.state_dict().values())
+            tick = None if progress is None else _round_progress(progress, r, rounds)
             final, history = _fit(plan, method, levels, pairs, {**key, "round": r, "init": init},
                                   None if out is None else out / f"round-{r}", denoiser if final is None else final,
-                                  torch.tensor(base[:: 1 << (r - 1)], dtype=torch.float64), init=final)
+                                  torch.tensor(base[:: 1 << (r - 1)], dtype=torch.float64), init=final, progress=tick)
     meta = {"method": method, "renoise": renoise, "sigmas": levels, "sigma_min": plan.flow.sigma_min, "num_pairs": n,
             "dataset": dataset, "seed": config.seed, "history": history, "teacher": key["teacher"]}
     if out is not None:
         save_denoiser(out / STUDENT_FILE, final, info={"distill": meta})
     return _as_map(FewStepStudent(final, method, levels, plan.flow.sigma_min, renoise))
+
+
+def _round_progress(progress: Callable[[int, int, float], None], r: int, rounds: int) -> Callable:
+    """Round ``r``'s steps as steps of all ``rounds`` (each round trains the same number of steps)."""
+    return lambda step, total, loss: progress((r - 1) * total + step, rounds * total, loss)
 
 
 def _as_map(student: FewStepStudent) -> GeneratorMap:
