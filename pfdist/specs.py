@@ -166,6 +166,9 @@ def load_spec(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.exists():
         raise PFDistError(f"{path} does not exist; give a distribution file (.json, .safetensors) or a checkpoint.")
+    if distilled_student(path) is not None:
+        raise PFDistError(f"{path} is a distilled student, a few-step map and not a denoiser: compare it with "
+                          "`pfdist distance` or load it with pfdist.load_distilled.")
     if path.is_dir():
         from pfdist.models.diffusers_load import is_diffusers_dir, load_diffusers
 
@@ -245,6 +248,21 @@ def _load_network_dir(path: Path) -> Any:
         net.load_state_dict(ckpt.ema)
         return net.eval().requires_grad_(False)
     raise PFDistError(f"{path} holds no model.safetensors, student.safetensors or training checkpoint.")
+
+
+def distilled_student(path: str | os.PathLike) -> Path | None:
+    """The student file of a student saved by ``pfdist.distill`` (a directory or its
+    ``student.safetensors``, whose JSON has a ``distill`` record), else None."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "student.safetensors"
+    if path.suffix != ".safetensors" or not path.with_suffix(".json").is_file():
+        return None
+    try:
+        info = json.loads(path.with_suffix(".json").read_text(encoding="utf-8")).get("info")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return None  # not a student's JSON: the loaders say what is wrong
+    return path if isinstance(info, dict) and "distill" in info else None
 
 
 def _from_tensors(kind: str, tensors: dict) -> Any:

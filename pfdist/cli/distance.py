@@ -15,7 +15,7 @@ from pfdist.settings import MAX_STEPS, MIN_STEPS, FlowSettings
 
 @app.command(cls=Command)
 def distance(
-    a: Path = typer.Argument(..., help="First model: a distribution file (.json/.safetensors), a checkpoint, an EDM/EDM2 snapshot (or a JSON spec naming one with its guide and VAE), a diffusers directory (or a JSON spec naming one with its conditioning file) or a .pt2 program."),
+    a: Path = typer.Argument(..., help="First model: a distribution file (.json/.safetensors), a checkpoint, an EDM/EDM2 snapshot (or a JSON spec naming one with its guide and VAE), a diffusers directory (or a JSON spec naming one with its conditioning file), a .pt2 program or a distilled student's directory (its few-step map)."),
     b: Path = typer.Argument(..., help="Second model, same data shape."),
     num_samples: Optional[int] = typer.Option(None, "--num-samples", "-n", show_default="10000", help="Shared noise seeds M."),
     seed: Optional[int] = typer.Option(None, show_default="100000", help="First evaluation seed; seeds are seed..seed+M-1."),
@@ -49,7 +49,6 @@ def distance(
     from pfdist.atomic import atomic_write_json, check_writable
     from pfdist.descriptors import spec_from_text
     from pfdist.metric import pfd
-    from pfdist.specs import load_map
 
     if seeds is not None:
         if num_samples is not None or seed is not None:
@@ -77,7 +76,7 @@ def distance(
     try:
         accel = Accel(autocast, channels_last, compile_)
         with distributed.process_group(device) as device:
-            da, db = distributed.together(lambda: (load_map(a, flow), load_map(b, flow)))
+            da, db = distributed.together(lambda: (_model(a, flow), _model(b, flow)))
             da, db = accelerate(da, accel), accelerate(db, accel)
             psi = distributed.together(lambda: _descriptor(spec, da, flow, device))
             with progress_bar(total, "PFD", disable=not main) as bar:
@@ -96,6 +95,18 @@ def distance(
     if out is not None:
         atomic_write_json(out, record)
         typer.echo(f"wrote {out}")
+
+
+def _model(path: Path, flow: FlowSettings):
+    """A model as ``pfdist distance`` compares it: a distilled student's few-step map, else :func:`load_map`'s."""
+    from pfdist.specs import distilled_student, load_map
+
+    student = distilled_student(path)
+    if student is None:
+        return load_map(path, flow)
+    from pfdist.protocol import load_distilled
+
+    return load_distilled(student)
 
 
 def _descriptor(spec: dict, model, flow: FlowSettings, device):

@@ -67,6 +67,8 @@ def distill(
 
     try:
         check_writable(out, directory=True)
+        checks.integer("--steps", steps, lo=1)  # the teacher's grid bounds it too (pfdist.distill says)
+        checks.integer("--num-pairs", num_pairs, lo=1)
         checks.integer("--num-samples", num_samples, lo=1, hi=1_000_000)
         net_config = json_option(net, "net") or None
         train = TrainConfig.from_dict(json_option(train_config, "train"))
