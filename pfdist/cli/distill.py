@@ -73,10 +73,19 @@ def distill(
         net_config = json_option(net, "net") or None
         train = TrainConfig.from_dict(json_option(train_config, "train"))
         teacher_map = pfdist.ode_map(load_spec(teacher))
-        bar, update = train_bar()
-        with bar:  # distill checks every input before the teacher runs or anything is written
+        bars = []  # the bar opens at the first training step: distill checks every input before that
+
+        def update(step: int, total: int, loss: float) -> None:
+            if not bars:
+                bars.append(train_bar())
+            bars[0][1](step, total, loss)
+
+        try:
             student = pfdist.distill(teacher_map, method=method, steps=steps, num_pairs=num_pairs, net=net_config,
                                      train=train, seed=seed, out_dir=out, progress=update)
+        finally:
+            for bar, _ in bars:
+                bar.close()
         outputs = pfdist.distill_pairs(teacher_map, num_pairs)[1]
         results = {}
         for name, other in (("e_gen", teacher_map), ("e_mem", pfdist.EmpiricalDenoiser(outputs))):
