@@ -84,3 +84,12 @@ def test_bad_train_config_writes_nothing(tmp_path, teacher):
     args[args.index("--train") + 1] = '{"epoch": 2}'
     r = runner.invoke(app, args)
     assert r.exit_code == 2 and "epoch" in r.output and not out.exists()
+
+
+def test_progress_counts_every_step_of_every_round(teacher):
+    calls = []
+    train = TrainConfig.from_dict({**TRAIN, "epochs": 1})
+    pfdist.distill(load_spec(teacher), method="progressive", steps=4, num_pairs=N, net=NET, train=train,
+                   progress=lambda step, total, loss: calls.append((step, total)))
+    per_round = train.steps_per_epoch(N)  # 16 = 4 * 2^2: two rounds
+    assert calls == [(s, 2 * per_round) for s in range(1, 2 * per_round + 1)]
