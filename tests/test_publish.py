@@ -61,6 +61,12 @@ def test_export_run_refuses_an_unfinished_run_and_writes_nothing(finished, tmp_p
     r = RUN.invoke(app, ["export-run", str(unfinished), "-o", str(out)])
     assert r.exit_code == 2 and "not a finished run" in r.output and "Traceback" not in r.output
     assert not out.exists()
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "dynamics.csv").write_text("from another run\n")  # the tiny run has no dynamics study
+    r = RUN.invoke(app, ["export-run", str(run_dir), "-o", str(stale)])
+    assert r.exit_code == 2 and "already holds dynamics.csv" in r.output
+    assert sorted(p.name for p in stale.iterdir()) == ["dynamics.csv"]
     r = RUN.invoke(app, ["export-run", str(tmp_path / "missing"), "-o", str(out)])
     assert r.exit_code == 2 and "does not exist" in r.output
     r = RUN.invoke(app, ["findings", str(tmp_path)])

@@ -61,6 +61,10 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[P
     if out_dir.exists() and not out_dir.is_dir():
         raise PFDistError(f"{out_dir} is a file, not a directory; give a directory to export into.")
     names = [n for n in (CONFIG, *TABLES, *FITS) if (run_dir / n).is_file()]
+    stale = [n for n in (*TABLES, *FITS) if n not in names and (out_dir / n).is_file()]
+    if stale:  # findings would read them as this run's
+        raise PFDistError(f"{out_dir} already holds {', '.join(stale)}, which {run_dir} has not; "
+                          "export into an empty directory or remove them first.")
     written = [atomic_write(out_dir / n, lambda tmp, n=n: shutil.copyfile(run_dir / n, tmp)) for n in names]
     exported = {k: v for k, v in summary.items() if k not in LEFT_BEHIND}
     exported["tables"] = [Path(t).name for t in summary["tables"]]
