@@ -61,7 +61,8 @@ def test_student_help_quotes_the_training_defaults_the_command_uses(tmp_path):
 
 
 @pytest.mark.parametrize("command", [(), ("student",), ("distance",), ("reproduce",), ("rescore",), ("teacher",),
-                                     ("teacher", "digits"), ("convert",), ("export",), ("plot",), ("bias-variance",)])
+                                     ("teacher", "digits"), ("convert",), ("export",), ("plot",), ("bias-variance",),
+                                     ("export-run",), ("findings",)])
 def test_help_has_no_type_placeholders_for_flags_or_braces_around_arguments(command):
     import re
 

@@ -4,7 +4,8 @@ Convention (see README.md): every fenced ```python block runs, in order, in one 
 directory and one shared namespace; in ```console blocks, every line starting with ``$ `` is a
 shell command run in that same directory (``pfdist`` and ``python`` resolve to this checkout).
 ```sh blocks are illustrative (GPUs, clusters, long runs) and are not run. The directory holds a
-copy of ``examples/``, so commands may name ``examples/teacher.json``.
+copy of ``examples/`` and of the published runs ``docs/runs/``, so commands may name
+``examples/teacher.json`` or ``docs/runs/quick``.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def test_readme_runs(tmp_path, monkeypatch):
     assert any(kind == "python" for kind, _ in steps) and any(kind == "shell" for kind, _ in steps)
     work = tmp_path / "work"
     shutil.copytree(ROOT / "examples", work / "examples")
+    shutil.copytree(ROOT / "docs" / "runs", work / "docs" / "runs")
     env = _shims(tmp_path / "bin")
     monkeypatch.chdir(work)
     namespace: dict = {"__name__": "__readme__"}

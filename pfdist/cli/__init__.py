@@ -7,7 +7,7 @@ the order ``pfdist --help`` lists the commands.
 from __future__ import annotations
 
 from pfdist.cli.common import app
-from pfdist.cli import distance, protocol, distill, reproduce, models, runs  # noqa: F401  (registers the commands)
+from pfdist.cli import distance, protocol, distill, reproduce, models, runs, publish  # noqa: F401  (registers the commands)
 
 
 def main() -> None:

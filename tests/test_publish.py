@@ -1,0 +1,103 @@
+"""``pfdist export-run`` and ``pfdist findings``: a finished run's data published, its findings
+recomputed from the published files alone, and the README's quick column read from them."""
+
+import json
+import re
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pfdist.cli import app
+from pfdist.experiments import reproduce
+from pfdist.experiments.publish import run_findings
+
+from tests.test_experiments import tiny
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ROOT / "docs" / "runs" / "quick"
+RUN = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    summary = reproduce(replace(tiny(), dynamics=None), run_dir, show_progress=False)
+    return run_dir, summary
+
+
+def test_export_run_copies_the_results_files_and_findings_recomputes_them(finished, tmp_path):
+    run_dir, summary = finished
+    out = tmp_path / "published"
+    r = RUN.invoke(app, ["export-run", str(run_dir), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["bias_variance.csv", "config.json", "copier.csv",
+                                                     "scaling.csv", "summary.json"]
+    for name in ("scaling.csv", "copier.csv", "bias_variance.csv", "config.json"):
+        assert (out / name).read_bytes() == (run_dir / name).read_bytes(), name
+    exported = json.loads((out / "summary.json").read_text())
+    assert exported["tables"] == ["scaling.csv", "copier.csv", "bias_variance.csv"]
+    assert "report" not in exported and "figures" not in exported
+    assert exported["findings"] == summary["findings"]
+
+    r = RUN.invoke(app, ["findings", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == summary["findings"]
+    assert [f.to_dict() for f in run_findings(run_dir)] == summary["findings"]
+    table = RUN.invoke(app, ["findings", str(out)])
+    assert table.exit_code == 0
+    for row in summary["findings"]:
+        assert f"{row['finding']}: {row['verdict']}" in table.output and row["measured"] in table.output
+
+
+def test_export_run_refuses_an_unfinished_run_and_writes_nothing(finished, tmp_path):
+    run_dir, _ = finished
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run_dir, unfinished, ignore=shutil.ignore_patterns("units", "cache", "figures"))
+    (unfinished / "summary.json").unlink()  # what a run stopped before its report leaves
+    out = tmp_path / "out"
+    r = RUN.invoke(app, ["export-run", str(unfinished), "-o", str(out)])
+    assert r.exit_code == 2 and "not a finished run" in r.output and "Traceback" not in r.output
+    assert not out.exists()
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    (stale / "dynamics.csv").write_text("from another run\n")  # the tiny run has no dynamics study
+    r = RUN.invoke(app, ["export-run", str(run_dir), "-o", str(stale)])
+    assert r.exit_code == 2 and "already holds dynamics.csv" in r.output
+    assert sorted(p.name for p in stale.iterdir()) == ["dynamics.csv"]
+    r = RUN.invoke(app, ["export-run", str(tmp_path / "missing"), "-o", str(out)])
+    assert r.exit_code == 2 and "does not exist" in r.output
+    r = RUN.invoke(app, ["findings", str(tmp_path)])
+    assert r.exit_code == 2 and "no config.json" in r.output
+
+
+def test_published_quick_run_findings_equal_its_summary():
+    r = RUN.invoke(app, ["findings", str(QUICK), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == json.loads((QUICK / "summary.json").read_text())["findings"]
+
+
+def _two_digits(text: str) -> list[str]:
+    return [f"{float(x):.2f}" for x in re.findall(r"\d+\.\d+", text)]
+
+
+def test_readme_quick_column_is_what_findings_prints_for_the_published_run():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    cells = [re.split(r"(?<!\\)\|", line) for line in readme.splitlines() if line.startswith("| ")]
+    rows = {c[1].strip(): c[2].strip() for c in cells if len(c) >= 5}
+    quick_alpha = next(v for k, v in rows.items() if k.startswith("E_gen collapses"))
+    quick_floor = next(v for k, v in rows.items() if k.startswith("E_gen falls to a floor"))
+    quick_bias = next(v for k, v in rows.items() if k.startswith("bias falls"))
+    assert "α = 0.56 (0.52–0.60)" in quick_alpha
+    assert "0.97 / 0.59 / 0.54" in quick_floor
+    assert "0.70 → 0.44 → 0.40" in quick_bias
+
+    measured = {f.finding: f.measured for f in run_findings(QUICK)}
+    collapse = next(v for k, v in measured.items() if k.startswith("E_gen collapses"))
+    assert collapse.startswith("kernel: α = 0.56 (95% CI 0.52–0.60)")
+    floor = next(v for k, v in measured.items() if k.startswith("E_gen falls"))
+    assert _two_digits(floor.split("N = 4096:")[1].split("(")[0]) == ["0.97", "0.59", "0.54"]
+    bias = next(v for k, v in measured.items() if "bias" in k)
+    assert _two_digits(bias.split(": bias ")[1].split(",")[0]) == ["0.70", "0.44", "0.40"]
