@@ -60,9 +60,13 @@ class Accel:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
 
 
-def accel_fields(d: dict[str, Any]) -> Accel:
-    """The :class:`Accel` of a config's ``autocast`` / ``channels_last`` / ``compile`` fields."""
-    return Accel(d.get("autocast"), d.get("channels_last", False), d.get("compile", False))
+def config_accel(config: Any) -> Accel:
+    """The :class:`Accel` of a config's ``autocast`` / ``channels_last`` / ``compile`` fields; a bad
+    value's error names the config (``TrainConfig: ...``)."""
+    try:
+        return Accel(config.autocast, config.channels_last, config.compile)
+    except PFDistError as e:
+        raise PFDistError(f"{type(config).__name__}: {e}") from None
 
 
 class Accelerated(torch.nn.Module):

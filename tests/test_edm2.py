@@ -27,7 +27,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 NAMES = ["edm2-latent-cond", "edm2-latent-cond-xs", "edm2-latent-uncond", "edm2-rgb-uncond"]
 
 
-
 @needs_fixtures
 @pytest.mark.parametrize("name", NAMES)
 def test_fixture_matches_edm2_outputs_and_logvar_at_every_sigma(name):

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from pfdist import checks
 from pfdist import metrics
-from pfdist.accel import Accel, accelerate
+from pfdist.accel import Accel, accelerate, config_accel
 from pfdist.denoisers import EmpiricalDenoiser
 from pfdist.descriptors import Descriptor, NamedDescriptors, identity
 from pfdist.errors import PFDistError
@@ -79,10 +79,7 @@ class EvalConfig:
 
     @property
     def accel(self) -> Accel:
-        try:
-            return Accel(self.autocast, self.channels_last, self.compile)
-        except PFDistError as e:
-            raise PFDistError(f"EvalConfig: {e}") from None
+        return config_accel(self)
 
     def to_dict(self) -> dict:
         d = asdict(self)

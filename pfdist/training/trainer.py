@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from pfdist import checks
-from pfdist.accel import Accel, accelerate
+from pfdist.accel import Accel, accelerate, config_accel
 from pfdist.errors import CheckpointError, NonFiniteError, PFDistError
 from pfdist.hashing import content_hash
 from pfdist.nets import EDMPrecond, build_network, normalize_config
@@ -126,10 +126,7 @@ class TrainConfig:
 
     @property
     def accel(self) -> Accel:
-        try:
-            return Accel(self.autocast, self.channels_last, self.compile)
-        except PFDistError as e:
-            raise PFDistError(f"TrainConfig: {e}") from None
+        return config_accel(self)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
