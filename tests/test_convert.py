@@ -145,3 +145,13 @@ def test_set_takes_dot_lists_beside_json():
     for bad in ("eval..steps=4", "=4", "1a=2"):
         with pytest.raises(PFDistError, match="is not a key path"):
             set_options([bad])
+
+
+def test_set_reaches_eval_fields_left_out_of_the_preset_dict():
+    """error_estimate is absent from a preset's dict while off (older keys stay); --set still turns it on."""
+    preset = get_preset("quick")
+    assert "error_estimate" not in preset.to_dict()["eval"]
+    changed = override(preset, set_options(["eval.error_estimate=true"])[0])
+    assert changed.eval.error_estimate is True and changed.to_dict()["eval"]["error_estimate"] is True
+    assert override(preset, {"eval": {"num_samples": 64}}).to_dict()["eval"] == {**preset.to_dict()["eval"],
+                                                                                 "num_samples": 64}

@@ -181,7 +181,8 @@ def json_option(value: Optional[str], what: str) -> dict:
         return {}
     text = value
     if not value.lstrip().startswith(("{", "[")):  # not inline JSON: the name of a file
-        path = checks.existing_file(value, f"--{what} file", "give a JSON object or the path of a .json file")
+        forms = "a key.path=value dot-list, " if what == "set" else ""
+        path = checks.existing_file(value, f"--{what} file", f"give {forms}a JSON object or the path of a .json file")
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:

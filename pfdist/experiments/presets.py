@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 from pathlib import Path
@@ -103,8 +105,11 @@ def _merge(base: Any, changes: Any, where: str) -> Any:
 def override(preset: Preset, changes: dict) -> Preset:
     """``preset`` with some fields changed: nested objects merge key by key, lists and values replace,
     null removes a study. E.g. ``{"eval": {"num_samples": 64}, "dynamics": None}``."""
+    base = preset.to_dict()
+    if isinstance(base.get("eval"), dict):  # fields left out of the dict when off (error_estimate, ...) may be set too
+        base["eval"] = {**dataclasses.asdict(EvalConfig()), **base["eval"]}
     try:
-        return Preset.from_dict(_merge(preset.to_dict(), changes, ""))
+        return Preset.from_dict(_merge(base, changes, ""))
     except (TypeError, KeyError, AttributeError) as e:
         raise PFDistError(f"preset overrides do not make a valid preset ({e}).") from None
 
