@@ -14,14 +14,18 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pfdist import checks
-from pfdist.analysis.collapse import CollapseFit, collapse_x, fit_scaling
-from pfdist.analysis.dynamics import DynamicsReport, detect_run_dynamics, dynamics_key, mean_over_seeds
-from pfdist.analysis.results import BIAS_VARIANCE, DYNAMICS, SCALING, SCHEMAS, read_rows
+from pfdist.analysis.collapse import CollapseFit, collapse_x
+from pfdist.analysis.dynamics import DynamicsReport, dynamics_key
 from pfdist.atomic import atomic_write
 from pfdist.errors import PFDistError
 
 Rows = Sequence[dict[str, Any]]
+
+# The columns each figure draws.
+SCALING = ("student", "params", "n", "e_gen", "e_gen_stderr", "e_mem", "e_mem_stderr", "mem_ratio")
+DYNAMICS = ("student", "params", "n", "epoch", "e_gen", "e_gen_stderr", "e_mem", "e_mem_stderr", "train_loss",
+            "test_loss")
+BIAS_VARIANCE = ("student", "params", "n", "e_bias", "e_var", "mean_e_gen_sq")
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
@@ -29,12 +33,12 @@ def _save(fig: Figure, path: str | os.PathLike) -> Path:
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 
-def _require(rows: Rows, name: str) -> None:
+def _require(rows: Rows, columns: tuple[str, ...], figure: str) -> None:
     if not rows:
-        raise PFDistError(f"no rows to plot for {name}")
-    missing = sorted({c for c in SCHEMAS[name] if c not in rows[0]})
+        raise PFDistError(f"no rows to plot for {figure}")
+    missing = sorted({c for c in columns if c not in rows[0]})
     if missing:
-        raise PFDistError(f"rows for {name} lack columns {', '.join(missing)}; read them with read_rows")
+        raise PFDistError(f"rows for {figure} lack columns {', '.join(missing)}; read them with read_rows")
 
 
 def _by_student(rows: Rows, sort_key: str) -> list[tuple[str, int, list[dict[str, Any]]]]:
@@ -87,7 +91,7 @@ def plot_scaling(rows: Rows, fit: CollapseFit | None, out_dir: str | os.PathLike
     """E_gen, E_mem, copy share vs log2 N per size, one row of panels per descriptor space (primary
     first), with the ideal copier (exact empirical flow of each training set) as a reference; with
     a fit, the MtoG collapse too (primary space, copy share, and E_gen in the other spaces)."""
-    _require(rows, SCALING)
+    _require(rows, SCALING, "scaling")
     spaces = [s for i, s in enumerate(spaces) if i == 0 or f"e_gen_{s}" in rows[0]] or [""]
     groups = _by_student(rows, "n")
     colors = _colors(len(groups))
@@ -182,7 +186,7 @@ def plot_dynamics(rows: Rows, reports: dict[str, DynamicsReport] | None, out_dir
                   spaces: Sequence[str] = ("",)) -> list[Path]:
     """One row of panels per N: E_gen (primary space), E_gen in the other spaces, E_mem, train/test
     loss against epochs; marks detected shapes. Columns carry headers, the x axis the epoch size."""
-    _require(rows, DYNAMICS)
+    _require(rows, DYNAMICS, "dynamics")
     reports = reports or {}
     ns = sorted({r["n"] for r in rows})
     extra = [s for s in spaces[1:] if f"e_gen_{s}" in rows[0]]
@@ -222,7 +226,7 @@ def plot_dynamics(rows: Rows, reports: dict[str, DynamicsReport] | None, out_dir
 def plot_bias_variance(rows: Rows, out_dir: str | os.PathLike, *, space: str = "") -> list[Path]:
     """E_bias and E_var vs log2 N per size (solid: plug-in, dashed: unbiased finite-K estimates);
     at the largest N, E_bias² + E_var against mean E_gen². Primary space."""
-    _require(rows, BIAS_VARIANCE)
+    _require(rows, BIAS_VARIANCE, "bias_variance")
     groups = _by_student(rows, "n")
     colors = _colors(len(groups))
     fig = Figure(figsize=(13, 3.8), layout="constrained")
@@ -295,36 +299,3 @@ def plot_sample_grid(images: np.ndarray, path: str | os.PathLike, *,
     for spine in ax.spines.values():
         spine.set_visible(False)
     return [_save(fig, path)]
-
-
-def plot_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
-             fits: tuple[CollapseFit | None, CollapseFit | None] | None = None) -> list[Path]:
-    """Redraw every figure whose CSV is in ``run_dir`` (default output: run_dir/figures).
-
-    Missing experiments, and CSVs with a header but no rows yet, are skipped. ``fits`` (E_gen,
-    copy share) are fitted from scaling.csv unless given; the descriptor names come from the run's
-    config.json and the ideal copier from copier.csv.
-    """
-    from pfdist.analysis.spaces import fit_spaces, run_spaces
-
-    run_dir = checks.existing_dir(run_dir, "run directory", "pass the directory an experiment wrote its results to")
-    out = Path(out_dir) if out_dir is not None else run_dir / "figures"
-    present = [name for name in (SCALING, DYNAMICS, BIAS_VARIANCE) if (run_dir / name).is_file()]
-    if not present:
-        raise PFDistError(f"{run_dir} has none of {SCALING}, {DYNAMICS}, {BIAS_VARIANCE}; "
-                          "pass the directory an experiment wrote its results to")
-    spaces = run_spaces(run_dir)
-    rows_of = {name: read_rows(run_dir / name) for name in present}
-    paths: list[Path] = []
-    if rows_of.get(SCALING):
-        rows = rows_of[SCALING]
-        fits = fits if fits is not None else fit_scaling(rows)
-        copier = read_rows(run_dir / "copier.csv") if (run_dir / "copier.csv").is_file() else None
-        paths += plot_scaling(rows, fits[0], out, copy_fit=fits[1], spaces=spaces, copier_rows=copier,
-                              space_fits=fit_spaces(rows, spaces) if len(spaces) > 1 else None)
-    if rows_of.get(DYNAMICS):
-        paths += plot_dynamics(mean_over_seeds(rows_of[DYNAMICS]), detect_run_dynamics(rows_of[DYNAMICS]), out,
-                               spaces=spaces)
-    if rows_of.get(BIAS_VARIANCE):
-        paths += plot_bias_variance(rows_of[BIAS_VARIANCE], out, space=spaces[0])
-    return paths

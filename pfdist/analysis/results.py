@@ -1,13 +1,9 @@
-"""The results files an experiment run writes, and a strict reader for them.
+"""A strict reader for the CSV tables a run writes (one row per measurement).
 
-A run directory holds up to three CSV files, one row per measurement:
-
-- ``scaling.csv``: one row per student (size label, params, N) at the end of training.
-- ``dynamics.csv``: one row per (student, N, epoch).
-- ``bias_variance.csv``: one row per (student, N), over K students on independent datasets.
-
-``read_rows`` parses them with the csv module, turns numeric columns into ``int``/``float`` and
-raises ``PFDistError`` naming the file, the row and the column when something is wrong.
+``read_rows`` parses a table with the csv module, turns numeric columns into ``int``/``float``
+(an empty cell into NaN: "not measured") and raises ``PFDistError`` naming the file, the row and
+the column when something is wrong. Which columns a table must have is said by whoever reads it
+(each study of ``pfdist.experiments.studies`` names its tables' columns).
 """
 
 from __future__ import annotations
@@ -21,22 +17,8 @@ from typing import Any
 from pfdist import checks
 from pfdist.errors import PFDistError
 
-SCALING = "scaling.csv"
-DYNAMICS = "dynamics.csv"
-BIAS_VARIANCE = "bias_variance.csv"
-
-# Required columns per file name; extra columns are kept.
-SCHEMAS: dict[str, tuple[str, ...]] = {
-    SCALING: ("student", "params", "n", "e_gen", "e_gen_stderr", "e_mem", "e_mem_stderr",
-              "mem_ratio", "train_loss", "test_loss"),
-    DYNAMICS: ("student", "params", "n", "epoch", "e_gen", "e_gen_stderr", "e_mem",
-               "e_mem_stderr", "train_loss", "test_loss"),
-    BIAS_VARIANCE: ("student", "params", "n", "k", "e_bias", "e_var", "mean_e_gen_sq", "e_gen"),
-}
 STRING_COLUMNS = frozenset({"student"})
 INT_COLUMNS = frozenset({"params", "n", "epoch", "k"})
-_KNOWN_FLOAT_COLUMNS = frozenset(
-    c for cols in SCHEMAS.values() for c in cols if c not in STRING_COLUMNS | INT_COLUMNS)
 
 
 def _to_int(text: str) -> int:
@@ -52,26 +34,23 @@ def _convert(column: str, text: str) -> Any:
         return text
     if column in INT_COLUMNS:
         return _to_int(text)
-    if column in _KNOWN_FLOAT_COLUMNS:
-        return float(text) if text else math.nan  # an empty stderr means "not measured"
-    try:  # an unknown extra column: numeric if it parses, else kept as text
+    if not text:
+        return math.nan  # an empty cell (e.g. a stderr) means "not measured"
+    try:  # numeric if it parses, else kept as text
         return float(text)
     except ValueError:
         return text
 
 
 
-def read_rows(path: str | os.PathLike, *, required: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+def read_rows(path: str | os.PathLike, *, required: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Read a results CSV into a list of dicts with numeric columns converted.
 
-    ``required`` defaults to the schema of the file's name (``SCHEMAS``); unknown file names
-    require nothing. A header with no rows (a run that has not measured anything yet) gives [].
+    ``required``: the columns the table must have. A header with no rows (a run that has not measured anything yet) gives [].
     Raises ``PFDistError`` for a missing or empty file, missing columns, or a value that does not
     parse.
     """
     path = checks.existing_file(path, "results file")
-    if required is None:
-        required = SCHEMAS.get(path.name, ())
     with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames

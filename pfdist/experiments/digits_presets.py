@@ -9,7 +9,8 @@ samples. Sizing notes are in docs/digits.md.
 
 from __future__ import annotations
 
-from pfdist.experiments.config import BiasVarianceStudy, Dynamics, Preset, RealVsSynthetic, Scaling, Student
+from pfdist.experiments.config import Preset
+from pfdist.experiments.studies import BiasVarianceStudy, Dynamics, RealVsSynthetic, Scaling, Student
 from pfdist.experiments.spaces import SPACES
 from pfdist.protocol import EvalConfig
 from pfdist.training import TrainConfig, recipes

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from pfdist.errors import PFDistError
-from pfdist.experiments.config import BiasVarianceStudy, Dynamics, Preset, Scaling, Student
+from pfdist.experiments.config import Preset
+from pfdist.experiments.studies import BiasVarianceStudy, Dynamics, Scaling, Student
 from pfdist.experiments.digits_presets import digits, digits_full
 from pfdist.experiments.spaces import SPACES
 from pfdist.protocol import EvalConfig

@@ -4,7 +4,7 @@ findings table recomputed from them (no model, no checkpoint, no cache).
 :func:`export_run` copies the CSV tables, config.json, summary.json (its paths made relative to
 the exported directory) and any fit files; :func:`run_findings` refits and re-detects from such a
 directory, or from the run itself, with the code the report uses
-(:func:`pfdist.experiments.reproduce.analyze`).
+(:func:`pfdist.experiments.outcome.analyze`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pfdist import checks
 from pfdist.analysis.findings import Finding
 from pfdist.atomic import atomic_write, atomic_write_json
 from pfdist.errors import PFDistError
+from pfdist.experiments.outcome import table_names
 from pfdist.experiments.rescore import load_run
 
-TABLES = ("scaling.csv", "copier.csv", "dynamics.csv", "bias_variance.csv", "real_vs_synthetic.csv")
 FITS = ("fits.json",)
 SUMMARY = "summary.json"
 CONFIG = "config.json"
@@ -60,8 +60,8 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[P
         raise PFDistError(f"{out_dir} is the run directory itself; give another directory to export into.")
     if out_dir.exists() and not out_dir.is_dir():
         raise PFDistError(f"{out_dir} is a file, not a directory; give a directory to export into.")
-    names = [n for n in (CONFIG, *TABLES, *FITS) if (run_dir / n).is_file()]
-    stale = [n for n in (*TABLES, *FITS) if n not in names and (out_dir / n).is_file()]
+    names = [n for n in (CONFIG, *table_names(), *FITS) if (run_dir / n).is_file()]
+    stale = [n for n in (*table_names(), *FITS) if n not in names and (out_dir / n).is_file()]
     if stale:  # findings would read them as this run's
         raise PFDistError(f"{out_dir} already holds {', '.join(stale)}, which {run_dir} has not; "
                           "export into an empty directory or remove them first.")
@@ -75,12 +75,12 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[P
 def run_findings(directory: str | os.PathLike) -> list[Finding]:
     """The findings table of a finished run or of a directory :func:`export_run` wrote, recomputed
     from its CSV tables and config.json."""
-    from pfdist.experiments.reproduce import analyze  # scipy: only when asked
+    from pfdist.experiments.outcome import analyze
 
     directory = checks.existing_dir(directory, "run directory",
                                     "give a directory pfdist reproduce or pfdist export-run wrote")
     load_run(directory)
-    if not any((directory / t).is_file() for t in TABLES):
-        raise PFDistError(f"{directory} has none of {', '.join(TABLES)}; "
+    if not any((directory / t).is_file() for t in table_names()):
+        raise PFDistError(f"{directory} has none of {', '.join(table_names())}; "
                           "give a directory pfdist reproduce or pfdist export-run wrote.")
-    return analyze(directory)["findings"]
+    return analyze(directory).findings

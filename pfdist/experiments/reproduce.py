@@ -9,85 +9,32 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from pfdist import distributed
-from pfdist.atomic import CorruptFileError, atomic_save_tensors, atomic_write_json, load_tensors_checked, warn_corrupt
+from pfdist.atomic import atomic_save_tensors, atomic_write_json
 from pfdist.experiments.config import Preset
+from pfdist.experiments.outcome import SAMPLES, analyze, captions, draw, report_sections, summary_results, summary_sentences
+from pfdist.experiments.rows import student_outputs
 from pfdist.experiments.run import run_preset
-from pfdist.experiments.tables import student_outputs
-from pfdist.experiments.units import Context, Unit
+from pfdist.experiments.studies import STUDIES
+from pfdist.experiments.units import Context, units_of
 
-SAMPLES = "samples.safetensors"
 GRID_SEEDS = 8
 
 
 def save_sample_grid_tensors(ctx: Context) -> Path | None:
     """For image-shaped teachers: the teacher's and each scaling student's samples on the first
     evaluation seeds (smallest and largest N), saved for plotting."""
-    preset = ctx.preset
-    if len(ctx.shape) != 3 or ctx.shape[0] not in (1, 3) or preset.scaling is None:
+    scaling = ctx.preset.scaling
+    if len(ctx.shape) != 3 or ctx.shape[0] not in (1, 3) or scaling is None:
         return None
-    s = preset.scaling
     tensors = {"0 teacher": ctx.teacher_outputs.values[:GRID_SEEDS]}
-    for i, st in enumerate(s.students):
-        for j, n in enumerate((min(s.ns), max(s.ns))):
-            unit = Unit("scaling", st, n, s.train)
-            if ctx.is_done(unit):
-                tensors[f"{1 + 2 * i + j} {st.label} N={n}"] = student_outputs(ctx, unit)[:GRID_SEEDS]
+    ends = (min(scaling.ns), max(scaling.ns))
+    picked = [u for u in STUDIES["scaling"].units(scaling) if u.n in ends]
+    for unit in picked:
+        if ctx.is_done(unit):
+            i, j = [s.label for s in scaling.students].index(unit.student.label), ends.index(unit.n)
+            tensors[f"{1 + 2 * i + j} {unit.student.label} N={unit.n}"] = student_outputs(ctx, unit)[:GRID_SEEDS]
     return atomic_save_tensors(ctx.run_dir / SAMPLES, tensors, checksum=True)
-
-
-def draw(run_dir: str | os.PathLike, *, fits: tuple | None = None) -> list[Path]:
-    """Every figure from the results files in ``run_dir`` (never runs a model)."""
-    from pfdist.plots import plot_run, plot_sample_grid  # matplotlib: not in the processes that train
-
-    run_dir = Path(run_dir)
-    figures = plot_run(run_dir, fits=fits)
-    if (run_dir / SAMPLES).is_file():
-        try:
-            grid, _ = load_tensors_checked(run_dir / SAMPLES)
-        except CorruptFileError as e:  # rewritten by the next `pfdist reproduce` of this run
-            warn_corrupt(e, "no sample grid; rerun pfdist reproduce to rewrite it")
-            return figures
-        names = sorted(grid, key=lambda k: int(k.split(" ", 1)[0]))
-        images = torch.cat([grid[k] for k in names]).numpy()
-        figures += plot_sample_grid(images, run_dir / "figures" / "samples.png",
-                                    rows_labels=[k.split(" ", 1)[1] for k in names])
-    return figures
-
-
-def analyze(run_dir: Path) -> dict[str, Any]:
-    from pfdist.analysis.collapse import fit_scaling  # scipy: not in the processes that train
-    from pfdist.analysis.dynamics import detect_run_dynamics
-    from pfdist.analysis.findings import findings
-    from pfdist.analysis.results import read_rows
-    from pfdist.analysis.spaces import copier_plateaus, fit_spaces, run_spaces
-
-    out: dict[str, Any] = {"collapse": None, "copy_collapse": None, "dynamics": None, "bias_variance_rows": None,
-                           "real_vs_synthetic_rows": None, "spaces": run_spaces(run_dir), "space_fits": None, "plateaus": None}
-    rows_of_scaling = None
-    if (run_dir / "scaling.csv").is_file():
-        rows = rows_of_scaling = read_rows(run_dir / "scaling.csv")
-        out["collapse"], out["copy_collapse"] = fit_scaling(rows)
-        spaces = out["spaces"]
-        others = fit_spaces(rows, spaces) if len(spaces) > 1 else {}
-        out["space_fits"] = {s: f for s, f in others.items() if s != spaces[0]}
-    if (run_dir / "copier.csv").is_file():
-        out["plateaus"] = copier_plateaus(read_rows(run_dir / "copier.csv"), out["spaces"])
-    if (run_dir / "dynamics.csv").is_file():
-        rows = read_rows(run_dir / "dynamics.csv")
-        out["dynamics"] = detect_run_dynamics(rows) if rows else None
-    if (run_dir / "bias_variance.csv").is_file():
-        out["bias_variance_rows"] = read_rows(run_dir / "bias_variance.csv")
-    if (run_dir / "real_vs_synthetic.csv").is_file():
-        out["real_vs_synthetic_rows"] = read_rows(run_dir / "real_vs_synthetic.csv")
-    primary = out["spaces"][0]
-    out["scaling_rows"] = rows_of_scaling
-    out["findings"] = findings(scaling_rows=rows_of_scaling, fits={primary: out["collapse"], **(out["space_fits"] or {})},
-                               plateaus=out["plateaus"], dynamics=out["dynamics"],
-                               bias_variance_rows=out["bias_variance_rows"], primary=primary)
-    return out
 
 
 def reproduce(
@@ -136,34 +83,23 @@ def _write_report(preset: Preset, run_dir: Path, device: Any, summary: dict, t0:
         step("fits and verdicts")
         found = analyze(run_dir)
         step("figures")
-        figures = draw(run_dir, fits=(found["collapse"], found["copy_collapse"]))
+        figures = draw(run_dir, found)
         step("report")
         wall = time.perf_counter() - t0
         unit_wall = _unit_wall_total(run_dir)
-        from pfdist.experiments.units import units_of
-
         distinct = len({ctx.key(u) for u in units_of(preset)})
         counts = {"units": summary["units"], "students": distinct, "shared": summary["units"] - distinct,
                   "trained_now": summary["ran"]}
         previous = _previous_summary(run_dir)
         training_wall = previous.get("training_wall_s", 0.0) + (wall if summary["ran"] else 0.0)
         timing = {"unit_compute_s": unit_wall, "training_wall_s": training_wall}
-        md, html = write_report(run_dir, config=preset.to_dict(), collapse=found["collapse"], dynamics=found["dynamics"],
-                                bias_variance_rows=found["bias_variance_rows"], wall_time_s=wall, figures=figures,
-                                copy_collapse=found["copy_collapse"],
-                                real_vs_synthetic_rows=found["real_vs_synthetic_rows"], spaces=found["spaces"],
-                                space_fits=found["space_fits"], plateaus=found["plateaus"], timing=timing,
-                                counts=counts, findings=found["findings"], scaling_rows=found["scaling_rows"],
-                                teacher_solver_error=teacher_error)
+        md, html = write_report(run_dir, config=preset.to_dict(), spaces=found.run.spaces,
+                                summary=summary_sentences(found), findings=found.findings,
+                                sections=report_sections(found), captions=captions(), wall_time_s=wall,
+                                figures=figures, timing=timing, counts=counts, teacher_solver_error=teacher_error)
     summary.update({"teacher_solver_error": teacher_error, "wall_s": wall, "unit_wall_s_total": unit_wall,
                     "training_wall_s": training_wall, **counts,
-                    "report": [str(md), str(html)], "figures": [str(f) for f in figures],
-                    "collapse_alpha": {s: (None if f is None else {"alpha": f.alpha, "ci95": list(f.alpha_ci)})
-                                       for s, f in {found["spaces"][0]: found["collapse"],
-                                                    **(found["space_fits"] or {})}.items()},
-                    "findings": [f.to_dict() for f in found["findings"]],
-                    "copier_plateau": {s: {"low": p.low, "high": p.high, "max_over_min": p.ratio}
-                                       for s, p in (found["plateaus"] or {}).items()}})
+                    "report": [str(md), str(html)], "figures": [str(f) for f in figures], **summary_results(found)})
     atomic_write_json(run_dir / "summary.json", summary)
     return summary
 

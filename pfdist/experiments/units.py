@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,23 +18,12 @@ from pfdist.data import real_data
 from pfdist.errors import PFDistError
 from pfdist.flows import resolve_device
 from pfdist.hashing import content_hash
-from pfdist.experiments.config import Preset, Student
+from pfdist.experiments.config import Preset
+from pfdist.experiments.studies import STUDIES, Student, Unit
 from pfdist.nets import normalize_config
 from pfdist.protocol import (TEST_SEED, EvalConfig, copier_outputs, dataset_seeds, read_results, student_key,
-                             student_train_config, teacher_map, teacher_samples, teacher_student)
+                             teacher_map, teacher_samples, teacher_student)
 from pfdist.specs import build_distribution, data_shape, load_spec
-from pfdist.training import TrainConfig
-
-
-@dataclass(frozen=True)
-class Unit:
-    experiment: str  # "scaling" | "dynamics" | "bias_variance" | "real_vs_synthetic"
-    student: Student
-    n: int
-    train: TrainConfig
-    dataset_index: int = 0
-    eval_epochs: tuple[int, ...] = ()
-    source: str = "teacher"  # "teacher" (its samples) or a real data name (pfdist.data.REAL_DATA)
 
 
 def load_teacher(spec: Any) -> Any:
@@ -46,23 +34,12 @@ def load_teacher(spec: Any) -> Any:
 
 
 def units_of(preset: Preset) -> list[Unit]:
-    """Every unit a preset needs, in a stable order."""
+    """Every unit a preset needs, in a stable order (the registry's, then each study's)."""
     units = []
-    if preset.scaling:
-        s = preset.scaling
-        units += [Unit("scaling", st, n, s.train) for st in s.students for n in s.ns]
-    if preset.dynamics:
-        d = preset.dynamics
-        units += [Unit("dynamics", d.student, n, replace(d.train, seed=seed), 0, d.eval_epochs)
-                  for n in d.ns for seed in d.seeds]
-    if preset.bias_variance:
-        b = preset.bias_variance
-        units += [Unit("bias_variance", st, n, student_train_config(b.train, i, b.seeds), i)
-                  for st in b.students for n in b.ns for i in range(b.k)]
-    if preset.real_vs_synthetic:
-        r = preset.real_vs_synthetic
-        units += [Unit("real_vs_synthetic", st, n, r.train, source=source)
-                  for st in r.students for n in r.ns for source in (r.data, "teacher")]
+    for study in STUDIES.values():
+        config = study.config(preset)
+        if config is not None:
+            units += study.units(config)
     return units
 
 

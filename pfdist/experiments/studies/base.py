@@ -1,0 +1,175 @@
+"""What every study is made of: the Study interface, a unit of work, and the config readers.
+
+A study is a room (one module in this package): its frozen config, the units of work it needs,
+the rows and columns of its tables (built from those same units), the analysis of those rows,
+its figures, its report section and its findings rows. The registry
+(:data:`pfdist.experiments.studies.STUDIES`) lists them; presets, tables, the analysis, the report
+and the figures iterate over it, so adding a study is one module and one registry line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pfdist.errors import PFDistError
+from pfdist.training import TrainConfig
+
+Block = tuple  # a report block: ("h2"|"p"|"pre", text) | ("table", header, rows); see pfdist.report
+
+
+@dataclass(frozen=True)
+class Student:
+    """A student family member: a label for tables and its network config (shape filled in later)."""
+
+    label: str
+    net: dict
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One student to train and evaluate; its directory is named by the hash of what determines its result."""
+
+    experiment: str  # the study's name
+    student: Student
+    n: int
+    train: TrainConfig
+    dataset_index: int = 0
+    eval_epochs: tuple[int, ...] = ()
+    source: str = "teacher"  # "teacher" (its samples) or a real data name (pfdist.data.REAL_DATA)
+
+
+@dataclass
+class RunData:
+    """What the analysis of a run reads: its tables' rows by file name, its descriptor names
+    (primary first), and the results of the studies analysed before (registry order)."""
+
+    run_dir: Path
+    spaces: tuple[str, ...]
+    rows: dict[str, list[dict[str, Any]]]
+    results: dict[str, Any]
+
+    @property
+    def primary(self) -> str:
+        return self.spaces[0]
+
+
+class Study:
+    """One study. Subclasses set ``name``, ``tables`` and ``captions`` and implement the methods;
+    the defaults say "this study has no such part"."""
+
+    name: ClassVar[str]
+    tables: ClassVar[dict[str, tuple[str, ...]]] = {}  # the CSV files it writes, in order: {name: required columns}
+    captions: ClassVar[dict[str, str]] = {}  # figure file stem -> caption
+    rescorable: ClassVar[bool] = True  # its errors can be recomputed from cached maps (pfdist rescore)
+    keyed_when_absent: ClassVar[bool] = False  # the studies of the first preset format stay in the key as null
+    in_preset: ClassVar[bool] = True  # a key of the preset of its own (else it derives from another study's config)
+
+    # Config ------------------------------------------------------------------------------------
+    def config(self, preset: Any) -> Any:
+        """This study's config in ``preset`` (None when the preset does not run it)."""
+        return preset.studies.get(self.name)
+
+    def from_dict(self, d: Any) -> Any:
+        raise NotImplementedError
+
+    def to_dict(self, config: Any) -> dict:
+        d = asdict(config)
+        d["train"] = config.train.to_dict()
+        return d
+
+    def key_dict(self, config: Any) -> dict:
+        """The part of the preset's identity this config makes (fields added later left out at their defaults)."""
+        return self.to_dict(config)
+
+    # Work --------------------------------------------------------------------------------------
+    def units(self, config: Any) -> list[Unit]:
+        return []
+
+    def write(self, reader: Any, config: Any) -> list[Path]:
+        """Its CSV tables from the units' results (``reader``: :class:`pfdist.experiments.rows.Reader`)."""
+        return []
+
+    # Analysis ----------------------------------------------------------------------------------
+    def analyze(self, run: RunData) -> Any:
+        """Fits and verdicts from its rows (None when it has none)."""
+        return None
+
+    def figures(self, result: Any, run: RunData, out_dir: Path) -> list[Path]:
+        return []
+
+    def summary(self, result: Any, run: RunData) -> list[str]:
+        """Sentences for the report's "What this run shows"."""
+        return []
+
+    def report(self, result: Any, run: RunData) -> list[Block]:
+        """Its report section."""
+        return []
+
+    def findings(self, result: Any, run: RunData) -> list:
+        """Its rows of the findings table (:class:`pfdist.analysis.findings.Finding`), "not measured"
+        when ``result`` is None."""
+        return []
+
+    def summary_json(self, result: Any, run: RunData) -> dict:
+        """What it adds to summary.json."""
+        return {}
+
+
+# Config readers shared by the studies' from_dict -------------------------------------------------
+
+def is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def distinct(where: str, ns: tuple, students: tuple) -> None:
+    """Each N and each student once: a repeat would give duplicate rows in the tables."""
+    for what, items in (("ns", list(ns)), ("student labels", [s.label for s in students]),
+                        ("student nets", [json.dumps(s.net, sort_keys=True) for s in students])):
+        repeated = sorted({str(v) for v in items if items.count(v) > 1})
+        if repeated:
+            raise PFDistError(f"{where}: {what} must be distinct; {', '.join(repeated)} repeated.")
+
+
+def fields_of(d: Any, where: str, required: set[str], optional: set[str]) -> dict:
+    """``d`` as a dict with exactly the keys ``required`` and some of ``optional``; else one clear error."""
+    if not isinstance(d, dict):
+        raise PFDistError(f"{where} must be an object with keys {sorted(required | optional)} (got {type(d).__name__}).")
+    unknown, missing = sorted(set(d) - required - optional), sorted(required - set(d))
+    if unknown:
+        raise PFDistError(f"{where}: unknown keys {unknown}; valid keys are {sorted(required | optional)}.")
+    if missing:
+        raise PFDistError(f"{where}: missing required keys {missing}.")
+    return dict(d)
+
+
+def ints(items: Any, where: str, low: int) -> tuple[int, ...]:
+    """A non-empty list of integers >= ``low``, as a tuple."""
+    if not isinstance(items, (list, tuple)) or not items or not all(is_int(v) and v >= low for v in items):
+        raise PFDistError(f"{where} must be a non-empty list of integers >= {low} (got {items!r}).")
+    return tuple(items)
+
+
+def ns_of(items: Any, where: str) -> tuple[int, ...]:
+    return ints(items, f"{where}.ns", 1)
+
+
+def students_of(items: Any, where: str) -> tuple[Student, ...]:
+    if not isinstance(items, (list, tuple)) or not items:
+        raise PFDistError(f"{where}: students must be a non-empty list of {{'label': ..., 'net': {{...}}}}.")
+    out = []
+    for s in items:
+        s = fields_of(s, f"{where} student", {"label", "net"}, set())
+        if not isinstance(s["label"], str) or not isinstance(s["net"], dict):
+            raise PFDistError(f"{where} student: label must be a string and net an object (got {s!r}).")
+        out.append(Student(s["label"], s["net"]))
+    return tuple(out)
+
+
+def train_of(study: dict, where: str) -> TrainConfig:
+    train = study.get("train", {})
+    if not isinstance(train, dict):
+        raise PFDistError(f"{where}.train must be an object of TrainConfig fields.")
+    return TrainConfig.from_dict(train)
