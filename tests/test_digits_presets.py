@@ -11,7 +11,7 @@ from pfdist.analysis import read_rows
 from pfdist.data import real_data
 from pfdist.errors import PFDistError
 from pfdist.experiments import Dynamics, Preset, Scaling, Student, reproduce, units_of
-from pfdist.experiments.config import RealVsSynthetic
+from pfdist.experiments import RealVsSynthetic
 from pfdist.hashing import content_hash
 from pfdist.protocol import EvalConfig
 from pfdist.training import TrainConfig, load_checkpoint

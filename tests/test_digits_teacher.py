@@ -93,7 +93,7 @@ def test_digits_preset_at_tiny_size_end_to_end(tmp_path, one_thread):
 
     # The sample grid's tensors carry a checksum: a damaged file is detected and not drawn.
     from pfdist.atomic import CorruptFileWarning
-    from pfdist.experiments.reproduce import draw
+    from pfdist.experiments import draw
 
     grid = tmp_path / "samples.safetensors"
     data = bytearray(grid.read_bytes())

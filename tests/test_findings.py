@@ -3,6 +3,8 @@ answers are known by construction."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.special import expit
@@ -10,9 +12,16 @@ from scipy.special import expit
 from pfdist.analysis import collapse_x, detect_dynamics
 from pfdist.analysis.collapse import collapse_rows, family, fit_scaling
 from pfdist.analysis.findings import (bias_variance_finding, collapse_finding, copier_finding,
-                                      double_descent_finding, early_learning_finding, findings, floor_finding,
+                                      double_descent_finding, early_learning_finding, floor_finding,
                                       memorization_finding)
 from pfdist.analysis.spaces import Plateau, fit_spaces
+from pfdist.experiments.outcome import analyze_run, report_sections
+from pfdist.experiments.studies import RunData
+
+def run_findings(run_dir, rows, primary="kernel"):
+    """The analysis of a run whose only table is ``rows`` of scaling.csv, measured in ``primary``."""
+    return analyze_run(RunData(Path(run_dir), (primary,), {"scaling.csv": rows}, {}))
+
 
 SIZES = (2 ** 14, 2 ** 16, 2 ** 18, 2 ** 20)
 FLOORS = (0.90, 0.80, 0.72, 0.66)
@@ -105,14 +114,12 @@ def test_bias_variance_finding():
 def test_findings_list_and_report_table(tmp_path, with_dynamics):
     from pfdist.report import write_report
 
-    rows = scaling_rows()
-    fit, _ = fit_scaling(rows)
-    out = findings(scaling_rows=rows, fits={"kernel": fit}, plateaus=None, dynamics=None, bias_variance_rows=None,
-                   primary="kernel")
-    assert [f.verdict for f in out] == ["reproduced", "reproduced", "not measured", "reproduced", "not measured",
+    found = run_findings(tmp_path, scaling_rows())
+    out = found.findings
+    assert [f.verdict for f in out] == ["reproduced", "reproduced", "reproduced", "not measured", "not measured",
                                         "not measured", "not measured"]
-    md, _ = write_report(tmp_path, config={}, collapse=fit, dynamics=None, bias_variance_rows=None, wall_time_s=1.0,
-                         figures=(), spaces=("kernel",), findings=out)
+    md, _ = write_report(tmp_path, config={}, wall_time_s=1.0, spaces=("kernel",), findings=out,
+                         sections=report_sections(found))
     text = md.read_text()
     assert "## Findings: paper vs measured" in text and "| E_gen collapses on N / \\|θ\\|^α | α ≈ 0.5 |" in text
 
@@ -129,12 +136,10 @@ def test_collapse_row_takes_the_report_verdict():
     drift = [row for p, f, a in zip(SIZES, FLOORS, (0.9, 0.5, 0.5, 0.3))
              for row in scaling_rows(alpha=a, sizes=(p,), floors=(f,), seed=int(np.log2(p)))]
     fit, _ = fit_scaling(drift)
-    out = {f.finding: f for f in findings(scaling_rows=drift, fits={"kernel": fit}, plateaus=None, dynamics=None,
-                                          bias_variance_rows=None, primary="kernel")}
+    out = {f.finding: f for f in run_findings(Path("."), drift).findings}
     row = out["E_gen collapses on N / |θ|^α"]
     assert row.verdict == "partly" and "collapse test rejects one α" in row.measured
     assert "α between neighbouring sizes 0.9" in row.measured
     assert collapse_finding({"kernel": fit}).verdict == "reproduced"  # the interval alone is fooled
-    good = findings(scaling_rows=scaling_rows(), fits={"kernel": fit_scaling(scaling_rows())[0]}, plateaus=None,
-                    dynamics=None, bias_variance_rows=None, primary="kernel")[3]
+    good = run_findings(Path("."), scaling_rows()).findings[2]
     assert good.verdict == "reproduced" and "one-α test p = " in good.measured

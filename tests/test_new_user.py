@@ -243,10 +243,11 @@ def test_copier_flatness_is_a_rule_with_its_interval_not_a_hard_cutoff():
 def test_report_summary_and_findings_row_give_the_copier_one_answer():
     from pfdist.analysis.findings import copier_finding
     from pfdist.analysis.spaces import copier_plateaus
-    from pfdist.report import _summary_blocks
+    from pfdist.experiments import STUDIES
+    from pfdist.experiments.studies import RunData
 
     plateaus = copier_plateaus(_copier_rows([1.0, 1.05, 1.109], 0.02), ["kernel", "pixels"])
-    text = " ".join(str(b[1]) for b in _summary_blocks(["kernel"], None, None, None, plateaus, None, None, {}))
+    text = " ".join(STUDIES["copier"].summary(plateaus, RunData(Path("."), ("kernel", "pixels"), {}, {})))
     assert plateaus["kernel"].describe() in text and copier_finding(plateaus, "kernel").verdict == "reproduced"
 
 
@@ -287,6 +288,8 @@ def test_collapse_figure_is_a_legible_grid_with_legends_and_no_degenerate_fit_dr
     from matplotlib.image import imread
 
     from pfdist.analysis.collapse import fit_collapse_rows, fit_scaling
+    from pfdist.experiments.outcome import analyze_run, report_sections, summary_sentences
+    from pfdist.experiments.studies import RunData
     from pfdist.plots import _by_student, collapse_figure, plot_scaling
     from pfdist.report import write_report
 
@@ -307,8 +310,9 @@ def test_collapse_figure_is_a_legible_grid_with_legends_and_no_degenerate_fit_dr
     # Tick labels as the report's HTML shows them (at most 1100 px wide): at least 9 px tall.
     tick_pt = used[0].get_xticklabels()[0].get_fontsize()
     assert tick_pt * 110 / 72 * min(1.0, 1100 / width) >= 9 and width / height < 2.5
-    md, _ = write_report(tmp_path, config={}, collapse=fit, copy_collapse=copy_fit, dynamics=None,
-                         bias_variance_rows=None, wall_time_s=1.0, figures=[png])
+    found = analyze_run(RunData(tmp_path, ("pixels",), {"scaling.csv": rows}, {}))
+    md, _ = write_report(tmp_path, config={}, summary=summary_sentences(found), sections=report_sections(found),
+                         wall_time_s=1.0, figures=[png])
     text = md.read_text()
     assert "Degenerate fit" in text and "copy share (pixels): degenerate fit" in text, text
 
@@ -316,7 +320,7 @@ def test_collapse_figure_is_a_legible_grid_with_legends_and_no_degenerate_fit_dr
 def test_an_early_learning_minimum_picked_on_the_smoothed_curve_says_so_and_gives_the_raw_one():
     from pfdist.analysis.dynamics import detect_dynamics
     from pfdist.analysis.findings import early_learning_finding
-    from pfdist.report import _dynamics_blocks
+    from pfdist.experiments.studies.dynamics import dynamics_blocks
 
     epochs = np.arange(0, 82, 4.0)
     y = 1.35 + 0.004 * (epochs - 24) ** 2 / 16  # smooth minimum 1.35 at epoch 24, rising to 1.5+
@@ -326,18 +330,19 @@ def test_an_early_learning_minimum_picked_on_the_smoothed_curve_says_so_and_give
     assert r.raw_min_value == pytest.approx(float(y.min())) and r.raw_min_value < r.min_value
     row = early_learning_finding({"w8 N=64": r})
     assert "smoothed curve" in row.measured and f"raw minimum {r.raw_min_value:.3g} @ epoch 12" in row.measured
-    table = _dynamics_blocks({"w8 N=64": r})[-1]
+    table = dynamics_blocks({"w8 N=64": r})[-1]
     assert "min epoch (smoothed curve)" in table[1] and any("@ 12" in str(c) for c in table[2][0])
 
 
 def test_summary_and_findings_row_quote_one_bias_variance_answer():
     from pfdist.analysis.findings import bias_variance_finding
-    from pfdist.report import _summary_blocks
+    from pfdist.experiments import STUDIES
+    from pfdist.experiments.studies import RunData
 
     rows = [{"student": f"w{w}", "params": w * 100, "n": n, "k": 4, "e_bias": 0.9 - 0.1 * i, "e_var": 0.05 + 0.01 * i,
              "e_bias_unbiased": 0.88 - 0.1 * i, "e_var_unbiased": 0.0667 + 0.0133 * i, "mean_e_gen_sq": 1.0}
             for i, w in enumerate((8, 16, 32)) for n in (64, 4096)]
-    text = " ".join(str(b[1]) for b in _summary_blocks(["pixels"], None, None, None, None, None, rows, {}))
+    text = " ".join(STUDIES["bias_variance"].summary(rows, RunData(Path("."), ("pixels",), {}, {})))
     row = bias_variance_finding(rows)
     assert "unbiased estimates" in text and "unbiased estimates" in row.measured
     for r in rows[1::2]:  # N = 4096: the numbers the findings row quotes

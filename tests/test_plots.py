@@ -9,10 +9,14 @@ import pytest
 from matplotlib.image import imread
 from scipy.special import expit
 
-from pfdist.analysis import collapse_x, detect_run_dynamics, fit_collapse_rows, read_rows
+from pfdist.analysis import collapse_x, fit_collapse_rows, read_rows
 from pfdist.errors import PFDistError
-from pfdist.plots import plot_bias_variance, plot_run, plot_sample_grid
+from pfdist.experiments import STUDIES, analyze, draw
+from pfdist.experiments.outcome import captions, report_sections, summary_sentences
+from pfdist.plots import plot_bias_variance, plot_sample_grid
 from pfdist.report import write_report
+
+SCALING_COLUMNS = STUDIES["scaling"].tables["scaling.csv"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STUDENTS = {"w16": 2 ** 16, "w32": 2 ** 18, "w64": 2 ** 20}
@@ -74,8 +78,8 @@ def assert_png(path):
     assert image.ndim == 3 and min(image.shape[:2]) > 50
 
 
-def test_plot_run_draws_every_experiment(run_dir):
-    paths = plot_run(run_dir)
+def test_draw_draws_every_study(run_dir):
+    paths = draw(run_dir)
     assert sorted(p.name for p in paths) == ["bias_variance.png", "collapse.png", "dynamics.png", "scaling.png"]
     for p in paths:
         assert p.parent == run_dir / "figures"
@@ -83,15 +87,15 @@ def test_plot_run_draws_every_experiment(run_dir):
     assert not list((run_dir / "figures").glob("*.tmp"))
 
 
-def test_plot_run_skips_missing_and_rejects_empty(tmp_path):
+def test_draw_skips_missing_and_rejects_empty(tmp_path):
     with pytest.raises(PFDistError, match="has none of"):
-        plot_run(tmp_path)
+        draw(tmp_path)
     write_csv(tmp_path / "bias_variance.csv", bias_variance_rows())
-    assert [p.name for p in plot_run(tmp_path)] == ["bias_variance.png"]
+    assert [p.name for p in draw(tmp_path)] == ["bias_variance.png"]
     (tmp_path / "dynamics.csv").write_text(",".join(dynamics_rows()[0]) + "\n")  # header only: skipped
     write_csv(tmp_path / "scaling.csv", [r for r in scaling_rows() if r["student"] == "w16"])
     with pytest.warns(UserWarning, match="no collapse fit"):  # one size: no collapse figure
-        paths = plot_run(tmp_path, tmp_path / "out")
+        paths = draw(tmp_path)
     assert [p.name for p in paths] == ["scaling.png", "bias_variance.png"]
 
 
@@ -107,15 +111,20 @@ def test_sample_grid(tmp_path):
         plot_sample_grid(rgb[:, :2], tmp_path / "bad.png")
 
 
+def write_run_report(run_dir, config, figures=()):
+    """The report of the run in ``run_dir`` as pfdist reproduce writes it, from its tables."""
+    found = analyze(run_dir)
+    return write_report(run_dir, config=config, summary=summary_sentences(found), findings=found.findings,
+                        sections=report_sections(found), captions=captions(), wall_time_s=3723.4, figures=figures)
+
+
 def test_report_contains_the_numbers(run_dir):
     rows = read_rows(run_dir / "scaling.csv")
     fit = fit_collapse_rows(rows)
-    dynamics = detect_run_dynamics(read_rows(run_dir / "dynamics.csv"))
     bv = read_rows(run_dir / "bias_variance.csv")
     figures = plot_bias_variance(bv, run_dir / "figures")
     config = {"teacher": "<gmm & co>", "sizes": list(STUDENTS)}
-    md_path, html_path = write_report(run_dir, config=config, collapse=fit, dynamics=dynamics,
-                                      bias_variance_rows=bv, wall_time_s=3723.4, figures=figures)
+    md_path, html_path = write_run_report(run_dir, config, figures)
     md, page = md_path.read_text(), html_path.read_text()
     assert fit.alpha_ci[0] <= 0.5 <= fit.alpha_ci[1]
     for text in (md, page):
@@ -131,32 +140,32 @@ def test_report_contains_the_numbers(run_dir):
 def test_report_flags_a_broken_identity(tmp_path):
     bv = bias_variance_rows()
     bv[0]["mean_e_gen_sq"] += 0.01
-    md, _ = write_report(tmp_path, config={}, collapse=None, dynamics=None, bias_variance_rows=bv,
-                         wall_time_s=1.0, figures=[])
+    write_csv(tmp_path / "bias_variance.csv", bv)
+    md, _ = write_run_report(tmp_path, {})
     assert "VIOLATED" in md.read_text() and "Not fitted" in md.read_text()
 
 
 def test_read_rows_converts_and_rejects_malformed(tmp_path):
     write_csv(tmp_path / "scaling.csv", scaling_rows())
-    row = read_rows(tmp_path / "scaling.csv")[0]
+    row = read_rows(tmp_path / "scaling.csv", required=SCALING_COLUMNS)[0]
     assert isinstance(row["n"], int) and isinstance(row["params"], int) and isinstance(row["e_gen"], float)
     assert row["student"] == "w16"
 
     bad = [{k: v for k, v in r.items() if k not in ("e_mem", "n")} for r in scaling_rows()]
     write_csv(tmp_path / "scaling.csv", bad)
     with pytest.raises(PFDistError, match=r"scaling\.csv is missing columns n, e_mem"):
-        read_rows(tmp_path / "scaling.csv")
+        read_rows(tmp_path / "scaling.csv", required=SCALING_COLUMNS)
     with pytest.raises(PFDistError, match="missing columns"):
-        plot_run(tmp_path)
+        draw(tmp_path)
 
     rows = scaling_rows()
     rows[3]["e_gen"] = "oops"
     write_csv(tmp_path / "scaling.csv", rows)
     with pytest.raises(PFDistError, match=r"line 5, column 'e_gen'"):
-        read_rows(tmp_path / "scaling.csv")
+        read_rows(tmp_path / "scaling.csv", required=SCALING_COLUMNS)
     (tmp_path / "dynamics.csv").write_text("student,params\n")
     with pytest.raises(PFDistError, match="dynamics.csv is missing columns n, epoch"):
-        read_rows(tmp_path / "dynamics.csv")
+        read_rows(tmp_path / "dynamics.csv", required=STUDIES["dynamics"].tables["dynamics.csv"])
     (tmp_path / "bias_variance.csv").write_text(",".join(bias_variance_rows()[0]) + "\n")
     assert read_rows(tmp_path / "bias_variance.csv") == []
     (tmp_path / "bias_variance.csv").write_text("student,params,n,k,e_bias,e_var,mean_e_gen_sq,e_gen\nw,1,2\n")

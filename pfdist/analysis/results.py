@@ -19,6 +19,7 @@ from pfdist.errors import PFDistError
 
 STRING_COLUMNS = frozenset({"student"})
 INT_COLUMNS = frozenset({"params", "n", "epoch", "k"})
+TEXT_COLUMNS = frozenset({"train_data", "seeds"})
 
 
 def _to_int(text: str) -> int:
@@ -28,15 +29,17 @@ def _to_int(text: str) -> int:
     return int(value)
 
 
-def _convert(column: str, text: str) -> Any:
+def _convert(column: str, text: str, numeric: frozenset[str]) -> Any:
     text = text.strip()
     if column in STRING_COLUMNS:
         return text
     if column in INT_COLUMNS:
         return _to_int(text)
+    if column in numeric:  # a required measurement: a number, or empty for "not measured"
+        return float(text) if text else math.nan
     if not text:
-        return math.nan  # an empty cell (e.g. a stderr) means "not measured"
-    try:  # numeric if it parses, else kept as text
+        return math.nan
+    try:  # an extra column: numeric if it parses, else kept as text
         return float(text)
     except ValueError:
         return text
@@ -61,6 +64,7 @@ def read_rows(path: str | os.PathLike, *, required: tuple[str, ...] = ()) -> lis
             raise PFDistError(
                 f"{path} is missing columns {', '.join(missing)} (has {', '.join(header)}); "
                 f"regenerate it with the experiment that writes {path.name}")
+        numeric = frozenset(required) - STRING_COLUMNS - INT_COLUMNS - TEXT_COLUMNS
         rows = []
         for line_no, raw in enumerate(reader, start=2):
             if None in raw or any(v is None for v in raw.values()):
@@ -68,7 +72,7 @@ def read_rows(path: str | os.PathLike, *, required: tuple[str, ...] = ()) -> lis
             row = {}
             for column, text in raw.items():
                 try:
-                    row[column] = _convert(column, text)
+                    row[column] = _convert(column, text, numeric)
                 except ValueError as e:
                     raise PFDistError(
                         f"{path} line {line_no}, column {column!r}: cannot parse {text!r} ({e})") from None

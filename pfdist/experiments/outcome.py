@@ -42,7 +42,11 @@ def read_run(run_dir: str | os.PathLike) -> RunData:
 
 def analyze(run_dir: str | os.PathLike) -> RunAnalysis:
     """Fits, verdicts and the findings table of a run (or of an exported run's directory)."""
-    run = read_run(run_dir)
+    return analyze_run(read_run(run_dir))
+
+
+def analyze_run(run: RunData) -> RunAnalysis:
+    """Every study's analysis of ``run``'s rows, in registry order, and the findings table."""
     for name, study in STUDIES.items():
         run.results[name] = study.analyze(run)
     findings = [f for name, study in STUDIES.items() for f in study.findings(run.results[name], run)]
