@@ -45,9 +45,6 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from scipy.optimize import brentq, least_squares
-from scipy.special import expit
-from scipy.stats import f as f_dist
 
 from pfdist.errors import PFDistError
 
@@ -86,6 +83,7 @@ class CollapseFit:
 
     def predict(self, n: Any, params: Any) -> np.ndarray:
         """Fitted E_gen at (N, |theta|); ``params`` must be one of the fitted ``sizes``."""
+        from scipy.special import expit  # scipy: imported when fitting, not by the processes that train
         n, params = np.broadcast_arrays(np.asarray(n, dtype=float), np.asarray(params, dtype=float))
         floors = dict(zip(self.sizes, self.plateau_low))
         unknown = sorted({int(p) for p in params.ravel()} - set(floors))
@@ -98,6 +96,7 @@ class CollapseFit:
 
 def _model(theta: np.ndarray, log_n: np.ndarray, log_p: np.ndarray, low_idx: np.ndarray):
     """Prediction and Jacobian; theta = (alpha, m_centred, w, high, *lows), lows[low_idx] per point."""
+    from scipy.special import expit  # scipy: imported when fitting, not by the processes that train
     alpha, m, w, high = theta[:4]
     low = theta[4:][low_idx]
     z = (log_n - alpha * log_p - m) / w
@@ -129,6 +128,7 @@ _FIXED_INDEX = {"alpha": 0, "midpoint": 1}
 
 def _fit(d: _Data, theta0: np.ndarray, fix: str | None = None, value: float = 0.0) -> tuple[np.ndarray, float]:
     """Least squares from theta0 -> (theta, weighted RSS). ``fix`` holds alpha or the uncentred midpoint."""
+    from scipy.optimize import least_squares  # scipy: imported when fitting, not by the processes that train
     free = np.array([i for i in range(theta0.size) if i != _FIXED_INDEX.get(fix, -1)])
 
     def full(phi):
@@ -158,6 +158,7 @@ def _fit(d: _Data, theta0: np.ndarray, fix: str | None = None, value: float = 0.
 def _profile_interval(d: _Data, theta: np.ndarray, fix: str, estimate: float, threshold: float,
                       limits: tuple[float, float], step: float) -> tuple[float, float]:
     """Where the profiled RSS crosses RSS_min + threshold on each side of ``estimate``."""
+    from scipy.optimize import brentq  # scipy: imported when fitting, not by the processes that train
     rss_min = _fit(d, theta)[1]
 
     def excess(v: float) -> float:
@@ -220,6 +221,7 @@ def fit_collapse(
     ``value_range``: the values the quantity can take (a share: (0, 1)); plateaus outside it
     mark the fit degenerate, as do parameters on their bounds.
     """
+    from scipy.stats import f as f_dist  # scipy: imported when fitting, not by the processes that train
     n_raw, params_raw, y, weight = _validate(n, params, e_gen, e_gen_stderr)
     sizes, size_idx, counts = np.unique(params_raw, return_inverse=True, return_counts=True)
     if sizes.size < 2:

@@ -34,10 +34,6 @@ from itertools import combinations
 from typing import Any, Sequence
 
 import numpy as np
-from scipy.optimize import least_squares
-from scipy.special import expit
-from scipy.stats import f as f_dist
-from scipy.stats import t as t_dist
 
 from pfdist.analysis.collapse import _W_BOUNDS, CollapseFit, _validate, fit_collapse
 from pfdist.errors import PFDistError
@@ -118,6 +114,8 @@ def _free_fit(fit: CollapseFit, log_n: np.ndarray, size_idx: np.ndarray, y: np.n
     """Per-size midpoints, shared width and plateau, a floor per size -> (midpoints, weighted RSS).
 
     Starts from the collapse fit, so RSS_free ≤ RSS_restricted up to the solver's tolerance."""
+    from scipy.special import expit  # scipy: imported when fitting, not by the processes that train
+    from scipy.optimize import least_squares
     s = len(fit.sizes)
     m0 = fit.midpoint + fit.alpha * np.log2(np.asarray(fit.sizes, dtype=float))
     phi0 = np.concatenate([m0, [fit.width, fit.plateau_high], fit.plateau_low])
@@ -147,6 +145,7 @@ def _half_way(log_n: np.ndarray, y: np.ndarray) -> float:
 
 def _slope(x: np.ndarray, y: np.ndarray, confidence: float) -> tuple[float, tuple[float, float]]:
     """OLS slope of y on x with its Student-t interval (NaN when fewer than 3 finite points)."""
+    from scipy.stats import t as t_dist  # scipy: imported when fitting, not by the processes that train
     ok = np.isfinite(y)
     x, y = x[ok], y[ok]
     if x.size < 2:
@@ -187,6 +186,7 @@ def collapse_report(
     enter the verdict), for simulation studies. ``alpha_bounds`` reach below 0 so that α = 0 (no
     size dependence) is inside them, not a degenerate fit on a bound.
     """
+    from scipy.stats import f as f_dist  # scipy: imported when fitting, not by the processes that train
     n_arr, p_arr, y, weight = _validate(n, params, e_gen, e_gen_stderr)
     se = None if e_gen_stderr is None else np.asarray(e_gen_stderr, dtype=float).ravel()
     kwargs = dict(confidence=confidence, alpha_bounds=alpha_bounds)
