@@ -94,6 +94,10 @@ class Context:
         return self._data_keys[unit.source, unit.n]
 
     def key(self, unit: Unit) -> str:
+        return STUDIES[unit.experiment].unit_key(self, unit)
+
+    def student_key(self, unit: Unit) -> str:
+        """The key of a student trained on N samples (:func:`pfdist.protocol.student_key`)."""
         return student_key(self.teacher, unit.n, self.net_config(unit.student), unit.train, self.preset.eval,
                            unit.dataset_index, self.descriptors, unit.eval_epochs, self.data_key(unit))
 
@@ -162,26 +166,35 @@ class Context:
 
     def check(self) -> None:
         """Everything a unit would refuse later, refused now (nothing is computed or written):
-        each student's network, each training set's seeds and real data, the descriptor files."""
+        each unit's own checks (a student's network, training set seeds, real data), the descriptor files."""
         from pfdist.descriptors.files import module_format
 
-        ev = self.preset.eval
         for unit in units_of(self.preset):
-            try:
-                self.net_config(unit.student)
-            except PFDistError as e:
-                raise PFDistError(f"{unit.experiment} student {unit.student.label!r}: {e}") from None
-            if unit.source == "teacher":
-                dataset_seeds(unit.n, unit.dataset_index, eval_seeds=range(ev.seed, ev.seed + ev.num_samples))
-            else:
-                self._real(unit.source, unit.n)
+            STUDIES[unit.experiment].check_unit(self, unit)
         for spec in self.preset.descriptors:
             if spec["type"] in ("file", "sscd"):
                 module_format(Path(spec["path"]))
             elif spec["type"] == "saved" and not Path(spec["path"]).is_file():
                 raise PFDistError(f"descriptor file {spec['path']} does not exist.")
 
+    def check_student(self, unit: Unit) -> None:
+        """A student's network, and its training set's seeds or real data."""
+        ev = self.preset.eval
+        try:
+            self.net_config(unit.student)
+        except PFDistError as e:
+            raise PFDistError(f"{unit.experiment} student {unit.student.label!r}: {e}") from None
+        if unit.source == "teacher":
+            dataset_seeds(unit.n, unit.dataset_index, eval_seeds=range(ev.seed, ev.seed + ev.num_samples))
+        else:
+            self._real(unit.source, unit.n)
+
     def run(self, unit: Unit, progress: Callable | None = None) -> dict:
+        """Do one unit (resuming from its checkpoint), as its study does it."""
+        return STUDIES[unit.experiment].run_unit(self, unit, progress)
+
+    def train_student(self, unit: Unit, progress: Callable | None = None) -> dict:
+        """Train a student on the unit's N samples and evaluate it (:func:`pfdist.protocol.teacher_student`)."""
         return teacher_student(
             self.teacher, unit.n, self.net_config(unit.student), unit.train, self.unit_dir(unit), shape=self.shape,
             eval_config=self.preset.eval, dataset_index=unit.dataset_index, teacher_outputs=self.teacher_outputs,

@@ -39,6 +39,7 @@ class Unit:
     dataset_index: int = 0
     eval_epochs: tuple[int, ...] = ()
     source: str = "teacher"  # "teacher" (its samples) or a real data name (pfdist.data.REAL_DATA)
+    options: tuple = ()  # a study's own settings of this unit, as (name, value) pairs (e.g. a distillation method)
 
 
 @dataclass
@@ -87,6 +88,19 @@ class Study:
     # Work --------------------------------------------------------------------------------------
     def units(self, config: Any) -> list[Unit]:
         return []
+
+    def unit_key(self, ctx: Any, unit: Unit) -> str:
+        """Everything that determines the unit's result, hashed (its directory's name). Default: a
+        student trained on N samples and evaluated by :func:`pfdist.protocol.teacher_student`."""
+        return ctx.student_key(unit)
+
+    def run_unit(self, ctx: Any, unit: Unit, progress: Any = None) -> dict:
+        """Train and evaluate one unit in ``ctx.unit_dir(unit)`` (resuming); its results record."""
+        return ctx.train_student(unit, progress)
+
+    def check_unit(self, ctx: Any, unit: Unit) -> None:
+        """Refuse now what the unit would refuse later (nothing is computed or written)."""
+        ctx.check_student(unit)
 
     def write(self, reader: Any, config: Any) -> list[Path]:
         """Its CSV tables from the units' results (``reader``: :class:`pfdist.experiments.rows.Reader`)."""
