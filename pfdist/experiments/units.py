@@ -20,7 +20,7 @@ from pfdist.errors import PFDistError
 from pfdist.flows import resolve_device
 from pfdist.hashing import content_hash
 from pfdist.experiments.config import Preset, Student
-from pfdist.nets import normalize_config
+from pfdist.nets import NetSpec
 from pfdist.protocol import (TEST_SEED, EvalConfig, copier_outputs, dataset_seeds, read_results, student_key,
                              student_train_config, teacher_map, teacher_samples, teacher_student)
 from pfdist.specs import build_distribution, data_shape, load_spec
@@ -105,8 +105,8 @@ class Context:
             self._descriptors = build_spaces(self.preset.descriptors, self.run_dir, samples)
         return self._descriptors
 
-    def net_config(self, student: Student) -> dict:
-        return normalize_config({**student.net, "shape": list(self.shape)})
+    def net_config(self, student: Student) -> NetSpec:
+        return NetSpec({**student.net, "shape": list(self.shape)})
 
     def data_key(self, unit: Unit) -> str | None:
         """None for teacher samples; else the real data's name and content hash."""
