@@ -3,7 +3,9 @@
 Randomness of step ``s`` is a pure function of ``(seed, s)``: the noise levels and noise come
 from a generator seeded by ``hash(seed, "noise", s)``, the batch is items ``[s B, (s + 1) B)``
 of the data stream below, the learning rate and EMA decay are functions of ``s``. So a run
-resumed from a checkpoint continues exactly as if it had never stopped.
+resumed from a checkpoint continues exactly as if it had never stopped. The initial weights are
+those of the network passed in; pfdist's protocols build it with ``seed=config.init_seed``
+(``hash(seed, "init")``).
 
 Data stream. An endless concatenation of random permutations of ``range(N)``; each pass sees
 every training item once. Passes are drawn in blocks of ``K = ceil(4096 / N)`` permutations,
@@ -286,9 +288,10 @@ def _check_net(net: Any) -> EDMPrecond:
         raise PFDistError("train takes the network itself, not its config: pass "
                           "build_network(net_config, seed=train_config.init_seed).")
     if not isinstance(net, EDMPrecond):
-        precond = getattr(net, "config", None) or {}
+        config = getattr(net, "config", None)
+        got = config.get("precond") if isinstance(config, dict) else type(net).__name__
         raise PFDistError(f"pfdist trains with EDM's loss, which needs a network of pfdist.build_network with precond "
-                          f"'edm'; got {precond.get('precond', type(net).__name__)!r}.")
+                          f"'edm'; got {got!r}.")
     if not isinstance(net.config, dict):
         raise PFDistError("net has no config to store in its checkpoints; build it with pfdist.build_network.")
     return net
