@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from pfdist.nets import count_parameters
+from pfdist.nets import build_network, count_parameters
 from pfdist.training import TrainConfig, make_optimizer, make_state, train_step
 
 CASES = {
@@ -46,7 +46,7 @@ def bench(arch: str, seconds: float, warmup: int = 5) -> float:
     net_config, batch_size = CASES[arch]
     data = torch.randn(1024, *net_config["shape"])
     config = TrainConfig(batch_size=batch_size, lr=1e-4, epochs=1, ema_halflife_images=10_000)
-    state = make_state(net_config, config, data.shape[0], data.device)
+    state = make_state(build_network(net_config, seed=config.init_seed), config, data.shape[0], data.device)
     net = copy.deepcopy(state.net)
     optimizer = make_optimizer(net, config)
     y = data[:batch_size]

@@ -54,7 +54,7 @@ def bench_width(c: int, seconds: float) -> dict[str, float]:
     config = preset.scaling.train
     net_config = {**unet(c).net, "shape": SHAPE}
     data = torch.rand(1797, *SHAPE) * 2 - 1
-    state = make_state(net_config, config, data.shape[0], data.device)
+    state = make_state(build_network(net_config, seed=config.init_seed), config, data.shape[0], data.device)
     net = copy.deepcopy(state.net)
     optimizer = make_optimizer(net, config)
     y = data[: config.batch_size]

@@ -89,7 +89,7 @@ def train_rate(width: int, accel: Accel, scale: Scale, device: torch.device) -> 
     reset_peak(device)
     config = TrainConfig(batch_size=scale.train_batch, epochs=1, **accel.to_dict())
     n = 4 * scale.train_batch
-    state = make_state(net_config(width, scale), config, n, device)
+    state = make_state(build_network(net_config(width, scale), seed=config.init_seed), config, n, device)
     data = torch.randn(n, *scale.shape, generator=torch.Generator().manual_seed(0)).to(device)
     for _ in range(3):
         train_step(state, data, config, total_steps=10**6)

@@ -31,7 +31,7 @@ from pfdist.outputs import FlowOutputs
 from pfdist.schedules import edm_sigmas
 from pfdist.settings import FlowSettings
 from pfdist.solvers import dpmpp_2m, dpmpp_3m, euler, heun, reference, unipc
-from pfdist.nets import build_network, count_parameters
+from pfdist.nets import NetSpec, build_network, count_parameters
 from pfdist.training import TrainConfig, load_denoiser, save_denoiser, train
 from pfdist.protocol import EvalConfig, bias_variance, distill, distill_pairs, load_distilled, teacher_student
 from pfdist.models.edm import load_edm
@@ -54,6 +54,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "EvalConfig",
+    "NetSpec",
     "TrainConfig",
     "bias_variance",
     "build_network",

@@ -67,8 +67,9 @@ def test_bf16_pfd_is_close_to_float32(one_thread):
 def test_bf16_training_runs_and_stays_near_float32(tmp_path, one_thread):
     data = torch.randn(16, 3, 8, 8)
     cfg = dict(batch_size=8, epochs=1, epoch_images=32, lr=1e-3, checkpoint_every=1)
-    ref = pfdist.train(UNET, data, TrainConfig(**cfg), tmp_path / "f32")
-    fast = pfdist.train(UNET, data, TrainConfig(**cfg, autocast="bf16", channels_last=True), tmp_path / "bf16")
+    ref = pfdist.train(pfdist.build_network(UNET, seed=0), data, TrainConfig(**cfg), tmp_path / "f32")
+    fast = pfdist.train(pfdist.build_network(UNET, seed=0), data, TrainConfig(**cfg, autocast="bf16", channels_last=True),
+                        tmp_path / "bf16")
     assert abs(fast.history[0] - ref.history[0]) < 0.05 * ref.history[0]
 
 

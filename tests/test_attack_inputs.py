@@ -76,7 +76,7 @@ def test_checkpoint_with_malformed_optimizer_keys_is_a_checkpoint_error(tmp_path
     from pfdist.training import TrainConfig, train
     from pfdist.training.checkpoint import CHECKPOINT_JSON, load_checkpoint
 
-    train({"arch": "mlp", "shape": [2], "width": 8, "depth": 1}, torch.randn(8, 2),
+    train(pfdist.build_network({"arch": "mlp", "shape": [2], "width": 8, "depth": 1}), torch.randn(8, 2),
           TrainConfig(batch_size=8, epochs=1, epoch_images=8, checkpoint_every=1), tmp_path)
     path = tmp_path / CHECKPOINT_JSON
     info = json.loads(path.read_text())

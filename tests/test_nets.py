@@ -12,6 +12,7 @@ from pfdist import PFDistError, build_network, count_parameters
 from pfdist.nets import (
     MLP,
     DhariwalUNet,
+    NetSpec,
     EDMPrecond,
     SongUNet,
     VEPrecond,
@@ -145,6 +146,37 @@ def test_config_is_normalised_and_json_shaped():
     assert config["shape"] == [3, 8, 8] and config["channel_mult"] == [1, 2]
     assert config["num_blocks"] == 4 and config["sigma_data"] == 0.5 and config["precond"] == "edm"
     assert build_network(config).config == config
+
+
+def test_net_spec_is_the_config_validated_once(monkeypatch):
+    import copy
+    import pickle
+
+    import pfdist.nets.build as build_module
+
+    given = {"arch": "songunet", "shape": (3, 8, 8), "channel_mult": (1, 2), "model_channels": 8, "num_blocks": 1}
+    spec = NetSpec(given)
+    assert spec.config == normalize_config(given) and spec.shape == (3, 8, 8)
+    assert spec == NetSpec(dict(reversed(list(given.items())))) and hash(spec) == hash(NetSpec(spec.config))
+    assert spec != NetSpec({**given, "model_channels": 16})
+    spec.config["num_blocks"] = 99  # a copy: the spec does not change
+    assert spec.config["num_blocks"] == 1
+    with pytest.raises(AttributeError):
+        spec._json = "{}"
+    calls = []
+    monkeypatch.setattr(build_module, "normalize_config", lambda c: calls.append(c) or normalize_config(c))
+    for again in (NetSpec(spec), pickle.loads(pickle.dumps(spec)), copy.deepcopy(spec)):
+        assert again == spec
+    a, b = spec.build(seed=3), build_network(spec, seed=3)
+    assert calls == []  # a spec is never validated again, not by build_network either
+    assert a.config == spec.config and a.config is not b.config
+    for (k, v), w in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(v, w), k
+    monkeypatch.undo()
+    c = build_network(given, seed=3)  # a dict: the same network, bit for bit
+    assert c.config == spec.config and all(torch.equal(v, w) for v, w in zip(a.parameters(), c.parameters()))
+    with pytest.raises(PFDistError, match="unknown keys"):
+        NetSpec({**given, "widht": 3})
 
 
 def test_count_parameters_and_edm_ddpmpp_size():

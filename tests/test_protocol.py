@@ -90,6 +90,22 @@ def test_bias_variance_end_to_end(teacher, tmp_path):
     assert read_json_checked(tmp_path / "bias_variance.json")["e_gen"] == pytest.approx(rep["e_gen"])
 
 
+def test_the_student_config_is_validated_once_at_the_entry(teacher, tmp_path, monkeypatch):
+    import pfdist.nets.build as build_module
+
+    calls, normalize = [], build_module.normalize_config
+    monkeypatch.setattr(build_module, "normalize_config", lambda c: calls.append(c) or normalize(c))
+    config = {"arch": "mlp", "width": 8, "depth": 1, "sigma_data": 1.0}
+    rec = teacher_student(teacher, 2, config, short(epochs=1, epoch_images=128), tmp_path, eval_config=EVAL,
+                          eval_epochs=[1])
+    assert len(calls) == 1 and rec["net_config"] == normalize({**config, "shape": [4]})
+    spec = pfdist.NetSpec({**config, "shape": [4]})
+    calls.clear()
+    again = teacher_student(teacher, 2, spec, short(epochs=1, epoch_images=128), tmp_path, eval_config=EVAL,
+                            eval_epochs=[1])
+    assert calls == [] and again == rec  # a spec names the same unit and is not validated again
+
+
 # Bad input: one clear error, nothing half-written.
 
 def test_student_shape_must_match_teacher(teacher, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -12,7 +13,7 @@ import torch
 import pfdist.training.checkpoint as checkpoint_module
 import pfdist.training.trainer as trainer_module
 from pfdist.errors import CheckpointError, NonFiniteError, PFDistError
-from pfdist.nets import build_network
+from pfdist.nets import build_network, normalize_config
 from pfdist.training import (
     DataOrder,
     TrainConfig,
@@ -33,6 +34,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def data():
     return torch.randn(6, 3, generator=torch.Generator().manual_seed(0))
+
+
+def fit(net_config, data, config, out_dir, **kwargs):
+    """train() on a fresh network with the initial weights pfdist's protocols give it."""
+    return train(build_network(net_config, seed=config.init_seed), data, config, out_dir, **kwargs)
 
 
 def assert_same_state(a: dict, b: dict):
@@ -135,7 +141,7 @@ def test_data_order_is_a_stream_of_permutations(n, batch_size):
 
 def test_resume_after_kill_is_bit_identical(tmp_path, data):
     config = TrainConfig(**{**TINY.to_dict(), "lr_schedule": "cosine", "warmup_images": 8})
-    full = train(MLP, data, config, tmp_path / "full")
+    full = fit(MLP, data, config, tmp_path / "full")
 
     class Killed(Exception):
         pass
@@ -144,9 +150,9 @@ def test_resume_after_kill_is_bit_identical(tmp_path, data):
         raise Killed
 
     with pytest.raises(Killed):
-        train(MLP, data, config, tmp_path / "cut", callback=kill, epochs_to_eval=[2])
+        fit(MLP, data, config, tmp_path / "cut", callback=kill, epochs_to_eval=[2])
     assert load_checkpoint(tmp_path / "cut").info["epoch"] == 1  # evaluations run before their epoch's checkpoint
-    resumed = train(MLP, data, config, tmp_path / "cut")
+    resumed = fit(MLP, data, config, tmp_path / "cut")
     assert resumed.history == full.history
     a, b = load_checkpoint(tmp_path / "full"), load_checkpoint(tmp_path / "cut")
     assert_same_state(a.net, b.net)
@@ -157,12 +163,12 @@ def test_resume_after_kill_is_bit_identical(tmp_path, data):
 
 
 def test_more_epochs_continue_a_constant_schedule(tmp_path, data):
-    full = train(MLP, data, TINY, tmp_path / "full")
-    train(MLP, data, TrainConfig(**{**TINY.to_dict(), "epochs": 2}), tmp_path / "more")
-    more = train(MLP, data, TINY, tmp_path / "more")
+    full = fit(MLP, data, TINY, tmp_path / "full")
+    fit(MLP, data, TrainConfig(**{**TINY.to_dict(), "epochs": 2}), tmp_path / "more")
+    more = fit(MLP, data, TINY, tmp_path / "more")
     assert more.history == full.history
     assert_same_state(full.denoiser.state_dict(), more.denoiser.state_dict())
-    again = train(MLP, data, TINY, tmp_path / "more")  # already done: loads, trains nothing
+    again = fit(MLP, data, TINY, tmp_path / "more")  # already done: loads, trains nothing
     assert_same_state(full.denoiser.state_dict(), again.denoiser.state_dict())
 
 
@@ -171,10 +177,10 @@ def test_resume_with_dropout_unet_is_bit_identical(tmp_path):
             "num_blocks": 1, "attn_resolutions": [4], "dropout": 0.2}
     images = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     config = TrainConfig(batch_size=2, epochs=2, epoch_images=4, checkpoint_every=1)
-    full = train(unet, images, config, tmp_path / "full")
-    train(unet, images, TrainConfig(**{**config.to_dict(), "epochs": 1}), tmp_path / "cut")
+    full = fit(unet, images, config, tmp_path / "full")
+    fit(unet, images, TrainConfig(**{**config.to_dict(), "epochs": 1}), tmp_path / "cut")
     torch.manual_seed(123)  # the global RNG must not matter
-    resumed = train(unet, images, config, tmp_path / "cut")
+    resumed = fit(unet, images, config, tmp_path / "cut")
     assert_same_state(full.denoiser.state_dict(), resumed.denoiser.state_dict())
 
 
@@ -187,20 +193,20 @@ def test_callbacks_progress_and_batch_larger_than_n(tmp_path):
         seen.append((epoch, stats["step"]))
 
     config = TrainConfig(batch_size=8, epochs=3, epoch_images=16, checkpoint_every=2)
-    result = train(MLP, one, config, tmp_path, callback=callback, epochs_to_eval=[0, 1, 3],
+    result = fit(MLP, one, config, tmp_path, callback=callback, epochs_to_eval=[0, 1, 3],
                    progress=lambda s, total, loss: steps.append((s, total)))
     assert seen == [(0, 0), (1, 2), (3, 6)]
     assert steps == [(s, 6) for s in range(1, 7)]
     assert len(result.history) == 3 and all(math.isfinite(h) for h in result.history)
     with pytest.raises(PFDistError, match="epochs_to_eval"):
-        train(MLP, one, config, tmp_path, epochs_to_eval=[4])
+        fit(MLP, one, config, tmp_path, epochs_to_eval=[4])
 
 
 def test_mlp_learns_to_denoise_two_points(tmp_path):
     points = torch.tensor([[-1.0, 0.5], [1.0, -0.5]])
     config = TrainConfig(batch_size=64, lr=1e-2, epochs=4, epoch_images=6400, ema_halflife_images=1000)
     net = {"arch": "mlp", "shape": [2], "width": 64, "depth": 2, "sigma_data": 1.0}
-    denoiser = train(net, points, config, tmp_path).denoiser
+    denoiser = fit(net, points, config, tmp_path).denoiser
 
     def optimal(x, sigma):  # the empirical-optimal denoiser (posterior mean over the two points)
         w = torch.softmax(-(x[:, None] - points[None]).square().sum(-1) / (2 * sigma**2), dim=1)
@@ -216,8 +222,24 @@ def test_mlp_learns_to_denoise_two_points(tmp_path):
             assert (out - y).norm(dim=1).mean() < 0.25 * sigma
 
 
+def test_train_takes_the_module_and_stores_its_config(tmp_path, data):
+    net = build_network(MLP, seed=7)
+    twin = copy.deepcopy(net)
+    result = train(net, data, TINY, tmp_path / "a")
+    assert load_checkpoint(tmp_path / "a").info["net_config"] == normalize_config(MLP) == net.config
+    assert_same_state(load_checkpoint(tmp_path / "a").net, net.state_dict())  # trained in place; the EMA returned
+    assert_same_state(train(twin, data, TINY, tmp_path / "b").denoiser.state_dict(), result.denoiser.state_dict())
+    other = train(build_network(MLP, seed=8), data, TINY, tmp_path / "c")  # initial weights are the caller's
+    assert other.history != result.history
+    with pytest.raises(PFDistError, match=r"not its config: pass build_network\(net_config"):
+        train(MLP, data, TINY, tmp_path / "d")
+    with pytest.raises(PFDistError, match="precond 'edm'; got 'vp'"):
+        train(build_network({"arch": "mlp", "shape": [3], "precond": "vp"}), data, TINY, tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+
+
 def test_checkpoint_and_denoiser_round_trip(tmp_path, data):
-    result = train(MLP, data, TINY, tmp_path / "run")
+    result = fit(MLP, data, TINY, tmp_path / "run")
     ckpt = load_checkpoint(tmp_path / "run")
     assert ckpt.info["epoch"] == 4 and ckpt.info["step"] == 8 and ckpt.info["history"] == result.history
     assert_same_state(ckpt.ema, result.denoiser.state_dict())
@@ -231,17 +253,17 @@ def test_checkpoint_and_denoiser_round_trip(tmp_path, data):
 
 
 def test_crash_between_tensors_and_json_keeps_the_old_pair(tmp_path, data, monkeypatch):
-    train(MLP, data, TrainConfig(**{**TINY.to_dict(), "epochs": 1}), tmp_path)
+    fit(MLP, data, TrainConfig(**{**TINY.to_dict(), "epochs": 1}), tmp_path)
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(checkpoint_module, "atomic_write_json", crash)
     with pytest.raises(KeyboardInterrupt):
-        train(MLP, data, TINY, tmp_path)
+        fit(MLP, data, TINY, tmp_path)
     monkeypatch.undo()
     assert load_checkpoint(tmp_path).info["epoch"] == 1
-    assert train(MLP, data, TINY, tmp_path).history == train(MLP, data, TINY, tmp_path / "b").history
+    assert fit(MLP, data, TINY, tmp_path).history == fit(MLP, data, TINY, tmp_path / "b").history
 
 
 # Errors.
@@ -251,13 +273,13 @@ def test_checkpoint_errors(tmp_path, data):
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load_checkpoint(tmp_path / "empty")
     run = tmp_path / "run"
-    train(MLP, data, TrainConfig(**{**TINY.to_dict(), "epochs": 1}), run)
+    fit(MLP, data, TrainConfig(**{**TINY.to_dict(), "epochs": 1}), run)
     tensors = run / load_checkpoint(run).info["tensors_file"]
     good = tensors.read_bytes()
 
     tensors.write_bytes(good[: len(good) // 2])  # truncated
     with pytest.raises(CheckpointError, match="corrupt"):
-        train(MLP, data, TINY, run)
+        fit(MLP, data, TINY, run)
     tensors.unlink()
     with pytest.raises(CheckpointError, match="missing"):
         load_checkpoint(run)
@@ -267,7 +289,7 @@ def test_checkpoint_errors(tmp_path, data):
     text = json_path.read_text()
     json_path.write_text(text[:20])
     with pytest.raises(CheckpointError, match="corrupt.*delete"):
-        train(MLP, data, TINY, run)
+        fit(MLP, data, TINY, run)
     json_path.write_text(text)
 
     mismatches = [
@@ -279,8 +301,8 @@ def test_checkpoint_errors(tmp_path, data):
     ]
     for net_config, d, config, match in mismatches:
         with pytest.raises(CheckpointError, match=f"{match}.*delete .* or pass the same config"):
-            train(net_config, d, config, run)
-    train(MLP, data, TINY, run, resume=False)  # starting over is always possible
+            fit(net_config, d, config, run)
+    fit(MLP, data, TINY, run, resume=False)  # starting over is always possible
 
 
 def test_denoiser_file_errors(tmp_path):
@@ -308,7 +330,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, data, monkeyp
     checkpoint_module_edm_loss = trainer_module.edm_loss
     monkeypatch.setattr(trainer_module, "edm_loss", poisoned)
     with pytest.raises(NonFiniteError, match=r"step 3 \(0-based, epoch 2\).*last good checkpoint"):
-        train(MLP, data, TINY, tmp_path)
+        fit(MLP, data, TINY, tmp_path)
     ckpt = load_checkpoint(tmp_path)
     assert ckpt.info["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt.net.values())
 
@@ -324,6 +346,6 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, data, monkeyp
 )
 def test_bad_data_is_one_clear_error(tmp_path, bad, match):
     with pytest.raises(PFDistError, match=match):
-        train(MLP, bad, TINY, tmp_path)
+        fit(MLP, bad, TINY, tmp_path)
     with pytest.raises(PFDistError, match="TrainConfig"):
-        train(MLP, torch.zeros(4, 3), TINY.to_dict(), tmp_path)
+        train(build_network(MLP), torch.zeros(4, 3), TINY.to_dict(), tmp_path)

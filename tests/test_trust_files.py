@@ -13,6 +13,7 @@ import pfdist
 from pfdist.atomic import (CorruptFileError, CorruptFileWarning, atomic_save_tensors, atomic_write_json,
                            load_tensors_checked, read_json_checked)
 from pfdist.protocol import EvalConfig, read_results, teacher_samples, teacher_student
+from pfdist.nets import build_network
 from pfdist.training import TrainConfig, train
 
 EVAL = EvalConfig(num_samples=16, test_samples=16, loss_repeats=1, steps=4, batch_size=16)
@@ -31,7 +32,7 @@ def record_of(epoch, ema, stats):
 
 def test_history_is_restored_on_resume(tmp_path, one_thread):
     data = torch.randn(8, 4)
-    full = train(NET, data, TRAIN, tmp_path / "full", callback=record_of, epochs_to_eval=(0, 1, 2, 3, 4))
+    full = train(build_network(NET, seed=TRAIN.init_seed), data, TRAIN, tmp_path / "full", callback=record_of, epochs_to_eval=(0, 1, 2, 3, 4))
 
     def dies_at_3(epoch, ema, stats):
         if epoch == 3:
@@ -39,14 +40,14 @@ def test_history_is_restored_on_resume(tmp_path, one_thread):
         return record_of(epoch, ema, stats)
 
     with pytest.raises(KeyboardInterrupt):
-        train(NET, data, TRAIN, tmp_path / "cut", callback=dies_at_3, epochs_to_eval=(0, 1, 2, 3, 4))
+        train(build_network(NET, seed=TRAIN.init_seed), data, TRAIN, tmp_path / "cut", callback=dies_at_3, epochs_to_eval=(0, 1, 2, 3, 4))
     calls = []
 
     def counting(epoch, ema, stats):
         calls.append(epoch)
         return record_of(epoch, ema, stats)
 
-    resumed = train(NET, data, TRAIN, tmp_path / "cut", callback=counting, epochs_to_eval=(0, 1, 2, 3, 4))
+    resumed = train(build_network(NET, seed=TRAIN.init_seed), data, TRAIN, tmp_path / "cut", callback=counting, epochs_to_eval=(0, 1, 2, 3, 4))
     assert calls == [3, 4]  # only what the killed run had not done
     assert [r["epoch"] for r in resumed.evaluations] == [0, 1, 2, 3, 4]
 
@@ -58,9 +59,9 @@ def test_history_is_restored_on_resume(tmp_path, one_thread):
 
 def test_checkpoint_without_the_history_is_not_resumed(tmp_path, one_thread):
     data = torch.randn(8, 4)
-    train(NET, data, TrainConfig(**{**TRAIN.to_dict(), "epochs": 2}), tmp_path)  # no evaluations recorded
+    train(build_network(NET, seed=TRAIN.init_seed), data, TrainConfig(**{**TRAIN.to_dict(), "epochs": 2}), tmp_path)  # no evaluations recorded
     with pytest.warns(RuntimeWarning, match="lacks the evaluations at epochs"):
-        result = train(NET, data, TRAIN, tmp_path, callback=record_of, epochs_to_eval=(1, 3))
+        result = train(build_network(NET, seed=TRAIN.init_seed), data, TRAIN, tmp_path, callback=record_of, epochs_to_eval=(1, 3))
     assert [r["epoch"] for r in result.evaluations] == [1, 3]
 
 

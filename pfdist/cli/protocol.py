@@ -56,6 +56,7 @@ def _protocol_inputs(teacher: Path, net: Optional[str], train_cfg: Optional[str]
     """Validate every input (configs, device, teacher) before anything is written or trained."""
     from pfdist import checks
     from pfdist.protocol import EvalConfig
+    from pfdist.protocol.student import student_net
     from pfdist.ode import data_shape
     from pfdist.specs import load_spec
     from pfdist.training import TrainConfig
@@ -67,8 +68,7 @@ def _protocol_inputs(teacher: Path, net: Optional[str], train_cfg: Optional[str]
     if shape is None:
         fail(f"{teacher} does not say its data shape.")
     given = json_option(net, "net")
-    net_config = {**(MLP_DEFAULTS if given.get("arch", "mlp") == "mlp" else {}), **given}
-    net_config.setdefault("shape", list(shape))
+    net_config = student_net({**(MLP_DEFAULTS if given.get("arch", "mlp") == "mlp" else {}), **given}, shape)
     accel = {k: v for k, v in (accel or {}).items() if v}  # the flags set both configs' fields
     train_config = TrainConfig.from_dict({**student_train().to_dict(), **json_option(train_cfg, "train"), **accel})
     given = json_option(eval_cfg, "eval")

@@ -28,7 +28,7 @@ from pfdist.denoisers import EmpiricalDenoiser, nearest_neighbors
 from pfdist.flows import FlowSettings, flow_outputs
 from pfdist.hashing import content_hash
 from pfdist.metric import pfd
-from pfdist.nets import count_parameters
+from pfdist.nets import build_network, count_parameters
 from pfdist.protocol.data import EVAL_SEED
 from pfdist.protocol.evaluate import memorization_ratio
 from pfdist.training import TrainConfig, save_denoiser, train
@@ -86,7 +86,7 @@ def train_digits_teacher(
     data = load_digits()
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() if work_dir is None else contextlib.nullcontext(work_dir) as wd:
-        result = train(net_config, data, train_config, wd, progress=progress)
+        result = train(build_network(net_config, seed=train_config.init_seed), data, train_config, wd, progress=progress)
     train_s = time.perf_counter() - t0
     teacher = result.denoiser.eval().requires_grad_(False)
     report = teacher_report(teacher, data, num_samples=num_samples)

@@ -8,6 +8,7 @@ that need the same student (scaling and bias-variance at dataset 0) share it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -20,7 +21,7 @@ from pfdist.flows import resolve_device
 from pfdist.hashing import content_hash
 from pfdist.experiments.config import Preset
 from pfdist.experiments.studies import STUDIES, Student, Unit
-from pfdist.nets import normalize_config
+from pfdist.nets import NetSpec
 from pfdist.protocol import (TEST_SEED, EvalConfig, copier_outputs, dataset_seeds, read_results, student_key,
                              teacher_map, teacher_samples, teacher_student)
 from pfdist.specs import build_distribution, data_shape, load_spec
@@ -60,6 +61,7 @@ class Context:
         self._real_data: dict[str, torch.Tensor] = {}
         self._data_keys: dict[tuple[str, int], str] = {}
         self._descriptors = None
+        self._nets: dict[str, NetSpec] = {}
         # Set by the driver: (description, total) -> a context manager giving progress(n) for one phase.
         self.phases: Callable[[str, int], Any] | None = None
 
@@ -82,8 +84,12 @@ class Context:
             self._descriptors = build_spaces(self.preset.descriptors, self.run_dir, samples)
         return self._descriptors
 
-    def net_config(self, student: Student) -> dict:
-        return normalize_config({**student.net, "shape": list(self.shape)})
+    def net_config(self, student: Student) -> NetSpec:
+        """The student's network config, validated once per run (the config becomes an object here)."""
+        key = json.dumps(student.net, sort_keys=True)
+        if key not in self._nets:
+            self._nets[key] = NetSpec({**student.net, "shape": list(self.shape)})
+        return self._nets[key]
 
     def data_key(self, unit: Unit) -> str | None:
         """None for teacher samples; else the real data's name and content hash."""

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from pfdist import checks
 from pfdist.errors import NonFiniteError, PFDistError
-from pfdist.nets import EDM2Precond, Precond, build_network
+from pfdist.nets import EDM2Precond, NetSpec, Precond
 from pfdist.nets.build import SCHEMAS
 
 
@@ -334,14 +334,15 @@ def load_edm(path: str | os.PathLike, *, device: torch.device | str | None = Non
     if broken:
         raise NonFiniteError(f"{path}: the weights {broken[:3]} hold NaN or Inf ({len(broken)} tensors); the "
                              "snapshot is damaged or from a diverged run: use another snapshot.")
+    spec = NetSpec(config)
     with torch.device("meta"):  # shapes only: nothing is allocated until the weights are known to fit
-        want = build_network(config).state_dict()
+        want = spec.build().state_dict()
     missing, unexpected = sorted(set(want) - set(state)), sorted(set(state) - set(want))
     wrong = sorted(k for k in set(want) & set(state) if want[k].shape != state[k].shape)
     if missing or unexpected or wrong:
         raise UnsupportedSnapshotError(
             f"{path}: the weights do not fit the network its arguments describe (missing {missing[:3]}, "
             f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}); it is not a network pfdist implements.")
-    net = build_network(config)
+    net = spec.build()
     net.load_state_dict({k: v.to(want[k].dtype) for k, v in state.items()})
     return net.to(device=device, dtype=dtype).eval().requires_grad_(False)

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from pfdist.errors import PFDistError
 from pfdist.models.edm import ArrayRecord, PersistentRecord, UnsupportedSnapshotError, _collect_state, _plain
-from pfdist.nets import build_network, normalize_config
+from pfdist.nets import NetSpec
 from pfdist.nets.edm2 import EDM2Precond
 from pfdist.nets.edm2_encoder import ENCODERS, EncoderRecord  # noqa: F401  (re-exported)
 
@@ -69,15 +69,15 @@ def encoder_record(obj: Any, where: str) -> EncoderRecord:
     return EncoderRecord("StabilityVAEEncoder", vae_name, scale, bias, int(batch_size))
 
 
-def edm2_config(net: PersistentRecord, where: str) -> dict:
-    """The pfdist ``edm2`` config equivalent to an EDM2 ``Precond`` record (validated, bounded)."""
+def edm2_config(net: PersistentRecord, where: str) -> NetSpec:
+    """The pfdist ``edm2`` network equivalent to an EDM2 ``Precond`` record (validated, bounded)."""
     if len(net.init_args) > len(_PRECOND_ARGS):
         raise UnsupportedSnapshotError(f"{where}: Precond was built with {len(net.init_args)} positional arguments.")
     kwargs = _plain({**dict(zip(_PRECOND_ARGS, net.init_args)), **net.init_kwargs})
     kwargs.pop("use_fp16", None)
     try:
         resolution, channels = kwargs.pop("img_resolution"), kwargs.pop("img_channels")
-        return normalize_config({"arch": "edm2", "shape": [channels, resolution, resolution], **kwargs})
+        return NetSpec({"arch": "edm2", "shape": [channels, resolution, resolution], **kwargs})
     except (KeyError, PFDistError) as e:
         raise UnsupportedSnapshotError(f"{where}: the EDM2 network's arguments are not one pfdist implements ({e}).") from None
 
@@ -85,14 +85,14 @@ def edm2_config(net: PersistentRecord, where: str) -> dict:
 def edm2_network(obj: Any, where: str, *, dtype: torch.dtype | None = None) -> EDM2Precond:
     """The EDM2 denoiser of a snapshot's top-level object; weights as stored, ``dtype`` the compute dtype."""
     record = obj["ema"]
-    config = edm2_config(record, where)
+    spec = edm2_config(record, where)
     state: dict[str, Tensor] = {}
     try:
         _collect_state(record, "", state, allowed=EDM2_CLASSES)
     except UnsupportedSnapshotError as e:
         raise UnsupportedSnapshotError(f"{where}: {e}") from None
     with torch.device("meta"):
-        layout = build_network(config).state_dict()
+        layout = spec.build().state_dict()
     missing, unexpected = sorted(set(layout) - set(state)), sorted(set(state) - set(layout))
     wrong = sorted(k for k in set(layout) & set(state) if layout[k].shape != state[k].shape)
     bad = sorted(k for k, v in state.items() if not v.is_floating_point() or not torch.isfinite(v).all())
@@ -100,14 +100,14 @@ def edm2_network(obj: Any, where: str, *, dtype: torch.dtype | None = None) -> E
         raise UnsupportedSnapshotError(
             f"{where}: the weights do not fit the EDM2 network its arguments describe (missing {missing[:3]}, "
             f"unexpected {unexpected[:3]}, wrong shape {wrong[:3]}, not finite floating point {bad[:3]}).")
-    net = build_network(config)
+    net = spec.build()
     net.load_state_dict(state)  # the stored dtypes (float16 in EDM2's snapshots) are kept
     if dtype is not None:
         net.compute_dtype = dtype
     encoder = encoder_record(obj, where)
-    if encoder.scale is not None and len(encoder.scale) != config["shape"][0]:
+    if encoder.scale is not None and len(encoder.scale) != spec.shape[0]:
         raise UnsupportedSnapshotError(f"{where}: the encoder has {len(encoder.scale)} channels but the network "
-                                       f"{config['shape'][0]}.")
+                                       f"{spec.shape[0]}.")
     net.encoder, net.data_space = encoder, encoder.data_space
     return net.eval().requires_grad_(False)
 

@@ -1,7 +1,7 @@
 """Denoising networks: EDM's U-Nets (SongUNet for DDPM++ / NCSN++, DhariwalUNet for ADM), a
 residual MLP, and the preconditioners that make them denoisers D(x, sigma)."""
 
-from pfdist.nets.build import build_network, count_parameters, normalize_config
+from pfdist.nets.build import NetSpec, build_network, count_parameters, normalize_config
 from pfdist.nets.dhariwal import DhariwalUNet
 from pfdist.nets.edm2 import EDM2Precond, EDM2UNet
 from pfdist.nets.layers import FourierEmbedding, PositionalEmbedding, num_groups
@@ -16,6 +16,7 @@ __all__ = [
     "EDMPrecond",
     "FourierEmbedding",
     "MLP",
+    "NetSpec",
     "PositionalEmbedding",
     "Precond",
     "SongUNet",

@@ -5,12 +5,17 @@ for ADM, ``edm2`` for EDM2's magnitude-preserving U-Net), its data ``shape``, it
 (EDM's or EDM2's names and defaults), and the preconditioning (``precond``: ``edm`` (default),
 ``vp``, ``ve`` or ``iddpm``; ``edm2``, EDM's with the log-variance head, goes with ``arch``
 ``edm2``) with that one's parameters. Converted EDM and EDM2 snapshots are configs of this kind too.
+
+A config is validated once, where it enters: :class:`NetSpec` holds the result (defaults filled
+in, immutable); code below takes the spec, or the module it builds, never the dict again.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -201,6 +206,38 @@ def _check_image(config: dict) -> None:
         raise PFDistError(f"a positional noise embedding needs model_channels * channel_mult_noise >= 4; got {noise}.")
 
 
+@dataclass(frozen=True, init=False)
+class NetSpec:
+    """A network config validated once: :func:`normalize_config`'s result, immutable and hashable.
+
+    ``NetSpec(config)`` validates a dict (a NetSpec passes through unchanged); ``spec.config`` is
+    a copy of the normalized dict (JSON form: what checkpoints store and content keys hash);
+    ``spec.build(seed=...)`` is the module. Two specs are equal when they describe the same network.
+    """
+
+    _json: str  # the normalized config as JSON text: immutable, and pickled as it is
+
+    def __init__(self, config: "dict | NetSpec"):
+        text = config._json if isinstance(config, NetSpec) else json.dumps(normalize_config(config))
+        object.__setattr__(self, "_json", text)
+
+    def __repr__(self) -> str:
+        return f"NetSpec({self._json})"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The normalized config (a fresh dict; key order as :func:`normalize_config` writes it)."""
+        return json.loads(self._json)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.config["shape"])
+
+    def build(self, *, seed: int | None = None) -> Precond:
+        """The preconditioned network; see :func:`build_network`."""
+        return _build(self.config, seed)
+
+
 def _backbone(config: dict) -> nn.Module:
     kwargs = {k: v for k, v in config.items() if k in SCHEMAS[config["arch"]]}
     if config["arch"] == "mlp":
@@ -214,13 +251,19 @@ def _backbone(config: dict) -> nn.Module:
 MAX_PARAMETERS = 1 << 32  # 16 GiB of float32 weights; EDM's largest networks have ~0.3 G
 
 
-def build_network(config: dict, *, seed: int | None = None) -> Precond:
+def build_network(config: "dict | NetSpec", *, seed: int | None = None) -> Precond:
     """The preconditioned network (a denoiser D(x, sigma[, class_labels])) a config describes.
 
-    With ``seed`` the initial weights are a pure function of (config, seed) and the global
-    random state is left untouched.
+    ``config``: a dict (validated here) or a :class:`NetSpec`. With ``seed`` the initial weights
+    are a pure function of (config, seed) and the global random state is left untouched. The
+    module carries its normalized config as ``net.config`` (what :func:`pfdist.training.train`
+    and :func:`pfdist.training.save_denoiser` store beside its weights).
     """
-    config = normalize_config(config)
+    return NetSpec(config).build(seed=seed)
+
+
+def _build(config: dict, seed: int | None) -> Precond:
+    """The network of a normalized ``config`` (its own copy, kept as ``net.config``)."""
     if config["arch"] == "edm2":
         return _build_edm2(config, seed)
     try:

@@ -65,6 +65,7 @@ class SongUNet(nn.Module):
         block = dict(emb_channels=emb_channels, num_heads=1, dropout=dropout, skip_scale=math.sqrt(0.5),
                      eps=1e-6, resample_filter=resample_filter, resample_proj=True, adaptive_scale=False,
                      init=init, init_zero=init_zero, init_attn=init_attn)
+        levels = [(img_resolution >> level, model_channels * mult) for level, mult in enumerate(channel_mult)]
         attn = {int(r) for r in attn_resolutions}
 
         # Mapping.
@@ -77,47 +78,9 @@ class SongUNet(nn.Module):
         self.map_layer0 = Linear(noise_channels, emb_channels, **init)
         self.map_layer1 = Linear(emb_channels, emb_channels, **init)
 
-        # Encoder.
-        self.enc = nn.ModuleDict()
-        cout = caux = in_channels
-        for level, mult in enumerate(channel_mult):
-            res = img_resolution >> level
-            if level == 0:
-                self.enc[f"{res}x{res}_conv"] = Conv2d(cout, model_channels, 3, **init)
-                cout = model_channels
-            else:
-                self.enc[f"{res}x{res}_down"] = UNetBlock(cout, cout, down=True, **block)
-                if encoder_type == "skip":
-                    self.enc[f"{res}x{res}_aux_down"] = Conv2d(caux, caux, 0, down=True, resample_filter=resample_filter)
-                    self.enc[f"{res}x{res}_aux_skip"] = Conv2d(caux, cout, 1, **init)
-                if encoder_type == "residual":
-                    self.enc[f"{res}x{res}_aux_residual"] = Conv2d(
-                        caux, cout, 3, down=True, resample_filter=resample_filter, fused_resample=True, **init)
-                    caux = cout
-            for idx in range(num_blocks):
-                cin, cout = cout, model_channels * mult
-                self.enc[f"{res}x{res}_block{idx}"] = UNetBlock(cin, cout, attention=res in attn, **block)
+        self.enc = _encoder(in_channels, model_channels, levels, num_blocks, attn, encoder_type, block)
         skips = [m.out_channels for name, m in self.enc.items() if "aux" not in name]
-
-        # Decoder.
-        self.dec = nn.ModuleDict()
-        for level, mult in reversed(list(enumerate(channel_mult))):
-            res = img_resolution >> level
-            if level == len(channel_mult) - 1:
-                self.dec[f"{res}x{res}_in0"] = UNetBlock(cout, cout, attention=True, **block)
-                self.dec[f"{res}x{res}_in1"] = UNetBlock(cout, cout, **block)
-            else:
-                self.dec[f"{res}x{res}_up"] = UNetBlock(cout, cout, up=True, **block)
-            for idx in range(num_blocks + 1):
-                cin, cout = cout + skips.pop(), model_channels * mult
-                attention = idx == num_blocks and res in attn
-                self.dec[f"{res}x{res}_block{idx}"] = UNetBlock(cin, cout, attention=attention, **block)
-            if decoder_type == "skip" or level == 0:
-                if decoder_type == "skip" and level < len(channel_mult) - 1:
-                    self.dec[f"{res}x{res}_aux_up"] = Conv2d(out_channels, out_channels, 0, up=True,
-                                                             resample_filter=resample_filter)
-                self.dec[f"{res}x{res}_aux_norm"] = GroupNorm(cout, eps=1e-6)
-                self.dec[f"{res}x{res}_aux_conv"] = Conv2d(cout, out_channels, 3, **init_zero)
+        self.dec = _decoder(out_channels, skips, levels, num_blocks, attn, decoder_type, block)
 
     def forward(self, x: Tensor, c_noise: Tensor, class_labels: Tensor | None = None,
                 augment_labels: Tensor | None = None) -> Tensor:
@@ -162,3 +125,50 @@ class SongUNet(nn.Module):
                     x = torch.cat([x, skips.pop()], dim=1)
                 x = block(x, emb)
         return aux
+
+
+def _encoder(in_channels: int, model_channels: int, levels: list[tuple[int, int]], num_blocks: int, attn: set[int],
+             encoder_type: str, block: dict) -> nn.ModuleDict:
+    """The way down: level ``l`` of ``levels`` is (resolution, channels); EDM's module names and order."""
+    enc, init, resample_filter = nn.ModuleDict(), block["init"], block["resample_filter"]
+    cout = caux = in_channels
+    for level, (res, channels) in enumerate(levels):
+        if level == 0:
+            enc[f"{res}x{res}_conv"] = Conv2d(cout, model_channels, 3, **init)
+            cout = model_channels
+        else:
+            enc[f"{res}x{res}_down"] = UNetBlock(cout, cout, down=True, **block)
+            if encoder_type == "skip":
+                enc[f"{res}x{res}_aux_down"] = Conv2d(caux, caux, 0, down=True, resample_filter=resample_filter)
+                enc[f"{res}x{res}_aux_skip"] = Conv2d(caux, cout, 1, **init)
+            if encoder_type == "residual":
+                enc[f"{res}x{res}_aux_residual"] = Conv2d(
+                    caux, cout, 3, down=True, resample_filter=resample_filter, fused_resample=True, **init)
+                caux = cout
+        for idx in range(num_blocks):
+            cin, cout = cout, channels
+            enc[f"{res}x{res}_block{idx}"] = UNetBlock(cin, cout, attention=res in attn, **block)
+    return enc
+
+
+def _decoder(out_channels: int, skips: list[int], levels: list[tuple[int, int]], num_blocks: int, attn: set[int],
+             decoder_type: str, block: dict) -> nn.ModuleDict:
+    """The way up, taking the encoder outputs of ``skips`` (their channels) last first."""
+    dec, skips, cout = nn.ModuleDict(), list(skips), skips[-1]
+    for level, (res, channels) in reversed(list(enumerate(levels))):
+        if level == len(levels) - 1:
+            dec[f"{res}x{res}_in0"] = UNetBlock(cout, cout, attention=True, **block)
+            dec[f"{res}x{res}_in1"] = UNetBlock(cout, cout, **block)
+        else:
+            dec[f"{res}x{res}_up"] = UNetBlock(cout, cout, up=True, **block)
+        for idx in range(num_blocks + 1):
+            cin, cout = cout + skips.pop(), channels
+            attention = idx == num_blocks and res in attn
+            dec[f"{res}x{res}_block{idx}"] = UNetBlock(cin, cout, attention=attention, **block)
+        if decoder_type == "skip" or level == 0:
+            if decoder_type == "skip" and level < len(levels) - 1:
+                dec[f"{res}x{res}_aux_up"] = Conv2d(out_channels, out_channels, 0, up=True,
+                                                    resample_filter=block["resample_filter"])
+            dec[f"{res}x{res}_aux_norm"] = GroupNorm(cout, eps=1e-6)
+            dec[f"{res}x{res}_aux_conv"] = Conv2d(cout, out_channels, 3, **block["init_zero"])
+    return dec

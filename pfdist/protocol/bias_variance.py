@@ -30,9 +30,10 @@ from pfdist import distributed
 from pfdist.atomic import atomic_write_json
 from pfdist.errors import PFDistError
 from pfdist.flows import flow_outputs
+from pfdist.nets import NetSpec
 from pfdist.ode import data_shape
 from pfdist.protocol.evaluate import EvalConfig, describe
-from pfdist.protocol.student import load_student, teacher_map, teacher_student
+from pfdist.protocol.student import load_student, student_net, teacher_map, teacher_student
 from pfdist.descriptors import resolve_descriptor
 from pfdist.training import TrainConfig, derive_seed
 
@@ -96,7 +97,7 @@ def decompose(teacher: Tensor, students: Sequence[Tensor], *, batch_size: int = 
 def bias_variance(
     teacher: Callable,
     n: int,
-    net_config: dict,
+    net_config: NetSpec | dict,
     train_config: TrainConfig,
     out_dir: str | os.PathLike,
     *,
@@ -122,12 +123,13 @@ def bias_variance(
     shape = tuple(shape or data_shape(teacher) or ())
     if not shape:
         raise PFDistError("pass shape=...: the teacher does not say its data shape.")
+    net = student_net(net_config, shape)
     desc = resolve_descriptor(descriptor)
     t_out = teacher_map(teacher, shape, eval_config, device=device, cache_dir=cache_dir)
     records, outputs = [], []
     for i in range(k):
         sub = Path(out_dir) / f"student-{i}"
-        rec = teacher_student(teacher, n, net_config, student_train_config(train_config, i, seeds), sub, shape=shape, eval_config=eval_config,
+        rec = teacher_student(teacher, n, net, student_train_config(train_config, i, seeds), sub, shape=shape, eval_config=eval_config,
                               dataset_index=i, descriptor=desc, teacher_outputs=t_out, device=device,
                               cache_dir=cache_dir, progress=progress)
         student = load_student(sub, device=device)

@@ -46,7 +46,7 @@ from torch import Tensor
 from pfdist.errors import CheckpointError, NonFiniteError, PFDistError
 from pfdist.hashing import content_hash, fingerprint
 from pfdist.maps import GeneratorMap, ODEMap, generator, ode_map
-from pfdist.nets import EDMPrecond, build_network, normalize_config
+from pfdist.nets import EDMPrecond, NetSpec
 from pfdist.noise import noise
 from pfdist.protocol.data import dataset_seeds
 from pfdist.protocol.few_step import METHODS, RENOISE, FewStepStudent, consistency_function, student_sigmas
@@ -65,7 +65,7 @@ class _Plan:
     teacher: ODEMap | GeneratorMap
     flow: FlowSettings  # the teacher's grid (a generator's: EDM's levels on its sigma_max)
     shape: tuple[int, ...]
-    net_config: dict
+    net: NetSpec  # the student's network
     config: TrainConfig
 
 
@@ -103,11 +103,12 @@ def _plan(teacher: Any, method: Any, steps: Any, num_pairs: Any, net: dict | Non
     if net is not None and not isinstance(net, dict):
         raise PFDistError(f"net must be a network config dict (got {type(net).__name__}).")
     default = STUDENT_NET if not net or "arch" not in net else {}
-    net_config = normalize_config({**default, "shape": list(shape), **(net or {})})
-    if tuple(net_config["shape"]) != tuple(shape) or net_config["precond"] != "edm" or net_config.get("label_dim"):
+    spec = NetSpec({**default, "shape": list(shape), **(net or {})})
+    net_config = spec.config
+    if spec.shape != tuple(shape) or net_config["precond"] != "edm" or net_config.get("label_dim"):
         raise PFDistError(f"the student network must be unconditional with precond 'edm' and shape {list(shape)} "
                           f"(the teacher's); got {net_config}.")
-    return _Plan(teacher, flow, tuple(shape), net_config, dataclasses.replace(train, seed=int(seed)))
+    return _Plan(teacher, flow, tuple(shape), spec, dataclasses.replace(train, seed=int(seed)))
 
 
 def distill_pairs(teacher: Any, num_pairs: int, *, dataset: int = 0, batch_size: int = 1024) -> tuple[Tensor, Tensor]:
@@ -237,7 +238,7 @@ def _fit(plan: _Plan, method: str, levels: list[float], pairs: tuple[Tensor, Ten
     """Train one student (resuming from ``out``'s checkpoint); returns its final network and loss history.
     ``progress(step, total, loss)`` is called after each training step."""
     config, n = plan.config, len(pairs[0])
-    model = build_network(plan.net_config, seed=derive_seed(config.seed, "init")).train()
+    model = plan.net.build(seed=config.init_seed).train()
     if init is not None:  # a progressive round starts from the previous round's student
         model.load_state_dict(init.state_dict())
     target = copy.deepcopy(model).eval().requires_grad_(False)
@@ -258,7 +259,7 @@ def _fit(plan: _Plan, method: str, levels: list[float], pairs: tuple[Tensor, Ten
         history.append(float(losses.mean()))
         if out is not None and (epoch % config.checkpoint_every == 0 or epoch == config.epochs):
             save_checkpoint(out, net=model, ema=target, optimizer=optimizer,
-                            info={"distill": key, "net_config": plan.net_config, "train_config": config.to_dict(),
+                            info={"distill": key, "net_config": plan.net.config, "train_config": config.to_dict(),
                                   "data_hash": key["pairs"], "epoch": epoch, "step": step, "history": history})
     return (model if method == "consistency" else target).eval().requires_grad_(False), history
 
@@ -287,7 +288,7 @@ def distill(teacher: Any, *, method: str, steps: int, num_pairs: int, net: dict 
     x_T, y = distill_pairs(plan.teacher, n, dataset=dataset)
     flow, pairs = plan.flow, (x_T, y)
     free = {k: v for k, v in config.to_dict().items() if k not in ("epochs", "checkpoint_every")}
-    key = {"method": method, "steps": int(steps), "num_pairs": n, "dataset": dataset, "net_config": plan.net_config,
+    key = {"method": method, "steps": int(steps), "num_pairs": n, "dataset": dataset, "net_config": plan.net.config,
            "train_config": free, "teacher": fingerprint(plan.teacher), "pairs": content_hash(x_T, y)}
     out = None if out_dir is None else Path(out_dir)
     denoiser = getattr(plan.teacher, "denoiser", None)

@@ -3,7 +3,9 @@
 Randomness of step ``s`` is a pure function of ``(seed, s)``: the noise levels and noise come
 from a generator seeded by ``hash(seed, "noise", s)``, the batch is items ``[s B, (s + 1) B)``
 of the data stream below, the learning rate and EMA decay are functions of ``s``. So a run
-resumed from a checkpoint continues exactly as if it had never stopped.
+resumed from a checkpoint continues exactly as if it had never stopped. The initial weights are
+those of the network passed in; pfdist's protocols build it with ``seed=config.init_seed``
+(``hash(seed, "init")``).
 
 Data stream. An endless concatenation of random permutations of ``range(N)``; each pass sees
 every training item once. Passes are drawn in blocks of ``K = ceil(4096 / N)`` permutations,
@@ -38,7 +40,7 @@ from pfdist import checks
 from pfdist.accel import Accel, accelerate, config_accel
 from pfdist.errors import CheckpointError, NonFiniteError, PFDistError
 from pfdist.hashing import content_hash
-from pfdist.nets import EDMPrecond, build_network, normalize_config
+from pfdist.nets import EDMPrecond, NetSpec
 from pfdist.training.checkpoint import has_checkpoint, load_checkpoint, restore_optimizer, save_checkpoint
 from pfdist.training.loss import edm_loss
 from pfdist.training.metrics import write_metrics
@@ -144,6 +146,12 @@ class TrainConfig:
             raise PFDistError(f"unknown TrainConfig keys {unknown}; valid: {valid}.")
         return cls(**d)
 
+    @property
+    def init_seed(self) -> int:
+        """The seed of a network's initial weights, ``hash(seed, "init")``: pfdist's protocols build
+        the network to train with ``build_network(config, seed=train_config.init_seed)``."""
+        return derive_seed(self.seed, _INIT)
+
     def steps_per_epoch(self, n: int) -> int:
         """ceil(epoch_images / batch_size), with epoch_images = N when it is None."""
         return -(-(self.epoch_images or n) // self.batch_size)
@@ -220,12 +228,9 @@ def make_optimizer(net: torch.nn.Module, config: TrainConfig) -> torch.optim.Ada
                             eps=config.adam_eps, foreach=True)
 
 
-def make_state(net_config: dict, config: TrainConfig, n: int, device: torch.device | str) -> TrainState:
-    """Fresh state: weights from ``hash(seed, "init")``, EMA = copy of the weights, step 0."""
-    net = build_network(net_config, seed=derive_seed(config.seed, _INIT)).to(device).train()
-    if not isinstance(net, EDMPrecond):
-        raise PFDistError(f"pfdist trains with EDM's loss, which needs precond 'edm'; got {net_config.get('precond')!r}.")
-    net = config.accel.prepare(net)
+def make_state(net: EDMPrecond, config: TrainConfig, n: int, device: torch.device | str) -> TrainState:
+    """Fresh state: ``net`` (trained in place, moved to ``device``), EMA = copy of its weights, step 0."""
+    net = config.accel.prepare(net.to(device).train())
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     return TrainState(net, ema, make_optimizer(net, config), DataOrder(config.seed, n, device),
                       forward=accelerate(net, config.accel))
@@ -276,6 +281,22 @@ class TrainResult(NamedTuple):
 
 
 Callback = Callable[[int, EDMPrecond, dict[str, Any]], "dict[str, Any] | None"]
+
+
+def _check_net(net: Any) -> EDMPrecond:
+    if isinstance(net, (dict, NetSpec)):
+        raise PFDistError("train takes the network itself, not its config: pass "
+                          "build_network(net_config, seed=train_config.init_seed).")
+    if not isinstance(net, EDMPrecond):
+        config = getattr(net, "config", None)
+        got = config.get("precond") if isinstance(config, dict) else type(net).__name__
+        raise PFDistError(f"pfdist trains with EDM's loss, which needs a network of pfdist.build_network with precond "
+                          f"'edm'; got {got!r}.")
+    if not isinstance(net.config, dict):
+        raise PFDistError("net has no config to store in its checkpoints; build it with pfdist.build_network.")
+    return net
+
+
 def _check_data(data: Any, net_config: dict) -> Tensor:
     if not isinstance(data, Tensor) or not data.is_floating_point():
         raise PFDistError(f"data must be a floating-point tensor (N, *shape); got {type(data).__name__}"
@@ -283,7 +304,7 @@ def _check_data(data: Any, net_config: dict) -> Tensor:
     shape = list(net_config["shape"])
     if data.ndim != len(shape) + 1 or list(data.shape[1:]) != shape or data.shape[0] < 1:
         raise PFDistError(f"data has shape {list(data.shape)} but the network expects (N, *{shape}) "
-                          f"with N >= 1; reshape the data or fix net_config['shape'].")
+                          f"with N >= 1; reshape the data or build the network for the data's shape.")
     if not torch.isfinite(data).all():
         raise PFDistError("data contains NaN or Inf; clean the training set.")
     return data.to(torch.float32).contiguous()
@@ -311,8 +332,51 @@ def _check_resumable(saved: dict, wanted: dict, config: TrainConfig, out_dir: Pa
                               f"requested {config.epochs} epochs; {fix} with epochs >= {saved['epoch']}.")
 
 
+def _resume(state: TrainState, out_dir: Path, info: dict, config: TrainConfig, evals: set[int],
+            callback: Callback | None) -> tuple[int, list[float], list[dict[str, Any]]]:
+    """Load ``out_dir``'s checkpoint into ``state``; returns (epoch, loss history, evaluations) to
+    continue from, or a fresh start when the checkpoint lacks evaluations the callback asks for."""
+    ckpt = load_checkpoint(out_dir)
+    _check_resumable(ckpt.info, info, config, out_dir)
+    saved = ckpt.info.get("evaluations", [])
+    lost = sorted(e for e in evals if e <= ckpt.info["epoch"]) if callback is not None else []
+    lost = [e for e in lost if e not in {r.get("epoch") for r in saved if isinstance(r, dict)}]
+    if lost:
+        import warnings
+
+        warnings.warn(f"checkpoint in {out_dir} lacks the evaluations at epochs {lost}; training again "
+                      "from the start so that the history is complete", RuntimeWarning, stacklevel=3)
+        return 0, [], []
+    state.net.load_state_dict(ckpt.net)
+    state.ema.load_state_dict(ckpt.ema)
+    restore_optimizer(state.optimizer, ckpt.optimizer_state)
+    state.step = ckpt.info["step"]
+    return ckpt.info["epoch"], list(ckpt.info["history"]), [r for r in saved if r.get("epoch") in evals]
+
+
+def _train_epoch(state: TrainState, data: Tensor, config: TrainConfig, epoch: int, total_steps: int,
+                 progress: Callable[[int, int, float], None] | None, out_dir: Path) -> float:
+    """The steps of one epoch; returns its mean loss, or raises NonFiniteError (nothing saved)."""
+    first, steps = state.step, config.steps_per_epoch(data.shape[0])
+    losses = torch.empty(steps, device=data.device)
+    for i in range(steps):
+        losses[i] = train_step(state, data, config, total_steps)
+        if progress is not None:
+            progress(state.step, total_steps, float(losses[i]))
+    finite = torch.isfinite(losses)
+    weights_ok = all(bool(torch.isfinite(p).all()) for p in state.params)
+    if not (finite.all() and weights_ok):
+        bad = first + int((~finite).nonzero()[0, 0]) if not finite.all() else state.step - 1
+        what = "loss" if not finite.all() else "weights"
+        raise NonFiniteError(
+            f"non-finite {what} at step {bad} (0-based, epoch {epoch}); training stopped "
+            f"and the last good checkpoint in {out_dir} was kept. "
+            f"Lower lr, add warmup_images or set grad_clip.")
+    return float(losses.mean())
+
+
 def train(
-    net_config: dict,
+    net: EDMPrecond,
     data: Tensor,
     config: TrainConfig,
     out_dir: str | os.PathLike,
@@ -322,8 +386,11 @@ def train(
     progress: Callable[[int, int, float], None] | None = None,
     resume: bool = True,
 ) -> TrainResult:
-    """Train ``build_network(net_config)`` on ``data: (N, *shape)`` (on data's device).
+    """Train ``net`` on ``data: (N, *shape)`` (on data's device), in place; returns its EMA.
 
+    ``net``: a network of :func:`pfdist.nets.build_network` with precond ``edm`` (its ``config``
+    goes into the checkpoints); its weights are the initial ones, which pfdist's protocols draw
+    with ``build_network(net_config, seed=config.init_seed)``.
     Checkpoints go to ``out_dir`` every ``checkpoint_every`` epochs and at the end; with
     ``resume`` an existing checkpoint of the same configs and data is continued (bit-identical
     to an uninterrupted run), with ``resume=False`` it is overwritten. ``callback(epoch,
@@ -334,70 +401,35 @@ def train(
     """
     if not isinstance(config, TrainConfig):
         raise PFDistError(f"config must be a TrainConfig, got {type(config).__name__}.")
-    net_config = normalize_config(net_config)
-    data = _check_data(data, net_config)
-    out_dir = Path(out_dir)
-    evals = {int(e) for e in epochs_to_eval}
+    net = _check_net(net)
+    data, out_dir, evals = _check_data(data, net.config), Path(out_dir), {int(e) for e in epochs_to_eval}
     if any(not 0 <= e <= config.epochs for e in evals):
         raise PFDistError(f"epochs_to_eval must lie in [0, {config.epochs}]; got {sorted(evals)}.")
-    n, steps_per_epoch = data.shape[0], config.steps_per_epoch(data.shape[0])
-    total_steps = config.epochs * steps_per_epoch
-    info = {"net_config": net_config, "train_config": config.to_dict(), "data_hash": content_hash(data),
+    steps_per_epoch = config.steps_per_epoch(data.shape[0])
+    total_steps, epoch_images = config.epochs * steps_per_epoch, steps_per_epoch * config.batch_size
+    info = {"net_config": net.config, "train_config": config.to_dict(), "data_hash": content_hash(data),
             "data_shape": list(data.shape), "steps_per_epoch": steps_per_epoch}
-    state = make_state(net_config, config, n, data.device)
+    state = make_state(net, config, data.shape[0], data.device)
     start, history, evaluations = 0, [], []
     if resume and has_checkpoint(out_dir):
-        ckpt = load_checkpoint(out_dir)
-        _check_resumable(ckpt.info, info, config, out_dir)
-        saved = ckpt.info.get("evaluations", [])
-        lost = sorted(e for e in evals if e <= ckpt.info["epoch"]) if callback is not None else []
-        lost = [e for e in lost if e not in {r.get("epoch") for r in saved if isinstance(r, dict)}]
-        if lost:
-            import warnings
-
-            warnings.warn(f"checkpoint in {out_dir} lacks the evaluations at epochs {lost}; training again "
-                          "from the start so that the history is complete", RuntimeWarning, stacklevel=2)
-        else:
-            state.net.load_state_dict(ckpt.net)
-            state.ema.load_state_dict(ckpt.ema)
-            restore_optimizer(state.optimizer, ckpt.optimizer_state)
-            state.step, start, history = ckpt.info["step"], ckpt.info["epoch"], list(ckpt.info["history"])
-            evaluations = [r for r in saved if r.get("epoch") in evals]
+        start, history, evaluations = _resume(state, out_dir, info, config, evals, callback)
 
     def evaluate(epoch: int) -> None:
-        record = callback(epoch, state.ema, stats(epoch))
-        evaluations.append({**(record or {}), "epoch": epoch})
-
-    def stats(epoch: int) -> dict[str, Any]:
-        loss = history[epoch - 1] if epoch else math.nan
-        return {"epoch": epoch, "step": state.step, "images": state.step * config.batch_size, "loss": loss}
+        stats = {"epoch": epoch, "step": state.step, "images": state.step * config.batch_size,
+                 "loss": history[epoch - 1] if epoch else math.nan}
+        evaluations.append({**(callback(epoch, state.ema, stats) or {}), "epoch": epoch})
 
     if callback is not None and start == 0 and 0 in evals:
         evaluate(0)
     for epoch in range(start + 1, config.epochs + 1):
-        first = state.step
-        losses = torch.empty(steps_per_epoch, device=data.device)
-        for i in range(steps_per_epoch):
-            losses[i] = train_step(state, data, config, total_steps)
-            if progress is not None:
-                progress(state.step, total_steps, float(losses[i]))
-        finite = torch.isfinite(losses)
-        weights_ok = all(bool(torch.isfinite(p).all()) for p in state.params)
-        if not (finite.all() and weights_ok):
-            bad = first + int((~finite).nonzero()[0, 0]) if not finite.all() else state.step - 1
-            what = "loss" if not finite.all() else "weights"
-            raise NonFiniteError(
-                f"non-finite {what} at step {bad} (0-based, epoch {epoch}); training stopped "
-                f"and the last good checkpoint in {out_dir} was kept. "
-                f"Lower lr, add warmup_images or set grad_clip.")
-        history.append(float(losses.mean()))
+        history.append(_train_epoch(state, data, config, epoch, total_steps, progress, out_dir))
         if callback is not None and epoch in evals:  # before the checkpoint, which then holds it
             evaluate(epoch)
         if epoch % config.checkpoint_every == 0 or epoch == config.epochs:
             save_checkpoint(out_dir, net=state.net, ema=state.ema, optimizer=state.optimizer,
                             info={**info, "epoch": epoch, "step": state.step, "history": history,
                                   "evaluations": evaluations})
-            write_metrics(out_dir, history, evaluations, steps_per_epoch * config.batch_size)
+            write_metrics(out_dir, history, evaluations, epoch_images)
     if start == config.epochs or config.epochs == 0:
-        write_metrics(out_dir, history, evaluations, steps_per_epoch * config.batch_size)
+        write_metrics(out_dir, history, evaluations, epoch_images)
     return TrainResult(state.ema, history, evaluations)
