@@ -26,7 +26,7 @@ def tiny() -> Preset:
     """Five unique students (bias-variance set 0 is the scaling student at N = 16)."""
     st = [Student(f"w{w}", {"arch": "mlp", "width": w, "depth": 1, "sigma_data": 1.0}) for w in (8, 16)]
     return Preset(name="tiny", teacher={**MIXTURE_TEACHER, "shape": [4]},
-                  eval=EvalConfig(num_samples=32, test_samples=32, loss_repeats=1, steps=6, batch_size=32),
+                  eval=EvalConfig(num_samples=32, test_samples=32, loss_repeats=1, flow=pfdist.FlowSettings(steps=6), batch_size=32),
                   scaling=Scaling((4, 16), tuple(st), TRAIN),
                   bias_variance=BiasVarianceStudy((16,), (st[0],), TRAIN, k=2))
 

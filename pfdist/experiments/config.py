@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from pfdist import checks
@@ -268,9 +268,8 @@ def _train(study: dict, where: str) -> TrainConfig:
 
 
 def _eval(d: Any) -> EvalConfig:
-    valid = {f.name for f in fields(EvalConfig)}
-    d = _fields(d, "eval", set(), valid)
+    d = _fields(d, "eval", set(), set(EvalConfig.keys()))
     try:
-        return EvalConfig(**d)
+        return EvalConfig.from_dict(d)
     except TypeError as e:
         raise PFDistError(f"eval: {e}.") from None

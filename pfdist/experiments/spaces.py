@@ -33,7 +33,7 @@ def fit_samples(teacher: Callable, shape: tuple[int, ...], config: EvalConfig, *
                 cache_dir: Any = None) -> Callable[[int], Any]:
     """n -> the teacher's samples on seeds TEST_SEED .. TEST_SEED + n - 1 (``progress(k)`` gets samples done)."""
     def samples(n: int, progress: Callable[[int], None] | None = None):
-        return teacher_samples(teacher, range(TEST_SEED, TEST_SEED + n), shape=shape, settings=config.settings(),
+        return teacher_samples(teacher, range(TEST_SEED, TEST_SEED + n), shape=shape, flow=config.flow,
                                device=device, cache_dir=cache_dir, progress=progress)
     return samples
 
