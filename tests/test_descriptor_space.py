@@ -69,7 +69,7 @@ def test_ideal_copier_matches_pfd_of_the_empirical_flow(run):
     for n in (4, 16):
         train = pfdist.flow_outputs(ctx.teacher, shape=(4,), num_samples=n, seed=0, flow=EVAL.flow).values
         r = pfdist.pfd(pfdist.EmpiricalDenoiser(train), ctx.teacher, shape=(4,), num_samples=EVAL.num_samples,
-                       seed=EVAL.seed, steps=EVAL.steps)
+                       seed=EVAL.seed, steps=EVAL.flow.steps)
         assert rows[n]["e_gen_pixels"] == pytest.approx(r.value, rel=1e-4)
         assert 0 < rows[n]["e_gen"] <= 2
 

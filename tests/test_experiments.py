@@ -105,7 +105,7 @@ def test_paper_preset_at_tiny_size_with_a_teacher_checkpoint(tmp_path):
     path = tmp_path / "teacher.safetensors"
     pfdist.training.save_denoiser(path, teacher_net)
     paper = get_preset("paper", teacher=str(path))
-    assert paper.eval.num_samples == 10_000 and paper.eval.steps == 18
+    assert paper.eval.num_samples == 10_000 and paper.eval.flow.steps == 18
     assert [2**6, 2**16] == [min(paper.scaling.ns), max(paper.scaling.ns)]
     small = replace(
         paper,
