@@ -72,8 +72,7 @@ def flow_outputs(
                           "(ode_map(denoiser, flow, class_labels=...)).")
     if given:
         flow = FlowSettings.of(flow, **keywords)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise PFDistError(f"num_samples must be a positive integer (got {num_samples!r}).")
+    checks.integer("num_samples", num_samples, lo=1)
     checks.seed_range("seed", seed, num_samples)
     checks.size("num_samples", num_samples, checks.MAX_SEEDS, "each seed runs the ODE and its output is kept")
     p = make_plan({"model": model}, reduce=lambda outs: outs[0], shape=shape, flow=flow, class_labels=class_labels,

@@ -65,8 +65,7 @@ class KernelDescriptor:
     def __init__(self, frequencies: Tensor, bandwidth: float, *, seed: int | None = None):
         if frequencies.ndim != 2 or frequencies.shape[0] < 1:
             raise PFDistError(f"frequencies must be (num_features / 2, dim); got {tuple(frequencies.shape)}.")
-        if not (isinstance(bandwidth, (int, float)) and math.isfinite(bandwidth) and bandwidth > 0):
-            raise PFDistError(f"bandwidth must be a finite number > 0 (got {bandwidth!r}).")
+        checks.real("bandwidth", bandwidth, positive=True)
         if not torch.isfinite(frequencies).all():
             raise PFDistError("frequencies contain NaN or Inf.")
         self.frequencies = frequencies.detach().to(torch.float64).cpu().contiguous()
@@ -87,11 +86,10 @@ class KernelDescriptor:
     def fit(cls, samples: Tensor, *, num_features: int = NUM_FEATURES, seed: int = SEED,
             bandwidth_factor: float = BANDWIDTH_FACTOR) -> "KernelDescriptor":
         """h = bandwidth_factor * median nearest-neighbour distance of ``samples`` (n, *shape), n >= 2."""
-        if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 2 or num_features % 2:
+        if checks.integer("num_features", num_features, lo=2, fix="an even number") % 2:
             raise PFDistError(f"num_features must be an even integer >= 2 (got {num_features!r}).")
         checks.seed("seed", seed)  # torch would take -1 as 2^64 - 1
-        if not (isinstance(bandwidth_factor, (int, float)) and math.isfinite(bandwidth_factor) and bandwidth_factor > 0):
-            raise PFDistError(f"bandwidth_factor must be a finite number > 0 (got {bandwidth_factor!r}).")
+        checks.real("bandwidth_factor", bandwidth_factor, positive=True)
         h = bandwidth_factor * median_nn_distance(samples)
         if h <= 0:
             raise PFDistError("the median nearest-neighbour distance of the samples is 0 (duplicates); "

@@ -31,10 +31,8 @@ MAX_N = checks.MAX_TRAIN_SET
 
 def dataset_seeds(n: int, index: int = 0, *, eval_seeds: range = range(EVAL_SEED, EVAL_SEED + 10_000)) -> range:
     """Seeds of training set ``index`` of size ``n``; checked disjoint from ``eval_seeds`` and the test seeds."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise PFDistError(f"N must be a positive integer (got {n!r}).")
-    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-        raise PFDistError(f"dataset index must be an integer >= 0 (got {index!r}).")
+    checks.integer("N", n, lo=1, fix="the training set size")
+    checks.integer("dataset index", index, lo=0)
     if n > MAX_N:
         raise PFDistError(f"N = {n} exceeds the largest supported training set ({MAX_N}): the seeds of "
                           "independent training sets are 2^20 apart.")
