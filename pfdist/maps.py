@@ -240,7 +240,8 @@ class GeneratorMap:
             raise PFDistError(f"generator needs a callable x_T -> x_0; got a {type(fn).__name__}.")
         self.fn = fn
         self.decoder = _decoder(decoder)
-        self.sigma_max = checks.real("sigma_max", sigma_max, positive=True, hi=SIGMA_LIMIT)
+        self.sigma_max = checks.real("sigma_max", sigma_max, positive=True, hi=SIGMA_LIMIT,
+                                     fix="noise that large overflows float32")
         self.nfe = checks.real("nfe", nfe, lo=0)
         self._shape = None if shape is None else checks.shape("shape", shape)  # (2.7,) and (0,) are refused
         self.label_dim = label_dim if label_dim else 0
