@@ -32,7 +32,7 @@ def test_sigma_max_too_large_for_float32_is_refused():
 
 @pytest.mark.parametrize("rule", ["median_nn/0", "median_nn/0.0", "median_nn*0"])
 def test_bandwidth_rule_dividing_by_zero_is_refused(rule):
-    from pfdist.descriptors.specs import check_spec
+    from pfdist.descriptors import check_spec
 
     with pytest.raises(PFDistError, match="not a positive number"):
         check_spec({"type": "kernel", "bandwidth_rule": rule})

@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 import pfdist
 from pfdist import distributed
-from pfdist.protocol.evaluate import EvalConfig, evaluate_student
+from pfdist.protocol import EvalConfig, evaluate_student
 from pfdist.specs import load_spec
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),

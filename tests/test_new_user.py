@@ -277,7 +277,7 @@ np = pytest.importorskip("numpy")
 
 
 def test_collapse_fits_on_bounds_or_outside_a_share_range_are_flagged_degenerate():
-    from pfdist.analysis.collapse import fit_collapse_rows
+    from pfdist.analysis import fit_collapse_rows
 
     good = fit_collapse_rows(_share_rows(0.9), column="mem_ratio")
     assert good.ok and abs(good.alpha - 0.5) < 0.05  # no effect: an ordinary fit is not flagged
@@ -318,7 +318,7 @@ def test_collapse_figure_is_a_legible_grid_with_legends_and_no_degenerate_fit_dr
 
 
 def test_an_early_learning_minimum_picked_on_the_smoothed_curve_says_so_and_gives_the_raw_one():
-    from pfdist.analysis.dynamics import detect_dynamics
+    from pfdist.analysis import detect_dynamics
     from pfdist.analysis.findings import early_learning_finding
     from pfdist.report import _dynamics_blocks
 
