@@ -96,10 +96,7 @@ class EvalConfig:
         """The flat dict form (``flow``'s fields at the eval level). Fields added after runs existed
         (``error_estimate``, the accel fields) are left out while off, so older runs' keys still
         match, unless ``full``."""
-        own = {f.name: getattr(self, f.name) for f in fields(self)}
-        d = {}
-        for k in self.keys():
-            d[k] = getattr(self.flow, k) if k in FLOW_FIELDS else own[k]
+        d = {k: getattr(self.flow if k in FLOW_FIELDS else self, k) for k in self.keys()}
         if full:
             return d
         if not self.error_estimate:
