@@ -135,6 +135,17 @@ def test_unreadable_preset_files_and_engine_flags(tmp_path):
         assert not (tmp_path / "run").exists()  # nothing claimed before the input is valid
 
 
+def test_reproduce_help_states_the_engines_own_defaults():
+    import inspect
+
+    from pfdist.experiments.engines.slurm import SlurmEngine
+
+    text = " ".join(CliRunner().invoke(app, ["reproduce", "--help"], terminal_width=200).output.replace("│", " ").split())
+    defaults = inspect.signature(SlurmEngine).parameters
+    for name in ("time_min", "units_per_task"):
+        assert f"default {defaults[name].default})" in text, name
+
+
 def test_local_pool_of_two_workers_gives_the_same_tables(reference, tmp_path):
     run_preset(tiny(), tmp_path, workers=2, show_progress=False)
     assert tables(tmp_path) == reference
