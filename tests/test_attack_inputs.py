@@ -74,7 +74,8 @@ def test_load_edm_on_a_missing_device_is_refused_before_reading(tmp_path):
 
 def test_checkpoint_with_malformed_optimizer_keys_is_a_checkpoint_error(tmp_path):
     from pfdist.training import TrainConfig, train
-    from pfdist.training.checkpoint import CHECKPOINT_JSON, load_checkpoint
+    from pfdist.training import load_checkpoint
+    from pfdist.training.checkpoint import CHECKPOINT_JSON
 
     train({"arch": "mlp", "shape": [2], "width": 8, "depth": 1}, torch.randn(8, 2),
           TrainConfig(batch_size=8, epochs=1, epoch_images=8, checkpoint_every=1), tmp_path)
