@@ -68,7 +68,7 @@ def bench_width(c: int, seconds: float) -> dict[str, float]:
     med = alternate({"train_step": lambda: train_step(state, data, config, 10**6),
                      "bare": lambda: bare_step(net, optimizer, y), "forward": forward}, seconds)
     steps = config.epochs * config.steps_per_epoch(1797)
-    nfe = 2 * ev.steps - 1
+    nfe = ev.flow.nfe
     student_s = steps * med["train_step"] + nfe * med["forward"] * ev.num_samples / x.shape[0]
     return {"params": count_parameters(net), **med, "ratio": med["train_step"] / med["bare"], "steps": steps,
             "student_s": student_s, "students_per_cpu_hour": 3600 / student_s}

@@ -31,14 +31,20 @@ MAX_STUDENTS = 1024  # students K of one bias-variance decomposition: each is tr
 STUDENTS_WHY = "each student is trained and all their outputs are held in memory"
 
 
-def integer(name: str, value: Any, *, lo: int | None = None, hi: int | None = None) -> int:
-    """An int (not a bool, not a float such as 4.7 or 4.0) in [lo, hi]."""
+def integer(name: str, value: Any, *, lo: int | None = None, hi: int | None = None, fix: str = "",
+            error: type[PFDistError] = PFDistError) -> int:
+    """An int (not a bool, not a float such as 4.7 or 4.0) in [lo, hi].
+
+    ``fix`` ends the message (what to give instead, or why the bounds are what they are);
+    ``error`` is the PFDistError subclass raised (e.g. a damaged file's).
+    """
+    tail = f"; {fix}" if fix else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise PFDistError(f"{name} must be an integer, got {value!r}.")
+        raise error(f"{name} must be an integer, got {value!r}{tail}.")
     value = int(value)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
         bounds = f">= {lo}" if hi is None else f"<= {hi}" if lo is None else f"in [{lo}, {hi}]"
-        raise PFDistError(f"{name} must be an integer {bounds}, got {value}.")
+        raise error(f"{name} must be an integer {bounds}, got {value}{tail}.")
     return value
 
 
@@ -50,15 +56,22 @@ def size(name: str, value: Any, limit: int, why: str, *, lo: int = 1) -> int:
     return value
 
 
-def real(name: str, value: Any, *, lo: float | None = None, positive: bool = False) -> float:
-    """A finite real number (not a bool or a string), >= lo, and > 0 when ``positive``."""
+def real(name: str, value: Any, *, lo: float | None = None, hi: float | None = None, positive: bool = False,
+         fix: str = "", error: type[PFDistError] = PFDistError) -> float:
+    """A finite real number (not a bool or a string), in [lo, hi], and > 0 when ``positive``.
+
+    ``fix`` and ``error`` as in :func:`integer`.
+    """
+    tail = f"; {fix}" if fix else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise PFDistError(f"{name} must be a finite number, got {value!r}.")
+        raise error(f"{name} must be a finite number, got {value!r}{tail}.")
     value = float(value)
     if positive and value <= 0:
-        raise PFDistError(f"{name} must be positive, got {value}.")
+        raise error(f"{name} must be positive, got {value}{tail}.")
     if lo is not None and value < lo:
-        raise PFDistError(f"{name} must be >= {lo}, got {value}.")
+        raise error(f"{name} must be >= {lo}, got {value}{tail}.")
+    if hi is not None and value > hi:
+        raise error(f"{name} must be <= {hi:g}, got {value:g}{tail}.")
     return value
 
 

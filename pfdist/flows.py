@@ -41,7 +41,6 @@ def flow_outputs(
     seed: int = 100_000,
     descriptor: Descriptor | str | None = None,
     flow: FlowSettings | None = None,
-    settings: FlowSettings | None = None,
     steps: int | None = None,
     solver: str | None = None,
     sigma_min: float | None = None,
@@ -57,17 +56,13 @@ def flow_outputs(
 ) -> FlowOutputs:
     """Psi(Phi(x_T)) for seeds seed..seed+num_samples-1, computed once (and cached on disk).
 
-    ``model``: a denoiser (mapped with ``flow``, default EDM's Heun 18 steps; ``settings`` is
-    the older name; the keywords ``steps``, ``solver``, ``sigma_min``, ``sigma_max``, ``rho``
+    ``model``: a denoiser (mapped with ``flow``, default EDM's Heun 18 steps; the keywords ``steps``, ``solver``, ``sigma_min``, ``sigma_max``, ``rho``
     replace those fields, as in :func:`pfdist.pfd`), or a map (:func:`pfdist.ode_map`, :func:`pfdist.generator`), which brings
     its own settings. ``shape`` is needed when the model does not say it. With ``cache_dir``,
     outputs are stored as safetensors under a key hashing the map's content, the descriptor, the
     seeds, the grid, the dtype, the labels and a map's decoder; a map or descriptor without a
     fingerprint is not cached. ``shape`` is the shape of x_T (a decoded map's latents). ``progress(n)`` is called with the number of samples done.
     """
-    if settings is not None and flow is not None and settings != flow:
-        raise PFDistError("give the flow settings once: flow= (settings= is its older name).")
-    flow = flow if flow is not None else settings
     keywords = dict(steps=steps, solver=solver, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
     if isinstance(model, FlowOutputs):
         raise PFDistError("model is already precomputed outputs; pass them to pfd directly.")
@@ -77,8 +72,7 @@ def flow_outputs(
                           "(ode_map(denoiser, flow, class_labels=...)).")
     if given:
         flow = FlowSettings.of(flow, **keywords)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise PFDistError(f"num_samples must be a positive integer (got {num_samples!r}).")
+    checks.integer("num_samples", num_samples, lo=1)
     checks.seed_range("seed", seed, num_samples)
     checks.size("num_samples", num_samples, checks.MAX_SEEDS, "each seed runs the ODE and its output is kept")
     p = make_plan({"model": model}, reduce=lambda outs: outs[0], shape=shape, flow=flow, class_labels=class_labels,

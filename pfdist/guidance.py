@@ -9,12 +9,11 @@ is a plain denoiser: any solver, map, cache and distance takes it unchanged.
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any
 
 from torch import Tensor, nn
 
+from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.hashing import content_hash, fingerprint
 from pfdist.maps import label_dim, sigma_range
@@ -77,8 +76,7 @@ def guided(net: Denoiser, guide: Denoiser, weight: float) -> Denoiser:
     for name, model in (("net", net), ("guide", guide)):
         if not callable(model) or getattr(model, "kind", None) in ("ode", "generator"):
             raise PFDistError(f"guided: {name} must be a denoiser D(x, sigma); got a {type(model).__name__}.")
-    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
-        raise PFDistError(f"guided: weight must be a finite number (EDM2's guidance w, e.g. 1.4); got {weight!r}.")
+    checks.real("guided: weight", weight, fix="EDM2's guidance w, e.g. 1.4")
     shape_n, shape_g = data_shape(net), data_shape(guide)
     if shape_n is not None and shape_g is not None and shape_n != shape_g:
         raise PFDistError(f"guided: net works on samples of shape {list(shape_n)} but guide on {list(shape_g)}; "

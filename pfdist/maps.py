@@ -19,7 +19,6 @@ x_T, ``noise_shape``) and a data shape (of its output, ``shape``), which differ.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Callable
 
 import torch
@@ -57,8 +56,7 @@ def sigma_range(model: Any) -> tuple[float, float]:
 def label_dim(model: Any) -> int:
     """Number of classes of a class-conditional model (EDM's ``label_dim``); 0 if unconditional."""
     value = getattr(model, "label_dim", 0) or 0
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise PFDistError(f"the model's label_dim must be a non-negative integer (got {value!r}).")
+    checks.integer("the model's label_dim", value, lo=0)
     return int(value)
 
 
@@ -71,8 +69,7 @@ def conditioning(dim: int, class_labels: int | None) -> str | None:
         return None
     if class_labels is None:
         return f"seeded/{dim}"
-    if isinstance(class_labels, bool) or not isinstance(class_labels, numbers.Integral) or not 0 <= class_labels < dim:
-        raise PFDistError(f"class_labels must be a class index in 0..{dim - 1} (got {class_labels!r}).")
+    checks.integer("class_labels", class_labels, lo=0, hi=dim - 1, fix=f"a class index of the model's {dim} classes")
     return f"class={int(class_labels)}/{dim}"
 
 
@@ -243,16 +240,12 @@ class GeneratorMap:
             raise PFDistError(f"generator needs a callable x_T -> x_0; got a {type(fn).__name__}.")
         self.fn = fn
         self.decoder = _decoder(decoder)
-        if isinstance(sigma_max, bool) or not isinstance(sigma_max, numbers.Real) or not 0 < sigma_max <= SIGMA_LIMIT:
-            raise PFDistError(f"sigma_max must be a positive number <= {SIGMA_LIMIT:g} (got {sigma_max!r}).")
-        self.sigma_max = float(sigma_max)
-        if isinstance(nfe, bool) or not isinstance(nfe, numbers.Real) or not nfe >= 0:
-            raise PFDistError(f"nfe must be a non-negative number (got {nfe!r}).")
-        self.nfe = float(nfe)
+        self.sigma_max = checks.real("sigma_max", sigma_max, positive=True, hi=SIGMA_LIMIT,
+                                     fix="noise that large overflows float32")
+        self.nfe = checks.real("nfe", nfe, lo=0)
         self._shape = None if shape is None else checks.shape("shape", shape)  # (2.7,) and (0,) are refused
         self.label_dim = label_dim if label_dim else 0
-        if isinstance(self.label_dim, bool) or not isinstance(self.label_dim, int) or self.label_dim < 0:
-            raise PFDistError(f"label_dim must be a non-negative integer (got {label_dim!r}).")
+        checks.integer("label_dim", self.label_dim, lo=0)
         self.class_labels = class_labels
         self.conditioning = conditioning(self.label_dim, class_labels)
         self._fingerprint = fingerprint

@@ -131,8 +131,7 @@ def _seed_runs(num_samples: int | None, seed: int | None, seeds: Any, precompute
         return runs
     num_samples = 10_000 if num_samples is None else num_samples
     seed = 100_000 if seed is None else seed
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
-        raise PFDistError(f"num_samples must be an integer >= 2 (got {num_samples!r}).")
+    checks.integer("num_samples", num_samples, lo=2, fix="a standard error needs two samples")
     checks.seed_range("seed", seed, num_samples)
     checks.size("num_samples", num_samples, checks.MAX_SEEDS, "each seed runs both maps' ODEs and keeps its distance")
     return [range(seed, seed + num_samples)]

@@ -60,8 +60,7 @@ def seeded_labels(
     seed's label does not depend on the batch, the order, the data shape or the model.
     """
     seeds = _seeds(seeds)
-    if isinstance(label_dim, bool) or not isinstance(label_dim, int) or label_dim < 1:
-        raise PFDistError(f"label_dim must be a positive integer (got {label_dim!r}).")
+    checks.integer("label_dim", label_dim, lo=1, fix="the model's number of classes")
     g = torch.Generator()
     index = torch.empty(len(seeds), dtype=torch.long)
     for i, s in enumerate(seeds):

@@ -178,8 +178,7 @@ def make_plan(
     means: the grid of the first precomputed ODE outputs among the sides, else EDM's defaults;
     a given ``flow`` must also be the grid any precomputed ODE outputs were made on.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise PFDistError(f"batch_size must be a positive integer (got {batch_size!r}).")
+    checks.integer("batch_size", batch_size, lo=1)
     if dtype not in (torch.float32, torch.float64):
         raise PFDistError(f"dtype must be torch.float32 or torch.float64 (got {dtype}).")
     if autocast is not None and (autocast not in (torch.bfloat16, torch.float16) or dtype != torch.float32):

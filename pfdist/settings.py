@@ -8,12 +8,12 @@ or to its class attributes (``FlowSettings.sigma_max``).
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from torch import Tensor
 
+from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.schedules import edm_sigmas
 from pfdist.solvers import SOLVERS, nfe
@@ -21,18 +21,6 @@ from pfdist.solvers import SOLVERS, nfe
 MIN_STEPS, MAX_STEPS = 2, 10_000  # sigma-grid steps; EDM uses 18 to 256
 SIGMA_LIMIT = 1e6  # largest sigma_max: x_T ~ N(0, T^2 I) and T^2 stay far inside float32 (EDM: 80, VE models ~1e3)
 SIGMA_FLOOR = 1e-10  # smallest sigma_min: sigma^2 stays a normal float (EDM: 0.002)
-
-
-def _integer(name: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not lo <= value <= hi:
-        raise PFDistError(f"{name} must be an integer in [{lo}, {hi}] (got {value!r}).")
-    return int(value)
-
-
-def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise PFDistError(f"{name} must be a finite positive number (got {value!r}).")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -52,12 +40,11 @@ class FlowSettings:
 
     def __post_init__(self):
         set_ = object.__setattr__
-        set_(self, "steps", _integer("steps", self.steps, MIN_STEPS, MAX_STEPS))
+        set_(self, "steps", checks.integer("steps", self.steps, lo=MIN_STEPS, hi=MAX_STEPS))
         if not isinstance(self.solver, str) or self.solver not in SOLVERS:
             raise PFDistError(f"unknown solver {self.solver!r}; choose one of {sorted(SOLVERS)}.")
-        set_(self, "sigma_min", _positive("sigma_min", self.sigma_min))
-        set_(self, "sigma_max", _positive("sigma_max", self.sigma_max))
-        set_(self, "rho", _positive("rho", self.rho))
+        for name in ("sigma_min", "sigma_max", "rho"):
+            set_(self, name, checks.real(name, getattr(self, name), positive=True))
         if self.sigma_min < SIGMA_FLOOR:
             raise PFDistError(f"sigma_min must be at least {SIGMA_FLOOR:g} (got {self.sigma_min:g}): below it sigma^2 "
                               "underflows; EDM uses 0.002.")

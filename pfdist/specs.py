@@ -128,8 +128,7 @@ def build_distribution(spec: dict, base_dir: Path = Path(".")) -> Any:
         from pfdist.data import digits_mixture
 
         rank = spec.get("rank", 8)
-        if not isinstance(rank, int) or isinstance(rank, bool):
-            raise PFDistError(f"a 'digits_mixture' spec's rank must be an integer (got {rank!r}).")
+        checks.integer("a 'digits_mixture' spec's rank", rank)
         return digits_mixture(rank)
     data = spec["data"]
     if isinstance(data, str):
@@ -333,8 +332,8 @@ def _edm_spec(spec: dict, path: Path) -> tuple[Any, Any, int | None]:
     vae = spec.get("vae")
     vae = None if vae is None else "rgb" if vae == "rgb" else existing(vae, "vae")
     class_label = spec.get("class_label")
-    if class_label is not None and (isinstance(class_label, bool) or not isinstance(class_label, int) or class_label < 0):
-        raise PFDistError(f"{path}: 'class_label' must be a class index (an integer >= 0); got {class_label!r}.")
+    if class_label is not None:
+        checks.integer(f"{path}: 'class_label'", class_label, lo=0, fix="a class index")
     try:
         decoder = None if vae is None else load_edm_decoder(snapshot, vae=None if vae == "rgb" else vae)
         net = _edm_network(snapshot)

@@ -38,7 +38,7 @@ def test_float32_configs_keep_their_keys_and_bf16_changes_them():
     assert not {"autocast", "channels_last", "compile"} & (set(TrainConfig().to_dict()) | set(EvalConfig().to_dict()))
     assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
     assert TrainConfig(autocast="bf16").to_dict()["autocast"] == "bf16"
-    assert EvalConfig(**EvalConfig(channels_last=True).to_dict()).channels_last
+    assert EvalConfig.from_dict(EvalConfig(channels_last=True).to_dict()).channels_last
 
 
 def test_bf16_unet_is_float32_in_and_out_and_close_to_float32(one_thread):

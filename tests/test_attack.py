@@ -13,8 +13,7 @@ from typer.testing import CliRunner
 
 import pfdist
 from pfdist.cli import app
-from pfdist.descriptors import resolve_descriptor
-from pfdist.descriptors.specs import build_descriptor
+from pfdist.descriptors import build_descriptor, check_spec, resolve_descriptor
 from pfdist.errors import PFDistError
 from pfdist.models.export import export_denoiser
 from pfdist.specs import load_spec
@@ -234,7 +233,6 @@ def test_diffusers_schedules_and_labels_out_of_range_are_refused():
 
 def test_negative_kernel_seed_is_refused():
     from pfdist.descriptors import KernelDescriptor
-    from pfdist.descriptors.specs import check_spec
 
     samples = torch.randn(16, 3, generator=torch.Generator().manual_seed(0))
     with pytest.raises(PFDistError, match="seed"):
@@ -292,7 +290,6 @@ def test_convert_refuses_nan_weights(tmp_path, monkeypatch):
 
 def test_unbounded_sizes_are_refused_with_the_reason(tmp_path):
     from pfdist import checks
-    from pfdist.descriptors.specs import check_spec
 
     teacher = load_spec("examples/teacher.json")
     with pytest.raises(PFDistError, match="more than pfdist runs"):
@@ -320,7 +317,6 @@ def test_unbounded_sizes_are_refused_with_the_reason(tmp_path):
 
 def test_more_reinterpreted_values_found_by_an_attack_pass_are_refused():
     """Truthy strings as flags, out-of-range descriptor sizes, a negative T, k = 0 neighbours."""
-    from pfdist.descriptors.specs import check_spec
 
     bad_specs = [({"type": "file", "path": "net.pt2", "normalize": "no"}, "true or false"),
                  ({"type": "sscd", "path": "sscd.pt", "quantize": "no"}, "true or false"),

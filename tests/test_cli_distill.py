@@ -66,7 +66,7 @@ def test_distill_matches_the_api_and_resumes(tmp_path, teacher):
 @pytest.mark.parametrize("change, says", [
     ({"method": "distil"}, "unknown distillation method"),
     ({"steps": "0"}, "--steps"),
-    ({"steps": "19"}, "teacher's grid of 18"),
+    ({"steps": "19"}, "teacher's grid has 18 steps"),
     ({"pairs": "0"}, "--num-pairs"),
     ({"method": "progressive", "steps": "16"}, "progressive"),
 ])

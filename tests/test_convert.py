@@ -141,7 +141,7 @@ def test_set_takes_dot_lists_beside_json():
     p = get_preset("quick")
     for change in changes:
         p = override(p, change)
-    assert (p.eval.num_samples, p.eval.steps, p.dynamics, p.name, p.scaling.ns) == (500, 4, None, "my-study", (2, 4))
+    assert (p.eval.num_samples, p.eval.flow.steps, p.dynamics, p.name, p.scaling.ns) == (500, 4, None, "my-study", (2, 4))
     for bad in ("eval..steps=4", "=4", "1a=2"):
         with pytest.raises(PFDistError, match="is not a key path"):
             set_options([bad])

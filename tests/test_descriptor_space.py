@@ -20,7 +20,7 @@ from pfdist.protocol import TEST_SEED, EvalConfig
 from pfdist.training import TrainConfig
 
 TRAIN = TrainConfig(batch_size=64, lr=3e-3, lr_schedule="onecycle", epochs=2, epoch_images=512, checkpoint_every=1)
-EVAL = EvalConfig(num_samples=32, test_samples=32, loss_repeats=1, steps=6, batch_size=32)
+EVAL = EvalConfig(num_samples=32, test_samples=32, loss_repeats=1, flow=pfdist.FlowSettings(steps=6), batch_size=32)
 KERNEL = {"type": "kernel", "num_features": 256, "seed": 0, "fit_samples": 64}
 STUDENT = Student("w8", {"arch": "mlp", "width": 8, "depth": 1, "sigma_data": 1.0})
 
@@ -56,7 +56,7 @@ def test_tables_hold_both_spaces_side_by_side(run):
 def test_kernel_is_fitted_on_teacher_samples_and_saved(run):
     teacher = pfdist.random_low_rank_mixture(**{k: v for k, v in MIXTURE_TEACHER.items() if k not in ("type", "shape")},
                                              shape=(4,))
-    samples = pfdist.flow_outputs(teacher, shape=(4,), num_samples=64, seed=TEST_SEED, settings=EVAL.settings()).values
+    samples = pfdist.flow_outputs(teacher, shape=(4,), num_samples=64, seed=TEST_SEED, flow=EVAL.flow).values
     psi = KernelDescriptor.load(run / "descriptors" / "kernel.safetensors")
     assert psi.bandwidth == pytest.approx(0.5 * median_nn_distance(samples), rel=1e-6)
     assert psi.num_features == 256
@@ -67,9 +67,9 @@ def test_ideal_copier_matches_pfd_of_the_empirical_flow(run):
     rows = {r["n"]: r for r in read_rows(run / "copier.csv")}
     assert sorted(rows) == [4, 16]
     for n in (4, 16):
-        train = pfdist.flow_outputs(ctx.teacher, shape=(4,), num_samples=n, seed=0, settings=EVAL.settings()).values
+        train = pfdist.flow_outputs(ctx.teacher, shape=(4,), num_samples=n, seed=0, flow=EVAL.flow).values
         r = pfdist.pfd(pfdist.EmpiricalDenoiser(train), ctx.teacher, shape=(4,), num_samples=EVAL.num_samples,
-                       seed=EVAL.seed, steps=EVAL.steps)
+                       seed=EVAL.seed, steps=EVAL.flow.steps)
         assert rows[n]["e_gen_pixels"] == pytest.approx(r.value, rel=1e-4)
         assert 0 < rows[n]["e_gen"] <= 2
 

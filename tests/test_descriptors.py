@@ -87,6 +87,15 @@ def test_bandwidth_is_half_the_median_nearest_neighbour_distance():
     assert build_descriptor(spec, lambda n: x[:n]).bandwidth == pytest.approx(0.25 * median_nn_distance(x))
 
 
+def test_a_default_kernel_spec_builds_what_a_default_fit_builds():
+    """The spec's defaults and fit's keyword defaults are one set (pfdist.descriptors.kernel)."""
+    x = _cloud(80, 3)
+    from_spec = build_descriptor({"type": "kernel", "fit_samples": 80}, lambda n: x[:n])
+    fitted = KernelDescriptor.fit(x)
+    assert from_spec.bandwidth == pytest.approx(fitted.bandwidth, rel=1e-12) and from_spec.seed == fitted.seed
+    assert torch.equal(from_spec.frequencies, fitted.frequencies)
+
+
 def test_kernel_on_images_flattens():
     imgs = _cloud(20, 16).reshape(20, 1, 4, 4).float()
     psi = KernelDescriptor.fit(imgs, num_features=64)

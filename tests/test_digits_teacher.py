@@ -78,7 +78,7 @@ def test_digits_preset_at_tiny_size_end_to_end(tmp_path, one_thread):
     p = get_preset("digits")
     train = replace(p.scaling.train, batch_size=32, epochs=1, epoch_images=64)
     small = replace(
-        p, eval=EvalConfig(num_samples=16, test_samples=16, loss_repeats=1, steps=4, batch_size=16),
+        p, eval=EvalConfig(num_samples=16, test_samples=16, loss_repeats=1, flow=pfdist.FlowSettings(steps=4), batch_size=16),
         scaling=replace(p.scaling, ns=(4, 16), students=(p.scaling.students[0], p.scaling.students[-1]), train=train),
         dynamics=replace(p.dynamics, ns=(16,), eval_epochs=(0, 1, 2),
                          train=replace(p.dynamics.train, batch_size=32, epochs=2, epoch_images=64, warmup_images=0)),

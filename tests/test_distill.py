@@ -136,8 +136,8 @@ def test_a_checkpoint_of_other_settings_is_refused(gaussian, tmp_path):
 
 
 @pytest.mark.parametrize("kw, match", [
-    (dict(steps=0), "steps must be an integer from 1 to the teacher's grid of 18"),
-    (dict(steps=19), "steps must be an integer from 1 to the teacher's grid of 18"),
+    (dict(steps=0), r"steps must be an integer in \[1, 18\], got 0; the teacher's grid has 18 steps"),
+    (dict(steps=19), r"steps must be an integer in \[1, 18\], got 19; the teacher's grid has 18 steps"),
     (dict(steps=1.5), "steps must be an integer"),
     (dict(num_pairs=0), "num_pairs must be an integer >= 1"),
     (dict(method="progressive", steps=10), "progressive distillation halves the steps"),

@@ -14,7 +14,7 @@ import torch.distributed as dist
 
 import pfdist
 from pfdist import distributed
-from pfdist.protocol.evaluate import EvalConfig, evaluate_student
+from pfdist.protocol import EvalConfig, evaluate_student
 from pfdist.specs import load_spec
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
@@ -181,7 +181,7 @@ def _tiny_preset() -> dict:
     train = TrainConfig(batch_size=64, lr=3e-3, lr_schedule="onecycle", epochs=2, epoch_images=512, checkpoint_every=1)
     st = [Student(f"w{w}", {"arch": "mlp", "width": w, "depth": 1, "sigma_data": 1.0}) for w in (8, 16)]
     return Preset(name="tiny", teacher={**MIXTURE_TEACHER, "shape": [4]},
-                  eval=EvalConfig(num_samples=33, test_samples=32, loss_repeats=1, steps=6, batch_size=16),
+                  eval=EvalConfig(num_samples=33, test_samples=32, loss_repeats=1, flow=pfdist.FlowSettings(steps=6), batch_size=16),
                   scaling=Scaling((4, 16), tuple(st), train),
                   bias_variance=BiasVarianceStudy((16,), (st[0],), train, k=2)).to_dict()
 

@@ -97,7 +97,7 @@ def test_a_decoded_spec_against_itself_is_zero_and_without_vae_it_is_the_latent_
     ({"path": "bad.json"}, "bad.json does not match its config|bad.safetensors"),  # itself: no recursion
     ({"path": "tiny-sd-vae"}, "holds no model.safetensors"),
     ({"class_label": 10}, "'class_label' 10 is not a class of edm2-latent-cond.pkl"),
-    ({"class_label": 1.5}, "'class_label' must be a class index"),
+    ({"class_label": 1.5}, "'class_label' must be an integer, got 1.5; a class index"),
     ({"weight": 2}, r"an 'edm' spec has the fields \['path', 'guidance', 'vae', 'class_label'\]"),
 ])
 def test_each_bad_field_is_one_clear_line_naming_the_field_and_the_file(home, fields, match):

@@ -26,7 +26,7 @@ def tiny() -> Preset:
     """Five unique students (bias-variance set 0 is the scaling student at N = 16)."""
     st = [Student(f"w{w}", {"arch": "mlp", "width": w, "depth": 1, "sigma_data": 1.0}) for w in (8, 16)]
     return Preset(name="tiny", teacher={**MIXTURE_TEACHER, "shape": [4]},
-                  eval=EvalConfig(num_samples=32, test_samples=32, loss_repeats=1, steps=6, batch_size=32),
+                  eval=EvalConfig(num_samples=32, test_samples=32, loss_repeats=1, flow=pfdist.FlowSettings(steps=6), batch_size=32),
                   scaling=Scaling((4, 16), tuple(st), TRAIN),
                   bias_variance=BiasVarianceStudy((16,), (st[0],), TRAIN, k=2))
 
@@ -133,6 +133,17 @@ def test_unreadable_preset_files_and_engine_flags(tmp_path):
         r = runner.invoke(app, ["reproduce", *args, "--out", str(tmp_path / "run")])
         assert r.exit_code == 2 and message in r.output, (args, r.output)
         assert not (tmp_path / "run").exists()  # nothing claimed before the input is valid
+
+
+def test_reproduce_help_states_the_engines_own_defaults():
+    import inspect
+
+    from pfdist.experiments.engines.slurm import SlurmEngine
+
+    text = " ".join(CliRunner().invoke(app, ["reproduce", "--help"], terminal_width=200).output.replace("│", " ").split())
+    defaults = inspect.signature(SlurmEngine).parameters
+    for name in ("time_min", "units_per_task"):
+        assert f"default {defaults[name].default})" in text, name
 
 
 def test_local_pool_of_two_workers_gives_the_same_tables(reference, tmp_path):

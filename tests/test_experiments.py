@@ -15,7 +15,7 @@ from pfdist.protocol import EvalConfig
 from pfdist.training import TrainConfig
 
 TRAIN = TrainConfig(batch_size=64, lr=3e-3, lr_schedule="onecycle", epochs=2, epoch_images=512, checkpoint_every=1)
-EVAL = EvalConfig(num_samples=32, test_samples=32, loss_repeats=1, steps=6, batch_size=32)
+EVAL = EvalConfig(num_samples=32, test_samples=32, loss_repeats=1, flow=pfdist.FlowSettings(steps=6), batch_size=32)
 
 
 def mlp(width):
@@ -105,7 +105,7 @@ def test_paper_preset_at_tiny_size_with_a_teacher_checkpoint(tmp_path):
     path = tmp_path / "teacher.safetensors"
     pfdist.training.save_denoiser(path, teacher_net)
     paper = get_preset("paper", teacher=str(path))
-    assert paper.eval.num_samples == 10_000 and paper.eval.steps == 18
+    assert paper.eval.num_samples == 10_000 and paper.eval.flow.steps == 18
     assert [2**6, 2**16] == [min(paper.scaling.ns), max(paper.scaling.ns)]
     small = replace(
         paper,
@@ -165,7 +165,7 @@ def test_every_report_gives_the_teacher_maps_discretisation_error(tmp_path):
     from pfdist.experiments.units import Context
 
     teacher = Context(preset, tmp_path, None).teacher
-    alone = map_solver_error(teacher, flow=EVAL.settings(), shape=(4,), seed=EVAL.seed, num_samples=EVAL.num_samples)
+    alone = map_solver_error(teacher, flow=EVAL.flow, shape=(4,), seed=EVAL.seed, num_samples=EVAL.num_samples)
     assert record["solver_error"] == pytest.approx(alone, rel=1e-12) and alone > 0
     assert (record["solver"], record["steps"], record["num_seeds"]) == ("heun", 6, 32)
     assert "The teacher's map on the evaluation grid (heun, 6 steps)" in (tmp_path / "report.md").read_text()

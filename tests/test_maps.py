@@ -274,7 +274,20 @@ def test_flow_settings_normalise_numbers():
                                  dict(seed=-1), dict(test_samples=True), dict(solver="nope")])
 def test_eval_config_refuses_bad_values(bad):
     with pytest.raises(pfdist.PFDistError):
-        pfdist.EvalConfig(**bad)
+        pfdist.EvalConfig.from_dict(bad)
+
+
+def test_eval_config_holds_flow_settings_and_keeps_its_flat_dict():
+    config = pfdist.EvalConfig.from_dict({"num_samples": 64, "steps": 35, "solver": "euler"})
+    assert config.flow == pfdist.FlowSettings(steps=35, solver="euler")
+    assert config.to_dict() == {"num_samples": 64, "seed": 100_000, "steps": 35, "solver": "euler", "sigma_min": 0.002,
+                                "sigma_max": 80.0, "rho": 7.0, "batch_size": 256, "test_samples": 2048,
+                                "loss_repeats": 4, "loss_seed": 12345}
+    assert pfdist.EvalConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(pfdist.PFDistError, match="flow must be a FlowSettings"):
+        pfdist.EvalConfig(flow={"steps": 35})
+    with pytest.raises(pfdist.PFDistError, match="unknown EvalConfig keys"):
+        pfdist.EvalConfig.from_dict({"flow": {"steps": 35}})
 
 
 def test_maps_refuse_what_is_not_a_map(gaussians):

@@ -109,7 +109,7 @@ def test_distance_takes_the_descriptor_names_and_specs_of_rescore_and_presets(tm
     kernel = distance("--descriptor", json.dumps(spec))
     # Oracle: the same kernel fitted by hand on A's samples on the test seeds.
     da = load_spec(a)
-    fit = teacher_samples(da, range(TEST_SEED, TEST_SEED + 50), shape=(2,), settings=pfdist.FlowSettings(steps=8))
+    fit = teacher_samples(da, range(TEST_SEED, TEST_SEED + 50), shape=(2,), flow=pfdist.FlowSettings(steps=8))
     psi = KernelDescriptor.fit(fit, num_features=64, seed=0, bandwidth_factor=1.0)
     expected = pfdist.pfd(da, load_spec(b), num_samples=64, steps=8, descriptor=psi).value
     assert kernel["pfd"] == pytest.approx(expected, rel=1e-6) and kernel["pfd"] != pixels["pfd"]
@@ -124,13 +124,15 @@ def _slow_tiny_preset(path: Path) -> Path:
 
     from pfdist.experiments import Preset, Scaling, Student
     from pfdist.experiments.presets import MIXTURE_TEACHER
+    from pfdist import FlowSettings
     from pfdist.protocol import EvalConfig
     from pfdist.training import TrainConfig
 
     train = TrainConfig(batch_size=64, lr=3e-3, lr_schedule="onecycle", epochs=40, epoch_images=1024, checkpoint_every=1)
     students = tuple(Student(f"w{w}", {"arch": "mlp", "width": w, "depth": 1, "sigma_data": 1.0}) for w in (8, 16))
     preset = Preset(name="tiny", teacher={**MIXTURE_TEACHER, "shape": [4]},
-                    eval=EvalConfig(num_samples=32, test_samples=32, loss_repeats=1, steps=6, batch_size=32),
+                    eval=EvalConfig(num_samples=32, test_samples=32, loss_repeats=1, flow=FlowSettings(steps=6),
+                                    batch_size=32),
                     scaling=Scaling((4, 8, 16, 32, 64), students, train), workers=2)
     path.write_text(json.dumps(preset.to_dict()))
     return path
@@ -193,12 +195,14 @@ def test_one_ctrl_c_stops_every_worker_keeps_finished_units_and_says_how_to_resu
 def test_every_phase_of_a_run_has_a_progress_bar_on_stderr(tmp_path, capfd):
     from pfdist.experiments import Preset, Scaling, Student, reproduce
     from pfdist.experiments.presets import MIXTURE_TEACHER
+    from pfdist import FlowSettings
     from pfdist.protocol import EvalConfig
     from pfdist.training import TrainConfig
 
     train = TrainConfig(batch_size=64, lr=3e-3, lr_schedule="onecycle", epochs=1, epoch_images=256)
     preset = Preset(name="bars", teacher={**MIXTURE_TEACHER, "shape": [4]},
-                    eval=EvalConfig(num_samples=32, test_samples=32, loss_repeats=1, steps=6, batch_size=32),
+                    eval=EvalConfig(num_samples=32, test_samples=32, loss_repeats=1, flow=FlowSettings(steps=6),
+                                    batch_size=32),
                     scaling=Scaling((4, 8), (Student("w8", {"arch": "mlp", "width": 8, "depth": 1}),), train),
                     descriptors=({"type": "kernel", "num_features": 16, "fit_samples": 40}, "pixels"))
     reproduce(preset, tmp_path / "run", workers=1)
@@ -274,7 +278,7 @@ np = pytest.importorskip("numpy")
 
 
 def test_collapse_fits_on_bounds_or_outside_a_share_range_are_flagged_degenerate():
-    from pfdist.analysis.collapse import fit_collapse_rows
+    from pfdist.analysis import fit_collapse_rows
 
     good = fit_collapse_rows(_share_rows(0.9), column="mem_ratio")
     assert good.ok and abs(good.alpha - 0.5) < 0.05  # no effect: an ordinary fit is not flagged
@@ -318,7 +322,7 @@ def test_collapse_figure_is_a_legible_grid_with_legends_and_no_degenerate_fit_dr
 
 
 def test_an_early_learning_minimum_picked_on_the_smoothed_curve_says_so_and_gives_the_raw_one():
-    from pfdist.analysis.dynamics import detect_dynamics
+    from pfdist.analysis import detect_dynamics
     from pfdist.analysis.findings import early_learning_finding
     from pfdist.experiments.studies.dynamics import dynamics_blocks
 

@@ -127,7 +127,8 @@ def test_training_seeds_stay_off_evaluation_seeds():
 
 
 def test_error_estimate_puts_each_maps_solver_error_beside_the_intervals(teacher, tmp_path):
-    config = EvalConfig(num_samples=128, test_samples=64, loss_repeats=1, batch_size=128, steps=8, error_estimate=True)
+    config = EvalConfig(num_samples=128, test_samples=64, loss_repeats=1, batch_size=128,
+                        flow=pfdist.FlowSettings(steps=8), error_estimate=True)
     rec = teacher_student(teacher, 4, mlp([4], 16, 1), short(epochs=2, epoch_images=256), tmp_path, eval_config=config)
     e_gen, e_mem = rec["e_gen"], rec["e_mem"]
     assert e_gen["solver_error_a"] == e_mem["solver_error_a"] > 0  # the student's map, in both
@@ -135,7 +136,7 @@ def test_error_estimate_puts_each_maps_solver_error_beside_the_intervals(teacher
     assert e_mem["solver_error_b"] > 0  # the copier's map (the empirical flow) is solved too
     # The teacher's estimate against its dopri5 map on the same seeds: within a factor 3.
     x_T = pfdist.noise(range(config.seed, config.seed + 128), (4,), dtype=torch.float64)
-    grid = pfdist.flow_map(teacher, x_T, flow=config.settings())
+    grid = pfdist.flow_map(teacher, x_T, flow=config.flow)
     truth = pfdist.squared_distances(grid, pfdist.flow_map(teacher, x_T, solver="reference")).mean().sqrt().item()
     assert 1 / 3 <= e_gen["solver_error_b"] / truth <= 3, (e_gen["solver_error_b"], truth)
 

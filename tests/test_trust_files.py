@@ -16,7 +16,7 @@ from pfdist.protocol import EvalConfig, read_results, teacher_samples, teacher_s
 from pfdist.nets import build_network
 from pfdist.training import TrainConfig, train
 
-EVAL = EvalConfig(num_samples=16, test_samples=16, loss_repeats=1, steps=4, batch_size=16)
+EVAL = EvalConfig(num_samples=16, test_samples=16, loss_repeats=1, flow=pfdist.FlowSettings(steps=4), batch_size=16)
 TRAIN = TrainConfig(batch_size=16, lr=2e-3, epochs=4, epoch_images=32, checkpoint_every=1)
 NET = {"arch": "mlp", "shape": [4], "width": 8, "depth": 1, "sigma_data": 1.0}
 

@@ -23,7 +23,7 @@ from pfdist.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = TrainConfig(batch_size=32, lr=3e-3, lr_schedule="onecycle", epochs=1, epoch_images=64, checkpoint_every=1)
-EVAL = EvalConfig(num_samples=16, test_samples=16, loss_repeats=1, steps=4, batch_size=16)
+EVAL = EvalConfig(num_samples=16, test_samples=16, loss_repeats=1, flow=pfdist.FlowSettings(steps=4), batch_size=16)
 
 
 def mlp(width):

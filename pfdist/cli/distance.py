@@ -125,6 +125,6 @@ def _descriptor(spec: dict, model, flow: FlowSettings, device):
         if shape is None:
             raise PFDistError("a kernel spec is fitted on A's samples, but A does not say its data shape; fit a "
                               "KernelDescriptor in Python, save it and give the .safetensors file.")
-        return teacher_samples(model, range(TEST_SEED, TEST_SEED + n), shape=shape, settings=flow, device=device)
+        return teacher_samples(model, range(TEST_SEED, TEST_SEED + n), shape=shape, flow=flow, device=device)
 
     return build_descriptor(spec, samples)

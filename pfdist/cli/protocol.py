@@ -72,10 +72,10 @@ def _protocol_inputs(teacher: Path, net: Optional[str], train_cfg: Optional[str]
     accel = {k: v for k, v in (accel or {}).items() if v}  # the flags set both configs' fields
     train_config = TrainConfig.from_dict({**student_train().to_dict(), **json_option(train_cfg, "train"), **accel})
     given = json_option(eval_cfg, "eval")
-    unknown = sorted(set(given) - set(EvalConfig.__dataclass_fields__))
+    unknown = sorted(set(given) - set(EvalConfig.keys()))
     if unknown:
-        fail(f"unknown --eval keys {unknown}; valid: {sorted(EvalConfig.__dataclass_fields__)}.")
-    eval_config = EvalConfig(**{**given, **accel})
+        fail(f"unknown --eval keys {unknown}; valid: {sorted(EvalConfig.keys())}.")
+    eval_config = EvalConfig.from_dict({**given, **accel})
     return model, shape, net_config, train_config, eval_config
 
 

@@ -28,6 +28,14 @@ from pfdist import checks
 from pfdist.errors import PFDistError
 
 FORMAT = "pfdist.kernel_descriptor/v1"
+
+# The defaults of a kernel descriptor, here and nowhere else (specs and presets read them).
+NUM_FEATURES = 2048  # F random Fourier features
+SEED = 0  # seed of the frequencies
+BANDWIDTH_FACTOR = 0.5  # h = factor * median nearest-neighbour distance of the fit samples
+BANDWIDTH_RULE = "median_nn/2"  # the same factor as a spec writes it
+FIT_SAMPLES = 1000  # teacher samples h is fitted on
+SPEC_DEFAULTS = {"num_features": NUM_FEATURES, "bandwidth_rule": BANDWIDTH_RULE, "seed": SEED, "fit_samples": FIT_SAMPLES}
 MAX_FREQUENCY_VALUES = 1 << 27  # (num_features / 2) * dim float64 frequencies: at most 1 GiB
 
 
@@ -57,8 +65,7 @@ class KernelDescriptor:
     def __init__(self, frequencies: Tensor, bandwidth: float, *, seed: int | None = None):
         if frequencies.ndim != 2 or frequencies.shape[0] < 1:
             raise PFDistError(f"frequencies must be (num_features / 2, dim); got {tuple(frequencies.shape)}.")
-        if not (isinstance(bandwidth, (int, float)) and math.isfinite(bandwidth) and bandwidth > 0):
-            raise PFDistError(f"bandwidth must be a finite number > 0 (got {bandwidth!r}).")
+        checks.real("bandwidth", bandwidth, positive=True)
         if not torch.isfinite(frequencies).all():
             raise PFDistError("frequencies contain NaN or Inf.")
         self.frequencies = frequencies.detach().to(torch.float64).cpu().contiguous()
@@ -76,14 +83,13 @@ class KernelDescriptor:
         return self.frequencies.shape[1]
 
     @classmethod
-    def fit(cls, samples: Tensor, *, num_features: int = 2048, seed: int = 0, bandwidth_factor: float = 0.5
-            ) -> "KernelDescriptor":
+    def fit(cls, samples: Tensor, *, num_features: int = NUM_FEATURES, seed: int = SEED,
+            bandwidth_factor: float = BANDWIDTH_FACTOR) -> "KernelDescriptor":
         """h = bandwidth_factor * median nearest-neighbour distance of ``samples`` (n, *shape), n >= 2."""
-        if not isinstance(num_features, int) or isinstance(num_features, bool) or num_features < 2 or num_features % 2:
+        if checks.integer("num_features", num_features, lo=2, fix="an even number") % 2:
             raise PFDistError(f"num_features must be an even integer >= 2 (got {num_features!r}).")
         checks.seed("seed", seed)  # torch would take -1 as 2^64 - 1
-        if not (isinstance(bandwidth_factor, (int, float)) and math.isfinite(bandwidth_factor) and bandwidth_factor > 0):
-            raise PFDistError(f"bandwidth_factor must be a finite number > 0 (got {bandwidth_factor!r}).")
+        checks.real("bandwidth_factor", bandwidth_factor, positive=True)
         h = bandwidth_factor * median_nn_distance(samples)
         if h <= 0:
             raise PFDistError("the median nearest-neighbour distance of the samples is 0 (duplicates); "
@@ -91,12 +97,13 @@ class KernelDescriptor:
         return cls.random(samples[0].numel(), h, num_features=num_features, seed=seed)
 
     @classmethod
-    def random(cls, dim: int, bandwidth: float, *, num_features: int = 2048, seed: int = 0) -> "KernelDescriptor":
+    def random(cls, dim: int, bandwidth: float, *, num_features: int = NUM_FEATURES, seed: int = SEED
+               ) -> "KernelDescriptor":
         """Fresh seeded frequencies for data of ``dim`` numbers and a given bandwidth."""
         if (num_features // 2) * dim > MAX_FREQUENCY_VALUES:
             raise PFDistError(f"num_features = {num_features} on data of {dim} numbers needs {num_features // 2 * dim:,} "
                               f"frequencies, more than the {MAX_FREQUENCY_VALUES:,} that fit in memory; "
-                              "use fewer features (2048 is the default).")
+                              f"use fewer features ({NUM_FEATURES} is the default).")
         g = torch.Generator().manual_seed(checks.seed("seed", seed))
         return cls(torch.randn(num_features // 2, dim, generator=g, dtype=torch.float64), bandwidth, seed=seed)
 

@@ -22,11 +22,12 @@ from typing import Any, Callable
 from torch import Tensor
 
 from pfdist.descriptors.base import Descriptor, identity
+from pfdist.descriptors.kernel import SPEC_DEFAULTS as KERNEL_DEFAULTS
 from pfdist import checks
 from pfdist.errors import PFDistError
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "kernel": {"num_features": 2048, "bandwidth_rule": "median_nn/2", "seed": 0, "fit_samples": 1000},
+    "kernel": KERNEL_DEFAULTS,
     "sscd": {"path": None, "size": 320, "interpolation": "bilinear", "quantize": False},
     "file": {"path": None, "normalize": False},
     "saved": {"path": None},

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from pfdist.descriptors.files import file_sha256, load_module, run_module
+from pfdist import checks
 from pfdist.errors import PFDistError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -47,8 +48,7 @@ class SSCD:
         data_range: tuple[float, float] = (-1.0, 1.0),
         map_location: str = "cpu",
     ):
-        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= 4096:
-            raise PFDistError(f"size must be an integer in 1..4096 (got {size!r}).")
+        checks.integer("size", size, lo=1, hi=4096, fix="the side images are resized to before SSCD")
         if not isinstance(quantize, bool):
             raise PFDistError(f"quantize must be True or False (got {quantize!r}).")
         if interpolation not in INTERPOLATIONS:

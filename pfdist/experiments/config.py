@@ -8,7 +8,7 @@ eval=..., scaling=Scaling(...), dynamics=Dynamics(...))``, read back as ``preset
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pfdist.descriptors import check_spec
@@ -132,9 +132,8 @@ class Preset:
 
 
 def _eval(d: Any) -> EvalConfig:
-    valid = {f.name for f in fields(EvalConfig)}
-    d = fields_of(d, "eval", set(), valid)
+    d = fields_of(d, "eval", set(), set(EvalConfig.keys()))
     try:
-        return EvalConfig(**d)
+        return EvalConfig.from_dict(d)
     except TypeError as e:
         raise PFDistError(f"eval: {e}.") from None

@@ -47,7 +47,7 @@ def teacher_report(teacher: Callable, data: torch.Tensor, *, num_samples: int = 
     """Copy share and PFD to the empirical flow of ``data`` for ``teacher``, with the ideal copier's
     values as reference, on evaluation seeds ``EVAL_SEED + (0..num_samples-1)``."""
     shape = tuple(data.shape[1:])
-    kwargs = dict(shape=shape, num_samples=num_samples, seed=EVAL_SEED, settings=FlowSettings(),
+    kwargs = dict(shape=shape, num_samples=num_samples, seed=EVAL_SEED, flow=FlowSettings(),
                   batch_size=batch_size)
     copier = EmpiricalDenoiser(data)
     samples = flow_outputs(teacher, **kwargs)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import json
 import os
 from pathlib import Path
@@ -108,7 +106,7 @@ def override(preset: Preset, changes: dict) -> Preset:
     null removes a study. E.g. ``{"eval": {"num_samples": 64}, "dynamics": None}``."""
     base = preset.to_dict()
     if isinstance(base.get("eval"), dict):  # fields left out of the dict when off (error_estimate, ...) may be set too
-        base["eval"] = {**dataclasses.asdict(EvalConfig()), **base["eval"]}
+        base["eval"] = {**EvalConfig().to_dict(full=True), **base["eval"]}
     try:
         return Preset.from_dict(_merge(base, changes, ""))
     except (TypeError, KeyError, AttributeError) as e:

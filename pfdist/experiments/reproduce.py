@@ -111,7 +111,7 @@ def teacher_solver_error(ctx: Context, device: Any) -> dict[str, Any]:
     from pfdist.solver_error import ERROR_SEEDS, map_solver_error
 
     ev = ctx.preset.eval
-    flow = ev.settings()
+    flow = ev.flow
     record = {"solver": flow.solver, "steps": flow.steps, "num_seeds": min(ERROR_SEEDS, ev.num_samples)}
     try:
         value = map_solver_error(ctx.teacher, flow=flow, shape=ctx.shape, seed=ev.seed, num_samples=record["num_seeds"],

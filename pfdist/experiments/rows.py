@@ -140,5 +140,5 @@ def student_outputs(ctx: Any, unit: Any) -> torch.Tensor:
     """A finished student's pixel outputs on the evaluation seeds (cached by its evaluation)."""
     ev = ctx.preset.eval
     student = load_student(ctx.unit_dir(unit), device=ctx.device)
-    return flow_outputs(student, shape=ctx.shape, num_samples=ev.num_samples, seed=ev.seed, flow=ev.settings(),
+    return flow_outputs(student, shape=ctx.shape, num_samples=ev.num_samples, seed=ev.seed, flow=ev.flow,
                         batch_size=ev.batch_size, device=ctx.device, cache_dir=ctx.cache).values

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pfdist import distributed
-from pfdist.descriptors import KernelDescriptor, NamedDescriptors, build_descriptor, check_spec
+from pfdist.descriptors import KernelDescriptor, NamedDescriptors, build_descriptor, check_spec, kernel
 from pfdist.errors import PFDistError
 from pfdist.protocol import TEST_SEED, EvalConfig, teacher_samples
 
@@ -21,7 +21,7 @@ DESCRIPTORS_DIR = "descriptors"
 # The presets' spaces: a saturating kernel space first (random Fourier features, bandwidth half the
 # median nearest-neighbour distance of 1000 teacher samples), where a copier sits at a flat plateau
 # as under the paper's SSCD, and pixels second.
-KERNEL = {"type": "kernel", "num_features": 2048, "bandwidth_rule": "median_nn/2", "seed": 0, "fit_samples": 1000}
+KERNEL = {"type": "kernel", **kernel.SPEC_DEFAULTS}
 SPACES = (KERNEL, "pixels")
 
 
@@ -33,7 +33,7 @@ def fit_samples(teacher: Callable, shape: tuple[int, ...], config: EvalConfig, *
                 cache_dir: Any = None) -> Callable[[int], Any]:
     """n -> the teacher's samples on seeds TEST_SEED .. TEST_SEED + n - 1 (``progress(k)`` gets samples done)."""
     def samples(n: int, progress: Callable[[int], None] | None = None):
-        return teacher_samples(teacher, range(TEST_SEED, TEST_SEED + n), shape=shape, settings=config.settings(),
+        return teacher_samples(teacher, range(TEST_SEED, TEST_SEED + n), shape=shape, flow=config.flow,
                                device=device, cache_dir=cache_dir, progress=progress)
     return samples
 

@@ -150,7 +150,7 @@ class Context:
             seeds = dataset_seeds(n, index, eval_seeds=range(ev.seed, ev.seed + ev.num_samples))
             with self.phase(f"training set N={n}" + (f" #{index}" if index else ""), len(seeds)) as progress:
                 self._datasets[(n, index)] = teacher_samples(self.teacher, seeds, shape=self.shape,
-                                                             settings=ev.settings(), device=self.device,
+                                                             flow=ev.flow, device=self.device,
                                                              cache_dir=self.cache, progress=progress)
         return self._datasets[(n, index)]
 
@@ -161,7 +161,7 @@ class Context:
         self.teacher_outputs
         with self.phase("teacher test samples", ev.test_samples) as progress:
             teacher_samples(self.teacher, range(TEST_SEED, TEST_SEED + ev.test_samples), shape=self.shape,
-                            settings=ev.settings(), device=self.device, cache_dir=self.cache, progress=progress)
+                            flow=ev.flow, device=self.device, cache_dir=self.cache, progress=progress)
         sets = {(u.source, u.n, u.dataset_index): u for u in units}
         for unit in sets.values():
             self.train_data(unit)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.models.edm import ArrayRecord, PersistentRecord, UnsupportedSnapshotError, _collect_state, _plain
 from pfdist.nets import NetSpec
@@ -61,8 +62,7 @@ def encoder_record(obj: Any, where: str) -> EncoderRecord:
     vae_name, batch_size = state.get("vae_name"), state.get("batch_size", 8)
     if not isinstance(vae_name, str) or not vae_name:
         raise UnsupportedSnapshotError(f"{where}: the StabilityVAEEncoder records no vae_name.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise UnsupportedSnapshotError(f"{where}: the encoder's batch_size must be a positive integer.")
+    checks.integer(f"{where}: the encoder's batch_size", batch_size, lo=1, error=UnsupportedSnapshotError)
     scale, bias = _vector(state.get("scale"), "scale", where), _vector(state.get("bias"), "bias", where)
     if len(scale) != len(bias) or 0.0 in scale:
         raise UnsupportedSnapshotError(f"{where}: the encoder's scale and bias must be non-zero vectors of one length.")

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.hashing import content_hash, file_sha256
 from pfdist.models.edm import read_snapshot
@@ -124,8 +125,7 @@ def load_edm_decoder(path: str | os.PathLike, *, vae: str | os.PathLike | None =
     """
     encoder = _encoder_of(Path(path))
     batch_size = encoder.batch_size if batch_size is None else batch_size
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise PFDistError(f"batch_size must be a positive integer (got {batch_size!r}).")
+    checks.integer("batch_size", batch_size, lo=1)
     if encoder.class_name == "StandardRGBEncoder":
         if vae is not None:
             raise PFDistError(f"{path} is a pixel-space (RGB) snapshot; it has no VAE, so pass no vae=.")

@@ -8,10 +8,10 @@ for a VAE's latents); pfdist keeps it as an :class:`EncoderRecord` on the networ
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
+from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.hashing import content_hash
 
@@ -58,15 +58,13 @@ class EncoderRecord:
         scale, bias = (_vector(record.get(k), k, where) for k in ("scale", "bias"))
         if not isinstance(vae_name, str) or not vae_name:
             raise PFDistError(f"{where}: the StabilityVAEEncoder record names no vae_name.")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise PFDistError(f"{where}: the encoder's batch_size must be a positive integer (got {batch_size!r}).")
+        checks.integer(f"{where}: the encoder's batch_size", batch_size, lo=1)
         if len(scale) != len(bias) or 0.0 in scale:
             raise PFDistError(f"{where}: the encoder's scale and bias must be non-zero vectors of one length.")
         return cls("StabilityVAEEncoder", vae_name, scale, bias, batch_size)
 
 
 def _vector(value: Any, name: str, where: str) -> tuple[float, ...]:
-    if (not isinstance(value, (list, tuple)) or not value
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+    if not isinstance(value, (list, tuple)) or not value:
         raise PFDistError(f"{where}: the encoder's {name} must be a list of finite numbers (got {value!r}).")
-    return tuple(float(v) for v in value)
+    return tuple(checks.real(f"{where}: the encoder's {name}[{i}]", v) for i, v in enumerate(value))

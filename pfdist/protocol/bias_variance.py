@@ -134,7 +134,7 @@ def bias_variance(
                               cache_dir=cache_dir, progress=progress)
         student = load_student(sub, device=device)
         s_out = flow_outputs(student, shape=shape, num_samples=eval_config.num_samples, seed=eval_config.seed,
-                             flow=eval_config.settings(), batch_size=eval_config.batch_size, device=device,
+                             flow=eval_config.flow, batch_size=eval_config.batch_size, device=device,
                              cache_dir=cache_dir)
         records.append(rec)
         outputs.append(describe(s_out.values, desc, eval_config.batch_size))

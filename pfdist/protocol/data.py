@@ -31,10 +31,8 @@ MAX_N = checks.MAX_TRAIN_SET
 
 def dataset_seeds(n: int, index: int = 0, *, eval_seeds: range = range(EVAL_SEED, EVAL_SEED + 10_000)) -> range:
     """Seeds of training set ``index`` of size ``n``; checked disjoint from ``eval_seeds`` and the test seeds."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise PFDistError(f"N must be a positive integer (got {n!r}).")
-    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-        raise PFDistError(f"dataset index must be an integer >= 0 (got {index!r}).")
+    checks.integer("N", n, lo=1, fix="the training set size")
+    checks.integer("dataset index", index, lo=0)
     if n > MAX_N:
         raise PFDistError(f"N = {n} exceeds the largest supported training set ({MAX_N}): the seeds of "
                           "independent training sets are 2^20 apart.")
@@ -53,7 +51,7 @@ def teacher_samples(
     seeds: range,
     *,
     shape: Sequence[int],
-    settings: FlowSettings | None = None,
+    flow: FlowSettings | None = None,
     batch_size: int = 512,
     device: Any = None,
     cache_dir: str | os.PathLike | None = None,
@@ -74,15 +72,15 @@ def teacher_samples(
     own = data_shape(teacher)
     if own is not None and own != tuple(shape):
         raise PFDistError(f"the teacher's data shape is {own}, not {tuple(shape)}.")
-    settings = settings or FlowSettings()
-    path, key = _cache_path(teacher, seeds, shape, settings, cache_dir)
+    flow = flow or FlowSettings()
+    path, key = _cache_path(teacher, seeds, shape, flow, cache_dir)
     if path is not None and distributed.all_true(path.is_file()):  # every rank of a group, or none
         values = _read_samples(path, (len(seeds), *shape), key)
         if distributed.all_true(values is not None):  # a damaged file anywhere is a miss everywhere
             if progress:
                 progress(len(seeds))
             return values
-    out = flow_outputs(teacher, shape=shape, num_samples=len(seeds), seed=seeds.start, flow=settings,
+    out = flow_outputs(teacher, shape=shape, num_samples=len(seeds), seed=seeds.start, flow=flow,
                        batch_size=batch_size, device=device, progress=progress)
     if path is not None and distributed.is_main():
         atomic_save_tensors(path, {"data": out.values}, checksum=True, key=key)
@@ -102,11 +100,11 @@ def _read_samples(path: Path, shape: tuple[int, ...], key: str) -> Tensor | None
     return None
 
 
-def _cache_path(teacher: Any, seeds: range, shape: Sequence[int], settings: FlowSettings,
+def _cache_path(teacher: Any, seeds: range, shape: Sequence[int], flow: FlowSettings,
                 cache_dir: str | os.PathLike | None) -> tuple[Path | None, str | None]:
     """The cache file and the full key stored in it (checked on read), or (None, None)."""
     fp = fingerprint(teacher) if cache_dir is not None else None
     if fp is None:
         return None, None
-    key = content_hash("teacher_samples/v1", fp, seeds.start, len(seeds), list(shape), dataclasses.asdict(settings))
+    key = content_hash("teacher_samples/v1", fp, seeds.start, len(seeds), list(shape), dataclasses.asdict(flow))
     return Path(cache_dir) / f"data-{key[:32]}.safetensors", key

@@ -35,7 +35,6 @@ import copy
 import dataclasses
 import json
 import math
-import numbers
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -43,6 +42,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
+from pfdist import checks
 from pfdist.errors import CheckpointError, NonFiniteError, PFDistError
 from pfdist.hashing import content_hash, fingerprint
 from pfdist.maps import GeneratorMap, ODEMap, generator, ode_map
@@ -86,15 +86,12 @@ def _plan(teacher: Any, method: Any, steps: Any, num_pairs: Any, net: dict | Non
         grid = flow.steps
     else:
         flow, grid = FlowSettings(sigma_max=teacher.sigma_max), max(1, int(teacher.nfe))
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= grid:
-        raise PFDistError(f"steps must be an integer from 1 to the teacher's grid of {grid} steps (got {steps!r}).")
+    checks.integer("steps", steps, lo=1, hi=grid, fix=f"the teacher's grid has {grid} steps")
     if method == "progressive":
         _rounds(int(steps), grid)
-    if isinstance(num_pairs, bool) or not isinstance(num_pairs, numbers.Integral) or num_pairs < 1:
-        raise PFDistError(f"num_pairs must be an integer >= 1 (got {num_pairs!r}).")
+    checks.integer("num_pairs", num_pairs, lo=1)
     dataset_seeds(int(num_pairs))  # refuses N beyond the seed stream
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise PFDistError(f"seed must be an integer >= 0 (got {seed!r}).")
+    checks.integer("seed", seed, lo=0)
     if not isinstance(train, TrainConfig):
         raise PFDistError(f"train must be a pfdist.TrainConfig (got {type(train).__name__}).")
     shape = teacher.noise_shape or (tuple(net["shape"]) if isinstance(net, dict) and "shape" in net else None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 import torch
@@ -23,27 +23,27 @@ from pfdist.solver_error import ERROR_SEEDS, doubled_grid, richardson
 from pfdist.training import edm_loss
 
 COPY_RATIO = 1.0 / 3.0
+FLOW_FIELDS = tuple(FlowSettings.__dataclass_fields__)  # steps, solver, sigma_min, sigma_max, rho
 
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Shared evaluation settings: seeds, solver (defaults: :class:`FlowSettings`), and the loss estimates.
+    """Shared evaluation settings: seeds, the flow settings of every map, and the loss estimates.
+
+    ``flow``: the PF-ODE solver and grid (:class:`FlowSettings`, EDM's by default). In a dict
+    (:meth:`from_dict`, :meth:`to_dict`, a preset's JSON) its five fields sit at the eval level
+    (``{"steps": 35, "solver": "euler", ...}``), so a config's key does not depend on how it is held.
 
     ``error_estimate``: also estimate the discretisation error of the student's, the teacher's and
     the copier's maps (:mod:`pfdist.solver_error`), stored as ``solver_error`` beside each
     E_gen / E_mem interval.
 
-    Validated when constructed: counts are integers in range, the solver fields form valid
-    :class:`FlowSettings`.
+    Validated when constructed: counts are integers in range, ``flow`` is a :class:`FlowSettings`.
     """
 
     num_samples: int = 10_000
     seed: int = EVAL_SEED
-    steps: int = FlowSettings.steps
-    solver: str = FlowSettings.solver
-    sigma_min: float = FlowSettings.sigma_min
-    sigma_max: float = FlowSettings.sigma_max
-    rho: float = FlowSettings.rho
+    flow: FlowSettings = FlowSettings()
     batch_size: int = 256
     test_samples: int = 2048
     loss_repeats: int = 4
@@ -56,36 +56,52 @@ class EvalConfig:
     def __post_init__(self):
         if not isinstance(self.error_estimate, bool):
             raise PFDistError(f"EvalConfig.error_estimate must be true or false (got {self.error_estimate!r}).")
+        if not isinstance(self.flow, FlowSettings):
+            raise PFDistError(f"EvalConfig.flow must be a FlowSettings (got {type(self.flow).__name__}); in a dict "
+                              f"its fields {list(FLOW_FIELDS)} sit at the eval level (EvalConfig.from_dict).")
         for name, lo in (("num_samples", 2), ("seed", 0), ("batch_size", 1), ("test_samples", 1),
                          ("loss_repeats", 1), ("loss_seed", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                raise PFDistError(f"EvalConfig.{name} must be an integer >= {lo} (got {value!r}).")
+            checks.integer(f"EvalConfig.{name}", getattr(self, name), lo=lo)
         for name in ("num_samples", "test_samples"):
             checks.size(f"EvalConfig.{name}", getattr(self, name), checks.MAX_SEEDS,
                         "each seed runs the ODE and its output is kept")
         checks.size("EvalConfig test_samples x loss_repeats", self.test_samples * self.loss_repeats, checks.MAX_SEEDS,
                     "each is one network evaluation of the test loss")
         self.accel  # validates autocast, channels_last, compile
-        flow = self.settings()  # validates the solver fields
-        for name in ("steps", "sigma_min", "sigma_max", "rho"):
-            object.__setattr__(self, name, getattr(flow, name))
 
-    def settings(self) -> FlowSettings:
-        return FlowSettings(self.steps, self.solver, self.sigma_min, self.sigma_max, self.rho)
+    @staticmethod
+    def keys() -> tuple[str, ...]:
+        """The keys of its dict form: its own fields, with ``flow`` given as FlowSettings' five."""
+        own = [f.name for f in fields(EvalConfig)]
+        at = own.index("flow")
+        return (*own[:at], *FLOW_FIELDS, *own[at + 1:])
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EvalConfig":
+        """From the dict form (:meth:`to_dict`, a preset's ``eval``): missing keys take their defaults."""
+        unknown = sorted(set(d) - set(cls.keys()))
+        if unknown:
+            raise PFDistError(f"unknown EvalConfig keys {unknown}; valid: {sorted(cls.keys())}.")
+        flow = FlowSettings.from_dict({k: d[k] for k in FLOW_FIELDS if k in d})
+        return cls(**{k: v for k, v in d.items() if k not in FLOW_FIELDS}, flow=flow)
 
     def pfd_kwargs(self) -> dict:
-        return dict(num_samples=self.num_samples, seed=self.seed, flow=self.settings(), batch_size=self.batch_size)
+        return dict(num_samples=self.num_samples, seed=self.seed, flow=self.flow, batch_size=self.batch_size)
 
     @property
     def accel(self) -> Accel:
         return config_accel(self)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        if not self.error_estimate:  # absent when off, so the keys of runs made before it existed still match
+    def to_dict(self, *, full: bool = False) -> dict:
+        """The flat dict form (``flow``'s fields at the eval level). Fields added after runs existed
+        (``error_estimate``, the accel fields) are left out while off, so older runs' keys still
+        match, unless ``full``."""
+        d = {k: getattr(self.flow if k in FLOW_FIELDS else self, k) for k in self.keys()}
+        if full:
+            return d
+        if not self.error_estimate:
             del d["error_estimate"]
-        for name, default in Accel().to_dict().items():  # absent when off: the keys of float32 runs stay
+        for name, default in Accel().to_dict().items():
             if d[name] == default:
                 del d[name]
         return d
@@ -176,7 +192,7 @@ def copier_outputs(train_data: Tensor, config: EvalConfig, *, device: Any = None
     """The exact empirical flow of ``train_data`` on the evaluation seeds: the ideal copier's map.
     ``progress(n)`` gets samples done."""
     return flow_outputs(EmpiricalDenoiser(train_data.to(device)), shape=tuple(train_data.shape[1:]),
-                        num_samples=config.num_samples, seed=config.seed, flow=config.settings(),
+                        num_samples=config.num_samples, seed=config.seed, flow=config.flow,
                         batch_size=config.batch_size, device=device, cache_dir=cache_dir, progress=progress)
 
 
@@ -208,7 +224,7 @@ def evaluate_student(
     device = torch.device(device) if device is not None else next(student.parameters()).device
     student = accelerate(student, config.accel)
     student_outputs = flow_outputs(student, shape=shape, num_samples=config.num_samples, seed=config.seed,
-                                   flow=config.settings(), batch_size=config.batch_size, device=device,
+                                   flow=config.flow, batch_size=config.batch_size, device=device,
                                    cache_dir=cache_dir)
     if copier is None:
         copier = copier_outputs(train_data, config, device=device, cache_dir=cache_dir)

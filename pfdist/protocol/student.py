@@ -34,7 +34,7 @@ def teacher_map(teacher: Callable, shape: Sequence[int], config: EvalConfig, *, 
                 cache_dir: str | os.PathLike | None = None, progress: Callable[[int], None] | None = None) -> FlowOutputs:
     """The teacher's pixel outputs on the evaluation seeds: computed once, reused by every student."""
     return flow_outputs(teacher, shape=shape, num_samples=config.num_samples, seed=config.seed,
-                        flow=config.settings(), batch_size=config.batch_size, device=device,
+                        flow=config.flow, batch_size=config.batch_size, device=device,
                         cache_dir=cache_dir, progress=progress)
 
 
@@ -270,15 +270,15 @@ class _Inputs:
         self.train_data, self.teacher_outputs = train_data, teacher_outputs
 
     def compute(self) -> None:
-        settings, device, cache_dir = self.config.settings(), self.device, self.cache_dir
+        flow, device, cache_dir = self.config.flow, self.device, self.cache_dir
         if self.train_data is None:
-            self.train_data = teacher_samples(self.teacher, self.seeds, shape=self.shape, settings=settings,
+            self.train_data = teacher_samples(self.teacher, self.seeds, shape=self.shape, flow=flow,
                                               device=device, cache_dir=cache_dir)
         elif self.train_data.shape != (self.n, *self.shape):
             raise PFDistError(f"train_data must be (N, *shape) = {(self.n, *self.shape)}; "
                               f"got {tuple(self.train_data.shape)}.")
         self.test_data = teacher_samples(self.teacher, range(TEST_SEED, TEST_SEED + self.config.test_samples),
-                                         shape=self.shape, settings=settings, device=device, cache_dir=cache_dir)
+                                         shape=self.shape, flow=flow, device=device, cache_dir=cache_dir)
         if self.teacher_outputs is None:
             self.teacher_outputs = teacher_map(self.teacher, self.shape, self.config, device=device, cache_dir=cache_dir)
         self.copier = copier_outputs(self.train_data, self.config, device=device, cache_dir=cache_dir)  # the ideal copier's map

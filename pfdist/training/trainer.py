@@ -90,40 +90,28 @@ class TrainConfig:
             if not ok:
                 raise PFDistError(f"TrainConfig: {what}.")
 
-        def is_int(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def positive(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf
-
-        need(is_int(self.seed) and self.seed >= 0, f"seed must be an int >= 0, got {self.seed!r}")
-        need(is_int(self.batch_size) and self.batch_size >= 1,
-             f"batch_size must be an int >= 1, got {self.batch_size!r}")
-        need(positive(self.lr), f"lr must be positive, got {self.lr!r}")
+        for name, lo in (("seed", 0), ("batch_size", 1), ("warmup_images", 0), ("epochs", 0), ("checkpoint_every", 1)):
+            checks.integer(f"TrainConfig.{name}", getattr(self, name), lo=lo)
+        checks.real("TrainConfig.lr", self.lr, positive=True)
         need(self.lr_schedule in SCHEDULES,
              f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
-        need(is_int(self.warmup_images) and self.warmup_images >= 0, "warmup_images must be an int >= 0")
-        need(is_int(self.epochs) and self.epochs >= 0, f"epochs must be an int >= 0, got {self.epochs!r}")
-        need(self.epoch_images is None or (is_int(self.epoch_images) and self.epoch_images >= 1),
-             f"epoch_images must be None or an int >= 1, got {self.epoch_images!r}")
         if self.epoch_images is not None:
+            checks.integer("TrainConfig.epoch_images", self.epoch_images, lo=1, fix="or null: one pass over the data")
             checks.size("TrainConfig epochs x epoch_images", self.epochs * self.epoch_images, checks.MAX_TRAIN_IMAGES,
                         "every image is a training step's sample, so such a run cannot finish", lo=0)
-        need(self.ema_halflife_images is None or positive(self.ema_halflife_images),
-             "ema_halflife_images must be None or positive")
-        need(self.ema_rampup_ratio is None or positive(self.ema_rampup_ratio),
-             "ema_rampup_ratio must be None or positive")
+        for name in ("ema_halflife_images", "ema_rampup_ratio", "grad_clip"):
+            if getattr(self, name) is not None:
+                checks.real(f"TrainConfig.{name}", getattr(self, name), positive=True, fix="or null for none")
         betas = self.adam_betas
-        need(isinstance(betas, (list, tuple)) and len(betas) == 2 and all(
-            isinstance(b, (int, float)) and 0 <= b < 1 for b in betas),
-            f"adam_betas must be two numbers in [0, 1), got {betas!r}")
+        need(isinstance(betas, (list, tuple)) and len(betas) == 2,
+             f"adam_betas must be two numbers in [0, 1), got {betas!r}")
+        for i, b in enumerate(betas):
+            if checks.real(f"TrainConfig.adam_betas[{i}]", b, lo=0) >= 1:
+                raise PFDistError(f"TrainConfig.adam_betas[{i}] must be < 1, got {b!r}.")
         object.__setattr__(self, "adam_betas", tuple(float(b) for b in betas))
-        need(positive(self.adam_eps), "adam_eps must be positive")
-        need(self.grad_clip is None or positive(self.grad_clip), "grad_clip must be None or positive")
-        need(is_int(self.checkpoint_every) and self.checkpoint_every >= 1,
-             "checkpoint_every must be an int >= 1")
-        need(isinstance(self.P_mean, (int, float)) and positive(self.P_std),
-             "P_mean must be a number and P_std positive")
+        checks.real("TrainConfig.adam_eps", self.adam_eps, positive=True)
+        checks.real("TrainConfig.P_mean", self.P_mean)
+        checks.real("TrainConfig.P_std", self.P_std, positive=True)
         self.accel  # validates autocast, channels_last, compile
 
     @property

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.processes import exit_with_parent
 from pfdist.experiments.engines.job import UnitJob
@@ -29,9 +30,7 @@ class LocalEngine:
     between them; a script using it needs the usual ``if __name__ == "__main__":`` guard."""
 
     def __init__(self, workers: int = 1):
-        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-            raise PFDistError(f"workers must be an integer >= 1 (got {workers!r}).")
-        self.workers = workers
+        self.workers = checks.integer("workers", workers, lo=1)
 
     def run(self, jobs: Sequence[UnitJob], done: Callable[[UnitJob], None]) -> None:
         if self.workers <= 1 or len(jobs) <= 1:

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.experiments.engines import UnitsFailed, require
 from pfdist.experiments.engines.job import TOKEN, UnitJob, worker_log_level, write_token
@@ -49,12 +50,10 @@ class RayEngine:
 
     def __init__(self, address: str | None = None, cpus_per_unit: float = 1, gpus_per_unit: float | None = None,
                  max_retries: int = 3, init_options: dict | None = None):
-        if not cpus_per_unit > 0:
-            raise PFDistError(f"cpus_per_unit must be positive (got {cpus_per_unit!r}).")
-        if gpus_per_unit is not None and not gpus_per_unit >= 0:
-            raise PFDistError(f"gpus_per_unit must be >= 0 (got {gpus_per_unit!r}).")
-        if not isinstance(max_retries, int) or max_retries < 0:
-            raise PFDistError(f"max_retries must be an integer >= 0 (got {max_retries!r}).")
+        checks.real("cpus_per_unit", cpus_per_unit, positive=True)
+        if gpus_per_unit is not None:
+            checks.real("gpus_per_unit", gpus_per_unit, lo=0)
+        checks.integer("max_retries", max_retries, lo=0)
         self.address, self.cpus, self.gpus = address, cpus_per_unit, gpus_per_unit
         self.max_retries, self.init_options = max_retries, init_options or {}
 

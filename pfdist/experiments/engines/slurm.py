@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.experiments.engines import UnitsFailed, require
 from pfdist.experiments.engines.job import UnitJob, worker_log_level, write_token
@@ -53,27 +54,25 @@ class SlurmEngine:
 
     partition, time_min, mem_gb, account, qos: the usual Slurm requests of each array task.
     cpus_per_unit / gpus_per_unit: per array task (whole GPUs; group small units with
-    ``units_per_task`` to share one). max_parallel: array tasks running at once.
+    ``units_per_task`` to share one); gpus_per_unit defaults to 1 when the units run on CUDA, else 0.
+    max_parallel: array tasks running at once.
     folder: submitit's logs and pickles (default ``<run_dir>/slurm``). poll_s: how often to look.
     slurm_options: more ``#SBATCH`` options, e.g. ``{"constraint": "a100"}``.
     """
 
     def __init__(self, partition: str | None = None, time_min: int = 24 * 60, cpus_per_unit: int = 1,
-                 gpus_per_unit: int = 0, mem_gb: float | None = None, units_per_task: int = 1,
+                 gpus_per_unit: int | None = None, mem_gb: float | None = None, units_per_task: int = 1,
                  max_parallel: int | None = None, max_requeues: int = 3, account: str | None = None,
                  qos: str | None = None, cluster: str | None = None, folder: str | None = None,
                  poll_s: float = 10.0, slurm_options: dict | None = None):
         for name, value, low in (("time_min", time_min, 1), ("cpus_per_unit", cpus_per_unit, 1),
                                  ("gpus_per_unit", gpus_per_unit, 0), ("units_per_task", units_per_task, 1),
-                                 ("max_requeues", max_requeues, 0)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise PFDistError(f"{name} must be an integer >= {low} (got {value!r}).")
-        if max_parallel is not None and (not isinstance(max_parallel, int) or isinstance(max_parallel, bool)
-                                         or max_parallel < 1):
-            raise PFDistError(f"max_parallel must be an integer >= 1 (got {max_parallel!r}).")
+                                 ("max_requeues", max_requeues, 0), ("max_parallel", max_parallel, 1)):
+            if value is not None or name not in ("gpus_per_unit", "max_parallel"):
+                checks.integer(name, value, lo=low)
         for name, value in (("mem_gb", mem_gb), ("poll_s", poll_s)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e9):
-                raise PFDistError(f"{name} must be a positive number (got {value!r}).")
+            if value is not None and checks.real(name, value, positive=True) >= 1e9:
+                raise PFDistError(f"{name} must be a positive number below 1e9 (got {value!r}).")
         if cluster not in (None, "slurm", "local", "debug"):
             raise PFDistError(f"cluster must be 'slurm', 'local' or 'debug' (got {cluster!r}).")
         if cluster in (None, "slurm") and shutil.which("sbatch") is None:
@@ -85,12 +84,12 @@ class SlurmEngine:
         self.cluster, self.folder, self.poll_s = cluster, folder, poll_s
         self.slurm_options = dict(slurm_options or {})
 
-    def executor(self, run_dir: str) -> Any:
+    def executor(self, run_dir: str, cuda: bool = False) -> Any:
         submitit = require("submitit", "slurm")
         folder = Path(self.folder or Path(run_dir) / "slurm") / "%j"
         executor = submitit.AutoExecutor(folder=folder, cluster=self.cluster, slurm_max_num_timeout=self.max_requeues)
         params: dict[str, Any] = {"name": "pfdist", "timeout_min": self.time_min, "cpus_per_task": self.cpus,
-                                  "gpus_per_node": self.gpus}
+                                  "gpus_per_node": self.gpus if self.gpus is not None else int(cuda)}
         if self.mem_gb is not None:
             params["mem_gb"] = self.mem_gb
         slurm = {"partition": self.partition, "account": self.account, "qos": self.qos,
@@ -109,7 +108,7 @@ class SlurmEngine:
         device = "cuda" if (jobs[0].device or "").startswith("cuda") else jobs[0].device
         jobs = [replace(j, token=token, threads=self.cpus, device=device, log_level=worker_log_level()) for j in jobs]
         tasks = [SlurmTask(tuple(jobs[i : i + self.per_task])) for i in range(0, len(jobs), self.per_task)]
-        executor = self.executor(run_dir)
+        executor = self.executor(run_dir, cuda=device == "cuda")
         with executor.batch():
             submitted = [executor.submit(task) for task in tasks]
         log.info("slurm: %d array tasks submitted (job %s); unit logs in %s/logs", len(submitted),
