@@ -1,5 +1,7 @@
 """Analysis of results files: the MtoG collapse fit and training-dynamics detection."""
 
+from pfdist.analysis.bias_variance import (BiasVarianceCI, SizeTrend, bias_variance_ci, bias_variance_intervals,
+                                           bias_variance_trend, residual_gram)
 from pfdist.analysis.collapse import CollapseFit, collapse_x, fit_collapse, fit_collapse_rows
 from pfdist.analysis.collapse_report import AlphaEstimate, CollapseReport, collapse_report
 from pfdist.analysis.dynamics import (DoubleDescent, DynamicsReport, detect_dynamics, detect_run_dynamics,
@@ -7,7 +9,8 @@ from pfdist.analysis.dynamics import (DoubleDescent, DynamicsReport, detect_dyna
 from pfdist.analysis.results import BIAS_VARIANCE, DYNAMICS, SCALING, SCHEMAS, read_rows
 
 __all__ = [
-    "AlphaEstimate", "BIAS_VARIANCE", "DYNAMICS", "SCALING", "SCHEMAS", "CollapseFit", "CollapseReport", "DoubleDescent", "DynamicsReport",
+    "AlphaEstimate", "BIAS_VARIANCE", "BiasVarianceCI", "SizeTrend", "bias_variance_ci", "bias_variance_intervals",
+    "bias_variance_trend", "residual_gram", "DYNAMICS", "SCALING", "SCHEMAS", "CollapseFit", "CollapseReport", "DoubleDescent", "DynamicsReport",
     "collapse_report", "collapse_x", "detect_dynamics", "detect_run_dynamics", "dynamics_key", "fit_collapse",
     "fit_collapse_rows", "mean_over_seeds", "read_rows",
 ]
