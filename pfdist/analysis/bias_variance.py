@@ -132,7 +132,8 @@ class BiasVarianceCI:
 
 
 def bias_variance_ci(gram: np.ndarray, *, num_bootstrap: int = NUM_BOOTSTRAP, seed: int = 0) -> BiasVarianceCI:
-    """The terms at w = 1/K and their 95% bootstrap intervals over students (module docstring). gram: (K, K) from :func:`residual_gram`."""
+    """The terms at w = 1/K and their 95% bootstrap intervals over students (module docstring).
+    gram: (K, K) from :func:`residual_gram`."""
     gram = _check_gram(gram)
     _check_num_bootstrap(num_bootstrap)
     k = gram.shape[0]

@@ -62,7 +62,8 @@ class Comparison:
         """The pair's reading: "more", "less", "conflicting" or "none" (module docstring)."""
         says = {self._says(self.e_mem_diff, self.e_mem_diff_se, False),
                 self._says(self.share_diff, self.share_diff_se, True)} - {0}
-        return {frozenset(): "none", frozenset({1}): "more", frozenset({-1}): "less"}.get(frozenset(says), "conflicting")
+        readings = {frozenset(): "none", frozenset({1}): "more", frozenset({-1}): "less"}
+        return readings.get(frozenset(says), "conflicting")
 
     def describe(self) -> str:
         return (f"{self.student} N = {self.n}: ΔE_mem {self.e_mem_diff:+.3g} ± {self.e_mem_diff_se:.2g}, "
@@ -114,7 +115,8 @@ def compare_real_synthetic(rows: Sequence[dict[str, Any]]) -> RealVsSynthetic:
     for real, syn in pairs:
         se_mem = math.hypot(float(real["e_mem_stderr"]), float(syn["e_mem_stderr"]))
         if not math.isfinite(se_mem):
-            raise PFDistError(f"{real['student']} at N = {real['n']} has no E_mem standard error; rerun its evaluation.")
+            raise PFDistError(f"{real['student']} at N = {real['n']} has no E_mem standard error; "
+                              "rerun its evaluation.")
         comparisons.append(Comparison(
             str(real["student"]), int(real["params"]), int(real["n"]), float(real["e_mem"]) - float(syn["e_mem"]),
             se_mem, float(real["mem_ratio"]) - float(syn["mem_ratio"]), math.hypot(_share_se(real), _share_se(syn)), z))

@@ -99,7 +99,8 @@ def reached(ns: Sequence[int], values: Sequence[float], stderrs: Sequence[float]
     if not n.size or n.shape != y.shape or n.shape != se.shape:
         raise PFDistError(f"ns, values and stderrs must have one value per N (got {n.size}, {y.size}, {se.size}).")
     if not (np.all(np.isfinite(y)) and np.all(np.isfinite(se)) and np.all(se >= 0)):
-        raise PFDistError("E and its standard errors must be finite at every N; rerun the evaluation of the rows without.")
+        raise PFDistError("E and its standard errors must be finite at every N; "
+                          "rerun the evaluation of the rows without.")
     if np.any(np.diff(n) <= 0):
         raise PFDistError("N must be strictly increasing within a size; pass one row per (size, N).")
     sign = 1.0 if extreme == "max" else -1.0  # work on a curve that rises to its plateau
@@ -133,7 +134,8 @@ def memorization_gap(rows: Sequence[dict[str, Any]]) -> list[MemorizationGap]:
         mem = reached(ns, col["e_mem"], col["e_mem_stderr"], extreme="max")
         gen = reached(ns, col["e_gen"], col["e_gen_stderr"], extreme="min")
         i_max = ns.index(mem.n_extreme)
-        rises = col["e_mem"][i_max] - col["e_mem"][0] > Z * math.hypot(col["e_mem_stderr"][0], col["e_mem_stderr"][i_max])
+        se_rise = math.hypot(col["e_mem_stderr"][0], col["e_mem_stderr"][i_max])
+        rises = col["e_mem"][i_max] - col["e_mem"][0] > Z * se_rise
         out.append(MemorizationGap(params, mem, gen, bool(rises)))
     return out
 
