@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from pfdist.analysis.regime import REGIMES, LossTrend, Regime, classify_regime, loss_trend
 from pfdist.errors import PFDistError
 
 Z = 2.5
@@ -229,3 +230,102 @@ def detect_run_dynamics(rows: Sequence[dict[str, Any]]) -> dict[str, DynamicsRep
             [r["epoch"] for r in run], [r["e_gen"] for r in run],
             e_gen_stderr=[r.get("e_gen_stderr", float("nan")) for r in run])
     return out
+
+
+@dataclass(frozen=True)
+class DynamicsVerdict:
+    """Early learning and double descent of one training run, each judged in its regime and with
+    the training loss (:func:`judge_dynamics`). Each verdict is "detected", "not detected",
+    "not measured" (no loss trend to judge) or "not in the <regime> regime" (no verdict)."""
+
+    report: DynamicsReport
+    regime: Regime
+    early_learning: str
+    early_learning_loss: LossTrend | None  # the loss over [E_gen minimum, last epoch]
+    double_descent: str
+    double_descent_loss: LossTrend | None  # the loss over [first minimum, peak]
+    reason: str
+
+
+def _judge(found: bool, regime: Regime, wanted: str, trend: LossTrend | None, what: str) -> tuple[str, str]:
+    """(verdict, reason) of one shape: its regime first, then the detector, then the loss."""
+    if regime.label != wanted:
+        return f"not in the {wanted} regime", f"{what}: no verdict, regime {regime.describe()}"
+    if not found:
+        return "not detected", f"{what}: not detected by the E_gen detector"
+    if trend is None:
+        return "not measured", f"{what}: E_gen shape found, but fewer than 3 epochs with a train loss over its span"
+    return ("detected" if trend.falling else "not detected"), f"{what}: E_gen shape found, {trend.describe()}"
+
+
+def _interval(row: dict[str, Any], column: str) -> tuple[float, float]:
+    """A column's 95% interval: its ``_ci_low`` / ``_ci_high`` columns, else value +- 1.96 ``_stderr``."""
+    if f"{column}_ci_low" in row and f"{column}_ci_high" in row:
+        return float(row[f"{column}_ci_low"]), float(row[f"{column}_ci_high"])
+    if f"{column}_stderr" in row:
+        half = 1.959963984540054 * float(row[f"{column}_stderr"])
+        return float(row[column]) - half, float(row[column]) + half
+    raise PFDistError(f"the dynamics rows have no interval for {column!r}: need {column}_ci_low and "
+                      f"{column}_ci_high, or {column}_stderr.")
+
+
+def judge_dynamics(
+    rows: Sequence[dict[str, Any]], *, regime_column: str = "mem_ratio",
+    generalization: float | tuple[float, float] = 0.0, memorization: float | tuple[float, float] = 1.0,
+    at: str | float = "last", loss_column: str = "train_loss", double_descent_regime: str = "generalization",
+) -> DynamicsVerdict:
+    """Early learning and double descent of one training run (rows of ``dynamics.csv`` for one
+    student and N; several training seeds are averaged first, :func:`mean_over_seeds`).
+
+    Early learning, statistic and rule: (1) the run is in the transition regime: the copy share
+    (``regime_column``) with its 95% interval at epoch ``at`` lies strictly between the plateaus
+    ``generalization`` and ``memorization`` (:func:`pfdist.analysis.regime.classify_regime`; else
+    "not in the transition regime", no verdict); (2) :func:`detect_dynamics` finds E_gen's
+    significant descent to a minimum and rise after it; (3) over that rise, from the (smoothed)
+    minimum to the last epoch, the training loss is still falling: the 95% interval of the
+    least-squares slope of log(train loss) per epoch lies below 0 (:func:`loss_trend`).
+    Double descent: the same three tests, with the detector's bump and the loss over its rise,
+    [first minimum, peak], in the regime ``double_descent_regime``: "generalization" by default,
+    where the paper saw it (N = 2^16; early learning at N = 2^12, the transition).
+
+    ``at``: "last" (default: the trained model's regime, as the paper names regimes by N),
+    "first" (the first evaluated epoch after epoch 0), "minimum" (E_gen's smoothed minimum) or an
+    epoch. Several seeds' intervals are averaged bound by bound, which is wider than the mean's.
+    """
+    rows = sorted(mean_over_seeds(rows), key=lambda r: r["epoch"])
+    runs = {(r["student"], r["n"]) for r in rows}
+    if len(runs) != 1:
+        raise PFDistError(f"judge_dynamics takes one run's rows (one student and N); got {len(runs) or 'no'} runs.")
+    if double_descent_regime not in REGIMES:
+        raise PFDistError(f"double_descent_regime must be one of {REGIMES} (got {double_descent_regime!r}).")
+    epochs = [r["epoch"] for r in rows]
+    report = detect_dynamics(epochs, [r["e_gen"] for r in rows],
+                             e_gen_stderr=[r.get("e_gen_stderr", float("nan")) for r in rows])
+    row = _regime_row(rows, at, report)
+    regime = classify_regime(float(row[regime_column]), _interval(row, regime_column), generalization=generalization,
+                             memorization=memorization, epoch=float(row["epoch"]))
+    loss = [float(r.get(loss_column, float("nan"))) for r in rows]
+    el_loss = loss_trend(epochs, loss, start=report.min_epoch, end=epochs[-1]) if report.early_learning else None
+    dd = report.double_descent
+    dd_loss = None if dd is None else loss_trend(epochs, loss, start=dd.first_min_epoch, end=dd.peak_epoch)
+    early, why_early = _judge(report.early_learning, regime, "transition", el_loss, "early learning")
+    double, why_double = _judge(dd is not None, regime, double_descent_regime, dd_loss, "double descent")
+    return DynamicsVerdict(report, regime, early, el_loss, double, dd_loss, f"{why_early}; {why_double}")
+
+
+def _regime_row(rows: list[dict[str, Any]], at: str | float, report: DynamicsReport) -> dict[str, Any]:
+    """The row the regime is judged at (``judge_dynamics``'s ``at``)."""
+    if at == "last":
+        return rows[-1]
+    if at == "first":
+        trained = [r for r in rows if r["epoch"] > 0]
+        if not trained:
+            raise PFDistError("no evaluated epoch after epoch 0 to judge the regime at; use at='last'.")
+        return trained[0]
+    epoch = report.min_epoch if at == "minimum" else at
+    if isinstance(epoch, bool) or not isinstance(epoch, (int, float)):
+        raise PFDistError(f"at must be 'last', 'first', 'minimum' or an epoch (got {at!r}).")
+    match = [r for r in rows if r["epoch"] == epoch]
+    if not match:
+        raise PFDistError(f"no row at epoch {epoch:g} to judge the regime at; epochs are {[r['epoch'] for r in rows]}.")
+    return match[0]
