@@ -35,7 +35,6 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from scipy.stats import t as t_dist
 from torch import Tensor
 
 from pfdist.errors import PFDistError
@@ -96,6 +95,7 @@ def _resample_weights(k: int, num_bootstrap: int, rng: np.random.Generator) -> n
 def _interval(point: float, boot: np.ndarray, k: int) -> tuple[float, float]:
     """point +- t_{0.975, K-1} sqrt(K / (K-1)) sd(boot): the bootstrap standard error, corrected for
     the bootstrap's (K-1)/K shrinkage of a variance, with Student's quantile for K students."""
+    from scipy.stats import t as t_dist  # scipy: when analysing, not in the processes that train
     half = float(t_dist.ppf((1 + CONFIDENCE) / 2, k - 1)) * math.sqrt(k / (k - 1)) * float(np.std(boot, ddof=1))
     return point - half, point + half
 

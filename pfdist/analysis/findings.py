@@ -35,12 +35,12 @@ from typing import Any, Callable, Sequence
 
 from pfdist.analysis.collapse import CollapseFit, collapse_rows
 from pfdist.analysis.collapse_report import CollapseReport, collapse_report
-from pfdist.analysis.dynamics import DynamicsReport
+from pfdist.analysis.dynamics import DynamicsVerdict
+from pfdist.analysis.floors import floor_order, floor_verdict, floors
+from pfdist.analysis.saturation import memorization_gap, saturation_verdict
 from pfdist.analysis.spaces import Plateau
 from pfdist.errors import PFDistError
 
-SIGNIFICANT_SE = 2.0
-SATURATION = 0.1
 
 
 @dataclass(frozen=True)
@@ -58,81 +58,55 @@ def _g(v: float) -> str:
     return f"{v:.3g}"
 
 
-def _by_size(rows: Sequence[dict[str, Any]]) -> list[tuple[int, list[dict[str, Any]]]]:
-    sizes: dict[int, list[dict[str, Any]]] = {}
-    for r in rows:
-        sizes.setdefault(int(r["params"]), []).append(r)
-    return [(p, sorted(g, key=lambda r: r["n"])) for p, g in sorted(sizes.items())]
-
-
 def _size(p: int) -> str:
     return f"{p / 1e6:.2g} M" if p >= 1e6 else f"{p / 1e3:.3g} k"
 
 
-def _first_n_within(g: list[dict[str, Any]], col: str, target: float, scale: float) -> int:
-    return next(r["n"] for r in g if abs(r[col] - target) <= SATURATION * scale)
-
-
 def floor_finding(rows: Sequence[dict[str, Any]]) -> Finding:
+    """Floors with their 95% intervals and the order of neighbouring sizes (:mod:`pfdist.analysis.floors`)."""
+    name = "E_gen falls to a floor, higher for smaller models"
     paper = "1.22 → 0.75–0.82, higher floor for smaller models"
-    sizes = _by_size(collapse_rows(rows))
-    if not sizes or any(len(g) < 2 for _, g in sizes):
-        return Finding("E_gen falls to a floor, higher for smaller models", paper, "no scaling table", "not measured")
-    falls, floors = [], []
-    for _, g in sizes:
-        a, b = g[0], g[-1]
-        se = math.hypot(a.get("e_gen_stderr", 0.0) or 0.0, b.get("e_gen_stderr", 0.0) or 0.0)
-        falls.append(a["e_gen"] - b["e_gen"] > SIGNIFICANT_SE * se)
-        floors.append(b["e_gen"])
-    ordered = sum(x > y for x, y in zip(floors, floors[1:]))
-    start = " / ".join(_g(g[0]["e_gen"]) for _, g in sizes)
-    measured = (f"N = {sizes[0][1][0]['n']}: {start} → N = {sizes[0][1][-1]['n']}: "
-                f"{' / '.join(_g(f) for f in floors)} (|θ| {_size(sizes[0][0])} … {_size(sizes[-1][0])}); "
-                f"falls for {sum(falls)} of {len(falls)} sizes, floors ordered for {ordered} of {len(floors) - 1} "
-                "neighbouring pairs")
-    if all(falls) and ordered == len(floors) - 1:
-        verdict = "reproduced"
-    elif any(falls):
-        verdict = "partly"
-    else:
-        verdict = "not reproduced"
-    return Finding("E_gen falls to a floor, higher for smaller models", paper, measured, verdict)
+    rows = collapse_rows(rows)
+    try:
+        sizes = floors(rows) if rows else []
+    except PFDistError as e:
+        return Finding(name, paper, f"not measurable: {e}", "not measured")
+    if not sizes:
+        return Finding(name, paper, "no scaling table", "not measured")
+    order = floor_order(sizes)
+    measured = (f"N = {sizes[0].n_first}: {' / '.join(_g(f.first) for f in sizes)} → floors "
+                + "; ".join(f"{_size(f.params)}: {f.describe()}" for f in sizes)
+                + f"; falls (drop > 1.96 combined SE) for {sum(f.falls for f in sizes)} of {len(sizes)} sizes; "
+                + "neighbouring floors (smaller − larger, ± SE): " + ", ".join(o.describe() for o in order))
+    return Finding(name, paper, measured, floor_verdict(sizes))
 
 
 def memorization_finding(rows: Sequence[dict[str, Any]]) -> Finding:
+    """E_mem's rise and where it saturates against where E_gen reaches its floor, the gap in octaves
+    with its range on the N grid (:mod:`pfdist.analysis.saturation`)."""
     name = "E_mem rises and saturates earlier in N than E_gen falls"
     paper = "0.92 → 1.19, saturating 2^3–2^4 earlier in N"
-    sizes = _by_size(collapse_rows(rows))
-    if not sizes or any(len(g) < 3 for _, g in sizes):
+    rows = collapse_rows(rows)
+    try:
+        gaps = memorization_gap(rows) if rows else []
+    except PFDistError as e:
+        return Finding(name, paper, f"not measurable: {e}", "not measured")
+    if not gaps:
         return Finding(name, paper, "no scaling table with ≥ 3 N per size", "not measured")
-    rises, earlier, parts = [], [], []
-    for p, g in sizes:
-        mem = [r["e_mem"] for r in g]
-        gen = [r["e_gen"] for r in g]
-        se = math.hypot(g[0].get("e_mem_stderr", 0.0) or 0.0, g[-1].get("e_mem_stderr", 0.0) or 0.0)
-        rises.append(max(mem) - mem[0] > SIGNIFICANT_SE * se)
-        n_mem = _first_n_within(g, "e_mem", max(mem), max(mem) - min(mem))
-        n_gen = _first_n_within(g, "e_gen", min(gen), max(gen) - min(gen))
-        earlier.append(n_mem < n_gen)
-        parts.append(f"{_size(p)}: {_g(mem[0])} → {_g(max(mem))}, saturates at N = {n_mem}, E_gen floor at N = {n_gen}")
-    measured = "; ".join(parts)
-    if all(rises) and all(earlier):
-        verdict = "reproduced"
-    elif any(rises) and any(earlier):
-        verdict = "partly"
-    else:
-        verdict = "not reproduced"
-    return Finding(name, paper, measured, verdict)
+    measured = "; ".join(f"{_size(g.params)}: {'rises' if g.rises else 'does not rise'}, {g.describe()}" for g in gaps)
+    return Finding(name, paper, measured, saturation_verdict(gaps))
 
 
 def copier_finding(plateaus: dict[str, Plateau] | None, primary: str) -> Finding:
-    name = f"a copier sits on a flat plateau ({primary} space)"
-    paper = "unrelated images ≈ 1.22 (SSCD), every size"
+    """A check of the descriptor space Ψ, not a finding of the paper: in a space where a pure copier's
+    E_gen stays flat across N, a falling E_gen means generalization (the paper's SSCD is such a space)."""
+    name = f"check of Ψ: an ideal copier sits on a flat plateau ({primary} space)"
+    paper = "(a check of the space, not a finding; SSCD: unrelated images ≈ 1.22)"
     p = (plateaus or {}).get(primary)
     if p is None:
         return Finding(name, paper, "no copier table", "not measured")
     measured = f"ideal copier E_gen {_g(p.low)} (N = {p.n_low}) … {_g(p.high)} (N = {p.n_high}), {p.describe()}"
-    verdict = {"flat": "reproduced", "not flat": "not reproduced"}.get(p.verdict, "not measured")
+    verdict = {"flat": "check passed", "not flat": "check failed"}.get(p.verdict, "not measured")
     return Finding(name, paper, measured, verdict)
 
 
@@ -182,39 +156,47 @@ def collapse_finding(fits: dict[str, CollapseFit | None], report: CollapseReport
     return Finding(name, paper, "; ".join(parts) or "no scaling table", verdicts[0] if verdicts else "not measured")
 
 
-def _dynamics_finding(dynamics: dict[str, DynamicsReport] | None, name: str, paper: str,
-                      describe: Callable[[str, DynamicsReport], str | None]) -> Finding:
-    """One row over every dynamics run; ``describe`` gives a detected run's text, None if not detected."""
-    if not dynamics:
+def _dynamics_finding(verdicts: dict[str, DynamicsVerdict] | None, name: str, paper: str, shape: str,
+                      describe: Callable[[str, DynamicsVerdict], str]) -> Finding:
+    """One row over every dynamics run, judged by :func:`pfdist.analysis.judge_dynamics`: reproduced
+    when a run in the shape's regime shows it with the training loss still falling; not reproduced
+    when runs were in that regime and none did; not measured when no run was in it."""
+    if not verdicts:
         return Finding(name, paper, "no dynamics runs", "not measured")
-    texts = {key: describe(key, r) for key, r in dynamics.items()}
-    parts = [text if text is not None else f"{key}: not detected (threshold {_g(dynamics[key].threshold)})"
-             for key, text in texts.items()]
-    found = any(text is not None for text in texts.values())
-    return Finding(name, paper, "; ".join(parts), "reproduced" if found else "not reproduced")
+    said = {key: getattr(v, shape) for key, v in verdicts.items()}
+    parts = [describe(key, v) if said[key] == "detected" else f"{key}: {said[key]} ({_why(v, shape)})"
+             for key, v in verdicts.items()]
+    judged = [x for x in said.values() if x in ("detected", "not detected")]
+    verdict = ("reproduced" if "detected" in judged else "not reproduced" if judged else "not measured")
+    return Finding(name, paper, "; ".join(parts), verdict)
 
 
-def early_learning_finding(dynamics: dict[str, DynamicsReport] | None) -> Finding:
-    def describe(key: str, r: DynamicsReport) -> str | None:
-        if not r.early_learning:
-            return None
-        return (f"{key}: min {r.minimum_text()} → {_g(r.final_value)} "
-                f"(rise {_g(r.depth)} > threshold {_g(r.threshold)})")
-
-    return _dynamics_finding(dynamics, "early learning at the transition", "E_gen min 0.83 @ epoch 85 → 1.08 @ 500",
-                             describe)
+def _why(v: DynamicsVerdict, shape: str) -> str:
+    """The part of a verdict's reason about one shape."""
+    what = "early learning" if shape == "early_learning" else "double descent"
+    return next((part.split(": ", 1)[1] for part in v.reason.split("; ") if part.startswith(what)), v.reason)
 
 
-def double_descent_finding(dynamics: dict[str, DynamicsReport] | None) -> Finding:
-    def describe(key: str, r: DynamicsReport) -> str | None:
-        d = r.double_descent
-        if d is None:
-            return None
+def early_learning_finding(verdicts: dict[str, DynamicsVerdict] | None) -> Finding:
+    def describe(key: str, v: DynamicsVerdict) -> str:
+        r = v.report
+        return (f"{key}: min {r.minimum_text()} → {_g(r.final_value)} (rise {_g(r.depth)} > threshold "
+                f"{_g(r.threshold)}), {v.early_learning_loss.describe()}, regime {v.regime.describe()}")
+
+    return _dynamics_finding(verdicts, "early learning at the transition", "E_gen min 0.83 @ epoch 85 → 1.08 @ 500",
+                             "early_learning", describe)
+
+
+def double_descent_finding(verdicts: dict[str, DynamicsVerdict] | None) -> Finding:
+    def describe(key: str, v: DynamicsVerdict) -> str:
+        d, r = v.report.double_descent, v.report
         return (f"{key}: {_g(d.first_min_value)} @ {d.first_min_epoch:g} → bump {_g(d.peak_value)} @ "
                 f"{d.peak_epoch:g} → {_g(d.second_min_value)} @ {d.second_min_epoch:g} "
-                f"(each step > threshold {_g(r.threshold)})")
+                f"(each step > threshold {_g(r.threshold)}), {v.double_descent_loss.describe()}, "
+                f"regime {v.regime.describe()}")
 
-    return _dynamics_finding(dynamics, "epoch-wise double descent", "0.80 → bump 0.84 → 0.76", describe)
+    return _dynamics_finding(verdicts, "epoch-wise double descent", "0.80 → bump 0.84 → 0.76", "double_descent",
+                             describe)
 
 
 def largest_n_bias_variance(rows: Sequence[dict[str, Any]]) -> tuple[int, list[dict], str, list[float], list[float]]:
@@ -230,7 +212,11 @@ def largest_n_bias_variance(rows: Sequence[dict[str, Any]]) -> tuple[int, list[d
     return n_max, top, "unbiased" if unbiased else "plug-in", bias, var
 
 
-def bias_variance_finding(rows: Sequence[dict[str, Any]] | None) -> Finding:
+def bias_variance_finding(rows: Sequence[dict[str, Any]] | None, grams: dict | None = None) -> Finding:
+    """At each N, bias and variance from the smallest to the largest model of the main family; with
+    the students' Gram matrices (``grams``: {(student, N): (K, K)}), each change has a paired
+    bootstrap interval over students and the verdict is :func:`pfdist.analysis.bias_variance_trend`'s
+    at the largest N (the paper's claim); without them, the point estimates only ("no interval")."""
     name = "at large N, bias falls and variance rises with model size"
     paper = "bias 0.78 → 0.68, variance 0.063 → 0.099"
     if not rows:
@@ -238,25 +224,31 @@ def bias_variance_finding(rows: Sequence[dict[str, Any]] | None) -> Finding:
     n_max, top, kind, bias, var = largest_n_bias_variance(rows)
     if len(top) < 2:
         return Finding(name, paper, f"one size at N = {n_max}", "not measured")
+    head = (f"K = {top[0]['k']} ({top[0].get('seeds', 'shared')} seeds), {kind} estimates, "
+            f"|θ| {_size(top[0]['params'])} … {_size(top[-1]['params'])}")
+    at_n = f"N = {n_max}: bias {' → '.join(_g(b) for b in bias)}, variance {' → '.join(_g(v) for v in var)}"
+    small, large = top[0]["student"], top[-1]["student"]
+    if grams and all((s, n) in grams for s in (small, large) for n in {r["n"] for r in collapse_rows(rows)}):
+        from pfdist.analysis.bias_variance import bias_variance_trend
+
+        ns = sorted({r["n"] for r in collapse_rows(rows)})
+        trends = {n: bias_variance_trend(grams[small, n], grams[large, n], unbiased=kind == "unbiased") for n in ns}
+        parts = "; ".join(f"N = {n}: {t.describe()} → {t.verdict}" for n, t in trends.items())
+        return Finding(name, paper, f"{head}; {at_n}; largest minus smallest model, {parts}", trends[n_max].verdict)
     falls, rises = bias[-1] < bias[0], var[-1] > var[0]
-    measured = (f"N = {n_max}, K = {top[0]['k']}, {kind} estimates, "
-                f"|θ| {_size(top[0]['params'])} … {_size(top[-1]['params'])}: bias {' → '.join(_g(b) for b in bias)}, "
-                f"variance {' → '.join(_g(v) for v in var)} (no interval at this K)")
     verdict = "reproduced" if falls and rises else "partly" if falls or rises else "not reproduced"
-    return Finding(name, paper, measured, verdict)
+    return Finding(name, paper, f"{head}; {at_n} (no interval: the table has no Gram matrices)", verdict)
 
 
-def findings(*, scaling_rows: Sequence[dict[str, Any]] | None, fits: dict[str, CollapseFit | None],
-             plateaus: dict[str, Plateau] | None, dynamics: dict[str, DynamicsReport] | None,
-             bias_variance_rows: Sequence[dict[str, Any]] | None, primary: str) -> list[Finding]:
-    """Every finding of the paper against this run (``fits``: E_gen collapse per space, primary first)."""
-    rows = list(scaling_rows or [])
-    return [
-        floor_finding(rows),
-        memorization_finding(rows),
-        copier_finding(plateaus, primary),
-        collapse_finding(fits, scaling_collapse_report(rows) if rows and fits else None),
-        early_learning_finding(dynamics),
-        double_descent_finding(dynamics),
-        bias_variance_finding(bias_variance_rows),
-    ]
+def real_vs_synthetic_finding(rows: Sequence[dict[str, Any]] | None) -> Finding:
+    """Students trained on N real images against the same students on N teacher samples:
+    :func:`pfdist.analysis.compare_real_synthetic`'s rule (E_mem and copy share differences with
+    their combined errors, Bonferroni over the tests)."""
+    from pfdist.analysis.real_vs_synthetic import compare_real_synthetic
+
+    name = "memorization of real vs synthetic training data"
+    paper = "(not in the paper: real CIFAR-10 vs teacher samples is this package's control)"
+    if not rows:
+        return Finding(name, paper, "no real-vs-synthetic runs", "not measured")
+    result = compare_real_synthetic(rows)
+    return Finding(name, paper, result.describe(), result.verdict)

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy.stats import t as t_dist
 
 from pfdist.errors import PFDistError
 
@@ -109,5 +108,6 @@ def loss_trend(epochs: Sequence[float], train_loss: Sequence[float], *, start: f
     slope = float(dx @ (y - y.mean()) / (dx @ dx))
     residual = y - y.mean() - slope * dx
     se = math.sqrt(float(residual @ residual) / (n - 2) / float(dx @ dx))
+    from scipy.stats import t as t_dist  # scipy: when analysing, not in the processes that train
     half = float(t_dist.ppf(0.975, n - 2)) * se
     return LossTrend(float(x[0]), float(x[-1]), n, slope, (slope - half, slope + half))

@@ -19,7 +19,7 @@ from pfdist.errors import PFDistError
 
 STRING_COLUMNS = frozenset({"student"})
 INT_COLUMNS = frozenset({"params", "n", "epoch", "k"})
-TEXT_COLUMNS = frozenset({"train_data", "seeds"})
+TEXT_COLUMNS = frozenset({"train_data", "seeds", "space"})
 
 
 def _to_int(text: str) -> int:

@@ -23,9 +23,12 @@ from pfdist.report import fmt
 from pfdist.training import TrainConfig
 
 TABLE = "bias_variance.csv"
+GRAMS = "bias_variance_gram.csv"  # the students' residual Gram matrices: every term and interval recomputes from them
 BASE = ["student", "params", "n", "k", "seeds"]
 COLUMNS = ["e_bias", "e_var", "e_bias_unbiased", "e_var_unbiased", "e_bias_sq_unbiased", "mean_e_gen_sq", "e_gen",
-           "identity_gap"]
+           "identity_gap", "e_bias_unbiased_ci_low", "e_bias_unbiased_ci_high", "e_var_unbiased_ci_low",
+           "e_var_unbiased_ci_high"]
+GRAM_COLUMNS = ["student", "params", "n", "space", "i", "j", "g"]
 # The identity holds exactly with the 1/K mean; this tolerance only absorbs CSV rounding.
 IDENTITY_RTOL = 1e-4
 
@@ -52,7 +55,8 @@ class BiasVarianceStudy:
 
 class BiasVariance(Study):
     name = "bias_variance"
-    tables = {TABLE: ("student", "params", "n", "k", "e_bias", "e_var", "mean_e_gen_sq", "e_gen")}
+    tables = {TABLE: ("student", "params", "n", "k", "e_bias", "e_var", "mean_e_gen_sq", "e_gen"),
+              GRAMS: tuple(GRAM_COLUMNS)}
     keyed_when_absent = True
     captions = {"bias_variance": "E_bias and E_var against N per size (solid: plug-in, dashed: unbiased finite-K "
                                  "estimates), and at the largest N the decomposition E_bias² + E_var of mean E_gen²."}
@@ -67,23 +71,49 @@ class BiasVariance(Study):
                 for st in config.students for n in config.ns for i in range(config.k)]
 
     def write(self, reader, config: BiasVarianceStudy) -> list[Path]:
-        ev, units, rows = reader.ctx.preset.eval, self.units(config), []
+        from pfdist.analysis.bias_variance import bias_variance_ci, residual_gram
+
+        ev, units, rows, grams = reader.ctx.preset.eval, self.units(config), [], []
         teacher = reader.ctx.teacher_outputs.values
         for group in (units[i:i + config.k] for i in range(0, len(units), config.k)):
             recs = [reader.result(u) for u in group]
             if any(r is None for r in recs):
                 continue
             outs = [reader.student_values(u) for u in group]
+            head = {"student": group[0].student.label, "params": recs[0]["params"], "n": group[0].n}
             values = {}
             for name, psi in reader.spaces.items():
-                bv = decompose(describe(teacher, psi, ev.batch_size), [describe(o, psi, ev.batch_size) for o in outs])
-                values[name] = {**bv.to_dict(), "e_gen": bv.mean_e_gen_sq ** 0.5}
-            rows.append({"student": group[0].student.label, "params": recs[0]["params"], "n": group[0].n,
-                         "k": config.k, "seeds": config.seeds, **reader.spread(values, COLUMNS)})
-        return [reader.write_csv(TABLE, reader.columns(BASE, COLUMNS, []), rows)]
+                t, students = describe(teacher, psi, ev.batch_size), [describe(o, psi, ev.batch_size) for o in outs]
+                bv, gram = decompose(t, students), residual_gram(t, students, batch_size=ev.batch_size)
+                ci = bias_variance_ci(gram, seed=ev.seed)
+                values[name] = {**bv.to_dict(), "e_gen": bv.mean_e_gen_sq ** 0.5,
+                                "e_bias_unbiased_ci_low": ci.e_bias_unbiased_ci[0],
+                                "e_bias_unbiased_ci_high": ci.e_bias_unbiased_ci[1],
+                                "e_var_unbiased_ci_low": ci.e_var_unbiased_ci[0],
+                                "e_var_unbiased_ci_high": ci.e_var_unbiased_ci[1]}
+                grams += [{**head, "space": name, "i": i, "j": j, "g": float(gram[i, j])}
+                          for i in range(config.k) for j in range(config.k)]
+            rows.append({**head, "k": config.k, "seeds": config.seeds, **reader.spread(values, COLUMNS)})
+        return [reader.write_csv(TABLE, reader.columns(BASE, COLUMNS, []), rows),
+                reader.write_csv(GRAMS, GRAM_COLUMNS, grams)]
 
     def analyze(self, run: RunData) -> list[dict[str, Any]] | None:
         return run.rows.get(TABLE)
+
+    def grams(self, run: RunData) -> dict[tuple[str, int], Any]:
+        """{(student, N): its K students' residual Gram matrix} in the primary space (empty for
+        tables written before the matrices were kept)."""
+        import numpy as np
+
+        cells: dict[tuple[str, int], dict[tuple[int, int], float]] = {}
+        for r in run.rows.get(GRAMS) or []:
+            if r["space"] == run.primary:
+                cells.setdefault((r["student"], r["n"]), {})[int(r["i"]), int(r["j"])] = r["g"]
+        out = {}
+        for key, c in cells.items():
+            k = 1 + max(i for i, _ in c)
+            out[key] = np.array([[c[i, j] for j in range(k)] for i in range(k)])
+        return out
 
     def figures(self, result: list[dict[str, Any]] | None, run: RunData, out_dir: Path) -> list[Path]:
         from pfdist.plots import plot_bias_variance  # matplotlib: only when drawing
@@ -91,7 +121,7 @@ class BiasVariance(Study):
         return plot_bias_variance(result, out_dir, space=run.primary) if result else []
 
     def findings(self, result: list[dict[str, Any]] | None, run: RunData) -> list:
-        return [bias_variance_finding(result)]
+        return [bias_variance_finding(result, self.grams(run) if result else None)]
 
     def summary(self, result: list[dict[str, Any]] | None, run: RunData) -> list[str]:
         if not result:

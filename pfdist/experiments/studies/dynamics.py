@@ -54,6 +54,7 @@ class Dynamics:
 class DynamicsResult:
     rows: list[dict[str, Any]]
     reports: dict[str, DynamicsReport] | None  # per (student, N), on the mean curve over seeds
+    verdicts: dict[str, Any]  # per (student, N): pfdist.analysis.DynamicsVerdict (regime and loss judged)
 
 
 class DynamicsStudy(Study):
@@ -93,8 +94,18 @@ class DynamicsStudy(Study):
         return [reader.write_csv(TABLE, reader.columns(BASE, reader.point, TAIL), rows)]
 
     def analyze(self, run: RunData) -> DynamicsResult | None:
+        from pfdist.analysis.dynamics import dynamics_key, judge_dynamics
+
         rows = run.rows.get(TABLE)
-        return DynamicsResult(rows, detect_run_dynamics(rows)) if rows else None
+        if not rows:
+            return None
+        runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        for r in rows:
+            runs.setdefault((r["student"], r["n"]), []).append(r)
+        verdicts = {dynamics_key(student, n): judge_dynamics(group, **plateaus(run, student))
+                    for (student, n), group in runs.items()}
+        reports = detect_run_dynamics(rows)
+        return DynamicsResult(rows, reports, {key: verdicts[key] for key in reports})
 
     def figures(self, result: DynamicsResult | None, run: RunData, out_dir: Path) -> list[Path]:
         from pfdist.plots import plot_dynamics  # matplotlib: only when drawing
@@ -104,20 +115,36 @@ class DynamicsStudy(Study):
         return plot_dynamics(mean_over_seeds(result.rows), result.reports, out_dir, spaces=run.spaces)
 
     def findings(self, result: DynamicsResult | None, run: RunData) -> list:
-        reports = result.reports if result is not None else None
-        return [early_learning_finding(reports), double_descent_finding(reports)]
+        verdicts = result.verdicts if result is not None else None
+        return [early_learning_finding(verdicts), double_descent_finding(verdicts)]
 
     def summary(self, result: DynamicsResult | None, run: RunData) -> list[str]:
         if result is None or not result.reports:
             return []
         return [f"Training dynamics (E_gen in {run.primary} space): "
-                + "; ".join(f"{k}: {r.kind}" for k, r in result.reports.items()) + "."]
+                + "; ".join(f"{k}: {r.kind} ({result.verdicts[k].regime.label} regime)" for k, r in result.reports.items())
+                + "."]
 
     def report(self, result: DynamicsResult | None, run: RunData) -> list[Block]:
         return dynamics_blocks(result.reports if result is not None else None)
 
 
 STUDY = DynamicsStudy()
+
+
+def plateaus(run: RunData, student: str) -> dict[str, tuple[float, float]]:
+    """The copy share's plateaus for the regime of a dynamics run: the same student's copy share
+    (95% interval) at the smallest and largest N of the scaling table when it has that student,
+    else the share's own limits 0 and 1 (pfdist.analysis.regime)."""
+    rows = sorted((r for r in run.rows.get("scaling.csv") or [] if r["student"] == student), key=lambda r: r["n"])
+    if len(rows) < 2 or "mem_ratio_ci_low" not in rows[0]:
+        return {}
+    high, low = rows[0], rows[-1]
+    memorization = (high["mem_ratio_ci_low"], high["mem_ratio_ci_high"])
+    generalization = (low["mem_ratio_ci_low"], low["mem_ratio_ci_high"])
+    if not generalization[1] < memorization[0]:  # the plateaus overlap: no transition between them to place a run in
+        return {}
+    return {"memorization": memorization, "generalization": generalization}
 
 
 def dynamics_blocks(reports: dict[str, DynamicsReport] | None) -> list[Block]:

@@ -72,6 +72,11 @@ class RealVsSyntheticStudy(Study):
     def report(self, result: list[dict[str, Any]] | None, run: RunData) -> list[Block]:
         return real_vs_synthetic_blocks(result)
 
+    def findings(self, result: list[dict[str, Any]] | None, run: RunData) -> list:
+        from pfdist.analysis.findings import real_vs_synthetic_finding
+
+        return [real_vs_synthetic_finding(result)]
+
 
 STUDY = RealVsSyntheticStudy()
 
