@@ -19,7 +19,8 @@ from safetensors.torch import load_file
 import pfdist
 from edm_fixtures import FIXTURES, needs_fixtures, rel_rms
 from pfdist.errors import PFDistError
-from pfdist.models.edm import UnsafePickleError, load_edm, network_record, read_snapshot
+from pfdist.models.edm import load_edm, network_record
+from pfdist.models.snapshot import UnsafePickleError, read_snapshot
 from pfdist.nets import build_network, normalize_config
 from pfdist.specs import load_spec
 

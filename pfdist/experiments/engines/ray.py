@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pfdist.errors import PFDistError
-from pfdist.experiments.engines import UnitsFailed, require
+from pfdist.experiments.engines.base import UnitsFailed, require
 from pfdist.experiments.engines.job import TOKEN, UnitJob, worker_log_level, write_token
 
 
