@@ -26,7 +26,7 @@ from pfdist.descriptors import NamedDescriptors
 from pfdist.flows import flow_outputs
 from pfdist.metric import PFDResult, squared_distances
 from pfdist.protocol import copier_outputs, decompose, read_results, space_errors, student_train_config
-from pfdist.protocol.evaluate import describe
+from pfdist.descriptors import describe
 from pfdist.protocol.student import load_student
 
 if TYPE_CHECKING:

@@ -31,9 +31,9 @@ from pfdist.atomic import atomic_write_json
 from pfdist.errors import PFDistError
 from pfdist.flows import flow_outputs
 from pfdist.ode import data_shape
-from pfdist.protocol.evaluate import EvalConfig, describe
+from pfdist.protocol.evaluate import EvalConfig
 from pfdist.protocol.student import load_student, teacher_map, teacher_student
-from pfdist.descriptors import resolve_descriptor
+from pfdist.descriptors import Descriptor, check_descriptor, describe, identity
 from pfdist.training import TrainConfig, derive_seed
 
 SEED_MODES = ("shared", "per_student")
@@ -103,7 +103,7 @@ def bias_variance(
     k: int = 4,
     shape: Sequence[int] | None = None,
     eval_config: EvalConfig = EvalConfig(),
-    descriptor: Any = None,
+    descriptor: Descriptor = identity,
     device: Any = None,
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[int, int, float], None] | None = None,
@@ -122,7 +122,7 @@ def bias_variance(
     shape = tuple(shape or data_shape(teacher) or ())
     if not shape:
         raise PFDistError("pass shape=...: the teacher does not say its data shape.")
-    desc = resolve_descriptor(descriptor)
+    desc = check_descriptor(descriptor)
     t_out = teacher_map(teacher, shape, eval_config, device=device, cache_dir=cache_dir)
     records, outputs = [], []
     for i in range(k):
