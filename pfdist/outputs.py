@@ -84,8 +84,8 @@ class FlowOutputs:
         if self.descriptor != "identity":
             raise PFDistError(f"these outputs are already in a descriptor space ({self.descriptor}); "
                               "apply a descriptor to pixel-space outputs only.")
-        return replace(self, values=describe(self.values, descriptor, batch_size), key=None, descriptor=descriptor_fingerprint(descriptor),
-                       descriptor_object=descriptor)
+        return replace(self, values=describe(self.values, descriptor, batch_size), key=None,
+                       descriptor=descriptor_fingerprint(descriptor), descriptor_object=descriptor)
 
     def metadata(self) -> dict:
         """The record as JSON (stored beside cached values)."""
