@@ -327,3 +327,5 @@ def test_describe_is_batch_size_invariant_and_checks_what_psi_returns(mixture):
         describe(x, lambda v: v / 0 * 0, where=" on rows")
     with pytest.raises(pfdist.PFDistError, match=r"\(batch, \.\.\.\) tensor"):
         describe(x, lambda v: v.sum())
+    with pytest.raises(pfdist.PFDistError, match="one by one"):
+        outs.describe(NamedDescriptors({"rff": psi}))

@@ -35,6 +35,9 @@ def describe(values: Tensor, descriptor: Descriptor, batch_size: int = 256, *, w
     """
     if descriptor is identity:
         return values
+    if not callable(descriptor):
+        raise PFDistError(f"the descriptor must be a callable Psi(x) (got a {type(descriptor).__name__}): resolve a "
+                          "spec with pfdist.descriptors.resolve, and give the spaces of a NamedDescriptors one by one.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise PFDistError(f"batch_size must be a positive integer (got {batch_size!r}).")
     chunks = []
