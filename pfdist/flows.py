@@ -19,13 +19,13 @@ import torch
 
 from pfdist import distributed
 from pfdist.atomic import CorruptFileError, atomic_save_tensors, load_tensors_checked, warn_corrupt
-from pfdist.descriptors import Descriptor, descriptor_fingerprint
+from pfdist.descriptors import Descriptor, descriptor_fingerprint, identity
 from pfdist import checks
 from pfdist.errors import PFDistError, PFDistWarning
 from pfdist.hashing import content_hash
 from pfdist.maps import GeneratorMap, ODEMap
 from pfdist.outputs import FlowOutputs
-from pfdist.plan import make_plan, resolve_device
+from pfdist.plan import Plan, make_plan, requested_flow, resolve_device
 from pfdist.settings import FlowSettings
 
 __all__ = ["FlowOutputs", "FlowSettings", "flow_outputs", "resolve_device"]
@@ -39,7 +39,7 @@ def flow_outputs(
     shape: Sequence[int] | None = None,
     num_samples: int = 10_000,
     seed: int = 100_000,
-    descriptor: Descriptor | str | None = None,
+    descriptor: Descriptor = identity,
     flow: FlowSettings | None = None,
     steps: int | None = None,
     solver: str | None = None,
@@ -62,16 +62,16 @@ def flow_outputs(
     outputs are stored as safetensors under a key hashing the map's content, the descriptor, the
     seeds, the grid, the dtype, the labels and a map's decoder; a map or descriptor without a
     fingerprint is not cached. ``shape`` is the shape of x_T (a decoded map's latents). ``progress(n)`` is called with the number of samples done.
+    ``descriptor``: Psi, a callable (default identity, pixel space); :func:`pfdist.descriptors.resolve`
+    makes one from a name, a JSON spec or a file.
     """
-    keywords = dict(steps=steps, solver=solver, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
     if isinstance(model, FlowOutputs):
         raise PFDistError("model is already precomputed outputs; pass them to pfd directly.")
-    given = flow is not None or any(v is not None for v in keywords.values())
-    if isinstance(model, (ODEMap, GeneratorMap)) and (given or class_labels is not None):
+    flow = requested_flow(flow, steps=steps, solver=solver, sigma_min=sigma_min,
+                          sigma_max=sigma_max, rho=rho)
+    if isinstance(model, (ODEMap, GeneratorMap)) and (flow is not None or class_labels is not None):
         raise PFDistError("flow settings and class_labels= apply to a plain denoiser; a map brings its own "
                           "(ode_map(denoiser, flow, class_labels=...)).")
-    if given:
-        flow = FlowSettings.of(flow, **keywords)
     checks.integer("num_samples", num_samples, lo=1)
     checks.seed_range("seed", seed, num_samples)
     checks.size("num_samples", num_samples, checks.MAX_SEEDS, "each seed runs the ODE and its output is kept")
@@ -81,20 +81,8 @@ def flow_outputs(
     side = p.sides[0]
     checks.size("num_samples", num_samples, checks.MAX_HELD_VALUES // math.prod(side.source.shape or p.shape),
                 f"the outputs of data of shape {p.shape} are kept in memory, {checks.MAX_HELD_VALUES:,} numbers at most")
-    record = dict(seed=seed, shape=side.source.shape or p.shape, flow=side.flow, sigma_max=p.sigma_max,
-                  map_fingerprint=side.source.fingerprint(), descriptor=descriptor_fingerprint(p.descriptor),
-                  dtype=p.precision, conditioning=side.source.conditioning)
-    if record["shape"] != p.shape:  # a decoded map: images from latents (kept out of the key otherwise)
-        record["noise_shape"] = p.shape
-    key = None
-    if record["map_fingerprint"] is not None and record["descriptor"] is not None:
-        key = content_hash("flow_outputs/v2", num_samples, {**record, "flow": side.flow and side.flow.to_dict()})
-    if cache_dir is not None and key is None:
-        which = "the model" if record["map_fingerprint"] is None else "the descriptor"
-        warnings.warn(f"cache_dir is ignored: {which} has no fingerprint, so its outputs cannot be keyed by content "
-                      "(a module holding a function or an arbitrary object, or a callable without fingerprint()); "
-                      "they are computed, not cached.", PFDistWarning, stacklevel=2)
-    path = Path(cache_dir) / f"flow-{key}.safetensors" if cache_dir is not None and key else None
+    record, key = _record(p, seed, num_samples)
+    path = _cache_path(cache_dir, key, record)
     if path is not None and distributed.all_true(path.is_file()):  # every rank of a group, or none
         out = _read_cache(path, key)
         if distributed.all_true(out is not None):  # a damaged entry anywhere is a miss everywhere
@@ -109,6 +97,32 @@ def flow_outputs(
                             checksum=True, key=key)
         log.debug("flow outputs of seeds %d..%d cached in %s", seed, seed + num_samples - 1, path)
     return out
+
+
+def _record(p: Plan, seed: int, num_samples: int) -> tuple[dict, str | None]:
+    """What made the outputs of the plan's one side on these seeds, and their cache key (None when
+    the map or the descriptor has no fingerprint)."""
+    side = p.sides[0]
+    record = dict(seed=seed, shape=side.source.shape or p.shape, flow=side.flow, sigma_max=p.sigma_max,
+                  map_fingerprint=side.source.fingerprint(), descriptor=descriptor_fingerprint(p.descriptor),
+                  dtype=p.precision, conditioning=side.source.conditioning)
+    if record["shape"] != p.shape:  # a decoded map: images from latents (kept out of the key otherwise)
+        record["noise_shape"] = p.shape
+    key = None
+    if record["map_fingerprint"] is not None and record["descriptor"] is not None:
+        key = content_hash("flow_outputs/v2", num_samples, {**record, "flow": side.flow and side.flow.to_dict()})
+    return record, key
+
+
+def _cache_path(cache_dir: str | os.PathLike | None, key: str | None, record: dict) -> Path | None:
+    """The cache file of ``key`` under ``cache_dir``; None (with a warning when a cache was asked
+    for) when the outputs cannot be keyed."""
+    if cache_dir is not None and key is None:
+        which = "the model" if record["map_fingerprint"] is None else "the descriptor"
+        warnings.warn(f"cache_dir is ignored: {which} has no fingerprint, so its outputs cannot be keyed by content "
+                      "(a module holding a function or an arbitrary object, or a callable without fingerprint()); "
+                      "they are computed, not cached.", PFDistWarning, stacklevel=3)
+    return Path(cache_dir) / f"flow-{key}.safetensors" if cache_dir is not None and key else None
 
 
 def _read_cache(path: Path, key: str) -> FlowOutputs | None:

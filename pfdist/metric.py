@@ -12,13 +12,13 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from pfdist.descriptors import Descriptor, descriptor_fingerprint
+from pfdist.descriptors import Descriptor, descriptor_fingerprint, identity
 from pfdist.distance import PFDResult, squared_distances
 from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.hashing import content_hash
 from pfdist.outputs import FlowOutputs
-from pfdist.plan import make_plan
+from pfdist.plan import Plan, make_plan, requested_flow
 from pfdist.settings import FlowSettings
 from pfdist.solver_error import check_estimable, solver_errors
 
@@ -33,7 +33,7 @@ def pfd(
     num_samples: int | None = None,
     seed: int | None = None,
     seeds: str | Sequence[int] | range | None = None,
-    descriptor: Descriptor | str | None = None,
+    descriptor: Descriptor = identity,
     flow: FlowSettings | None = None,
     steps: int | None = None,
     solver: str | None = None,
@@ -65,8 +65,10 @@ def pfd(
 
     ``class_labels``: for class-conditional denoisers (``label_dim`` > 0), None draws one label
     per seed (the same for both maps, whatever the batch), an int fixes the class.
-    Precomputed outputs are refused unless made with this descriptor (its fingerprint, or the
-    very object for a callable without one), dtype, grid, T and labels.
+    ``descriptor``: Psi, a callable (default identity, pixel space); :func:`pfdist.descriptors.resolve`
+    makes one from a name, a JSON spec or a file. Precomputed outputs are refused unless made
+    with this descriptor (its fingerprint, or the very object for a callable without one), dtype,
+    grid, T and labels.
 
     ``autocast`` (``torch.bfloat16`` / ``torch.float16``): the networks (and decoders) run under
     ``torch.autocast`` in that precision; the ODE state, the outputs and the distance stay in
@@ -95,17 +97,20 @@ def pfd(
     runs = _seed_runs(num_samples, seed, seeds, precomputed)
     if progress is not None and not callable(progress):
         raise PFDistError(f"progress must be a function of the number of samples done (got {type(progress).__name__}).")
-    keywords = dict(steps=steps, solver=solver, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
-    if flow is not None or any(v is not None for v in keywords.values()):
-        flow = FlowSettings.of(flow, **keywords)
+    flow = requested_flow(flow, steps=steps, solver=solver, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)
     p = make_plan({"a": a, "b": b}, reduce=lambda outs: squared_distances(*outs), shape=shape, flow=flow,
                   class_labels=class_labels, descriptor=descriptor, device=device, dtype=dtype, batch_size=batch_size,
                   autocast=autocast)
     if error_estimate:
         check_estimable(p)
+    return _evaluate(p, runs, progress, error_estimate)
+
+
+def _evaluate(p: Plan, runs: list[range], progress: Callable[[int], None] | None, error_estimate: bool) -> PFDResult:
+    """The plan's squared distances on every seed run, reduced to one result; the discretisation
+    estimate runs on the first seeds of the first run."""
     side_a, side_b = p.sides
     per_sample = torch.cat([p.evaluate_range(run, progress) for run in runs])
-    # The discretisation estimate runs on the first seeds of the first run.
     errors = solver_errors(p, runs[0].start, len(runs[0])) if error_estimate else (None, None)
     prints = [_fingerprint(side_a.source), _fingerprint(side_b.source), descriptor_fingerprint(p.descriptor)]
     return PFDResult.from_per_sample(

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pfdist.descriptors import Descriptor, descriptor_fingerprint, identity
+from pfdist.descriptors import Descriptor, describe, descriptor_fingerprint, identity
 from pfdist.errors import PFDistError
 from pfdist.settings import FlowSettings
 
@@ -84,11 +84,8 @@ class FlowOutputs:
         if self.descriptor != "identity":
             raise PFDistError(f"these outputs are already in a descriptor space ({self.descriptor}); "
                               "apply a descriptor to pixel-space outputs only.")
-        with torch.no_grad():
-            values = torch.cat([descriptor(self.values[i : i + batch_size]).cpu()
-                                for i in range(0, self.num_samples, batch_size)])
-        return replace(self, values=values, key=None, descriptor=descriptor_fingerprint(descriptor),
-                       descriptor_object=descriptor)
+        return replace(self, values=describe(self.values, descriptor, batch_size), key=None,
+                       descriptor=descriptor_fingerprint(descriptor), descriptor_object=descriptor)
 
     def metadata(self) -> dict:
         """The record as JSON (stored beside cached values)."""

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from pfdist import distributed
-from pfdist.descriptors import Descriptor, resolve_descriptor
+from pfdist.descriptors import Descriptor, check_descriptor, describe, identity
 from pfdist import checks
 from pfdist.errors import NonFiniteError, PFDistError
 from pfdist.maps import GeneratorMap, ODEMap, label_dim
@@ -150,13 +150,15 @@ class Plan:
             bad = [s for s, ok in zip(seeds, torch.isfinite(x_0.flatten(1)).all(1).tolist()) if not ok]
             raise NonFiniteError(f"model {side.name} produced NaN or Inf on {where} ({len(bad)} bad, first "
                                  f"{bad[0]}); check the model at small and large sigma.")
-        out = self.descriptor(x_0)
-        if not isinstance(out, Tensor) or out.shape[:1] != x_0.shape[:1]:
-            raise PFDistError(f"the descriptor must return a (batch, ...) tensor; got {type(out).__name__} "
-                              f"{tuple(getattr(out, 'shape', ()))} for a batch of {x_0.shape[0]}.")
-        if not torch.isfinite(out).all():
-            raise NonFiniteError(f"the descriptor gave NaN or Inf on {where} for model {side.name}.")
-        return out
+        return describe(x_0, self.descriptor, len(x_0), where=f" on {where} for model {side.name}")
+
+
+def requested_flow(flow: FlowSettings | None, **fields: Any) -> FlowSettings | None:
+    """``FlowSettings.of(flow, **fields)`` when ``flow`` or a field is given, else None (then
+    :func:`make_plan` takes the grid of precomputed outputs, or EDM's defaults)."""
+    if flow is None and all(v is None for v in fields.values()):
+        return None
+    return FlowSettings.of(flow, **fields)
 
 
 def make_plan(
@@ -166,7 +168,7 @@ def make_plan(
     shape: Sequence[int] | None = None,
     flow: FlowSettings | None = None,
     class_labels: int | None = None,
-    descriptor: Descriptor | str | None = None,
+    descriptor: Descriptor = identity,
     device: Any = None,
     dtype: torch.dtype = torch.float32,
     batch_size: int = 256,
@@ -208,7 +210,7 @@ def make_plan(
     conds = {name: s.conditioning for name, s in sources.items() if s.conditioning is not None}
     if len(set(conds.values())) > 1:
         raise PFDistError(f"the maps use different class labels {conds}; give them the same label_dim and class_labels.")
-    desc = resolve_descriptor(descriptor)
+    desc = check_descriptor(descriptor)
     for name, s in sources.items():
         if not isinstance(s, FlowOutputs):
             continue

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import pfdist
 from pfdist.cli import app
-from pfdist.descriptors import build_descriptor, check_spec, resolve_descriptor
+from pfdist.descriptors import resolve
 from pfdist.errors import PFDistError
 from pfdist.models.export import export_denoiser
 from pfdist.specs import load_spec
@@ -97,11 +97,11 @@ def test_malicious_pt2_is_refused_as_model_and_descriptor_and_runs_nothing(tmp_p
     for path in evil:
         loaders = {
             "model": lambda: load_spec(path),
-            "descriptor path": lambda: resolve_descriptor(str(path)),
+            "descriptor path": lambda: resolve(str(path)),
             "pfd(descriptor=...)": lambda: pfdist.pfd(load_spec(teacher), load_spec(teacher), num_samples=2,
-                                                      steps=2, descriptor=str(path)),
-            "file spec": lambda: build_descriptor({"type": "file", "path": str(path)}),
-            "sscd spec": lambda: build_descriptor({"type": "sscd", "path": str(path)}),
+                                                      steps=2, descriptor=resolve(str(path))),
+            "file spec": lambda: resolve({"type": "file", "path": str(path)}),
+            "sscd spec": lambda: resolve({"type": "sscd", "path": str(path)}),
         }
         for what, load in loaders.items():
             with pytest.raises(PFDistError, match="pickle|not arithmetic"):

@@ -324,7 +324,8 @@ def _help_examples() -> dict:
 def test_every_json_example_in_the_help_is_accepted(tmp_path):
     """What --help shows is runnable: each JSON example goes through the command's own validation."""
     from pfdist.cli.protocol import _protocol_inputs
-    from pfdist.experiments import load_preset, spec_from_text
+    from pfdist.descriptors import check_spec
+    from pfdist.experiments import load_preset
     from pfdist.experiments.digits_teacher import DIGITS_TEACHER_TRAIN
     from pfdist.experiments.presets import override
     from pfdist.training import TrainConfig
@@ -341,7 +342,7 @@ def test_every_json_example_in_the_help_is_accepted(tmp_path):
         "--train": lambda ex: protocol(train=ex),
         "--eval": lambda ex: protocol(evaluate=ex),
         "--set": lambda ex: override(load_preset("quick"), json.loads(ex)),
-        "--descriptor": spec_from_text,
+        "--descriptor": check_spec,
     }
     teacher_train = lambda ex: TrainConfig.from_dict({**DIGITS_TEACHER_TRAIN.to_dict(), **json.loads(ex)})  # noqa: E731
     examples = _help_examples()

@@ -42,8 +42,8 @@ MAP_KINDS = {  # name -> (denoiser, flow) -> one side of pfd, equal to the ODE m
     "precomputed": lambda d, flow: pfdist.flow_outputs(d, num_samples=12, seed=SEED, flow=flow),
 }
 
-DESCRIPTORS = {  # name -> data shape -> descriptor (None: pixels)
-    "identity": lambda shape: None,
+DESCRIPTORS = {  # name -> data shape -> a descriptor or its spec (a name, a file)
+    "identity": lambda shape: "pixels",
     "linear": lambda shape: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(_dim(shape), 3)),
     "torchscript": lambda shape: _torchscript(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(_dim(shape), 4))),
     "kernel": lambda shape: pfdist.KernelDescriptor.random(_dim(shape), 2.0, num_features=64, seed=1),
@@ -200,7 +200,7 @@ def test_descriptor_contract(denoiser, desc):
     and precomputed outputs accepted under the same descriptor only."""
     name, d = denoiser
     shape = pfdist.data_shape(d)
-    psi = pfdist.descriptors.resolve_descriptor(DESCRIPTORS[desc](shape))
+    psi = pfdist.descriptors.resolve(DESCRIPTORS[desc](shape))
     x = _x(shape)
     out = psi(x)
     assert out.shape[0] == x.shape[0] and torch.isfinite(out).all()

@@ -1,6 +1,7 @@
 """Descriptors: the kernel descriptor against its closed form, SSCD's preprocessing against a
 hand computation, TorchScript and .pt2 files interchangeable, and bad input."""
 
+import json
 import math
 
 import pytest
@@ -9,12 +10,13 @@ import torch
 import pfdist
 from pfdist.descriptors import (
     KernelDescriptor,
-    build_descriptor,
+    NamedDescriptors,
     check_spec,
+    describe,
     descriptor_fingerprint,
     identity,
     median_nn_distance,
-    resolve_descriptor,
+    resolve,
 )
 
 F = 2048  # features: F/2 frequencies
@@ -84,13 +86,13 @@ def test_bandwidth_is_half_the_median_nearest_neighbour_distance():
     assert median_nn_distance(x) == pytest.approx(float(dist[:, 1].median()), rel=1e-12)
     assert KernelDescriptor.fit(x, num_features=4).bandwidth == pytest.approx(0.5 * median_nn_distance(x))
     spec = {"type": "kernel", "num_features": 8, "bandwidth_rule": "median_nn/4", "fit_samples": 50}
-    assert build_descriptor(spec, lambda n: x[:n]).bandwidth == pytest.approx(0.25 * median_nn_distance(x))
+    assert resolve(spec, samples=lambda n: x[:n]).bandwidth == pytest.approx(0.25 * median_nn_distance(x))
 
 
 def test_a_default_kernel_spec_builds_what_a_default_fit_builds():
     """The spec's defaults and fit's keyword defaults are one set (pfdist.descriptors.kernel)."""
     x = _cloud(80, 3)
-    from_spec = build_descriptor({"type": "kernel", "fit_samples": 80}, lambda n: x[:n])
+    from_spec = resolve({"type": "kernel", "fit_samples": 80}, samples=lambda n: x[:n])
     fitted = KernelDescriptor.fit(x)
     assert from_spec.bandwidth == pytest.approx(fitted.bandwidth, rel=1e-12) and from_spec.seed == fitted.seed
     assert torch.equal(from_spec.frequencies, fitted.frequencies)
@@ -108,7 +110,7 @@ def test_kernel_save_load_round_trip_and_fingerprint(tmp_path):
     x = _cloud()
     psi = KernelDescriptor.fit(x, num_features=32, seed=3)
     path = psi.save(tmp_path / "kernel.safetensors")
-    back = resolve_descriptor(path)  # by suffix
+    back = resolve(path)  # by suffix
     assert isinstance(back, KernelDescriptor) and back.fingerprint() == psi.fingerprint()
     torch.testing.assert_close(back(x), psi(x), rtol=0, atol=0)
     assert descriptor_fingerprint(back) == psi.fingerprint()
@@ -145,7 +147,7 @@ def test_bad_kernel_files(tmp_path, edit):
 
         save_file({"frequencies": psi.frequencies}, str(path), metadata={"pfdist": json.dumps(cfg)})
     with pytest.raises(pfdist.PFDistError, match="kernel descriptor|not a pfdist"):
-        resolve_descriptor(path)
+        resolve(path)
 
 
 @pytest.mark.parametrize("kwargs", [{"num_features": 3}, {"num_features": 0}, {"seed": 1.5}, {"bandwidth_factor": -1}])
@@ -228,13 +230,13 @@ def test_pt2_and_torchscript_files_are_interchangeable(tmp_path, mixture):
     lin = torch.nn.Linear(6, 3).eval()
     ts, pt2 = _files(tmp_path, lin, torch.zeros(2, 6))
     other = pfdist.random_low_rank_mixture(6, 3, 2, scale=1.0, mean_scale=1.0, noise_std=0.1, seed=8)
-    by_ts = pfdist.pfd(mixture, other, num_samples=10, descriptor=str(ts))
-    by_pt2 = pfdist.pfd(mixture, other, num_samples=10, descriptor=str(pt2))
+    by_ts = pfdist.pfd(mixture, other, num_samples=10, descriptor=resolve(str(ts)))
+    by_pt2 = pfdist.pfd(mixture, other, num_samples=10, descriptor=resolve(str(pt2)))
     by_callable = pfdist.pfd(mixture, other, num_samples=10, descriptor=lambda x: lin(x))
     torch.testing.assert_close(by_pt2.per_sample, by_callable.per_sample)
     torch.testing.assert_close(by_ts.per_sample, by_callable.per_sample)
-    assert resolve_descriptor(pt2).fingerprint().startswith("export:")
-    assert resolve_descriptor(ts).fingerprint().startswith("torchscript:")
+    assert resolve(pt2).fingerprint().startswith("export:")
+    assert resolve(ts).fingerprint().startswith("torchscript:")
 
 
 @pytest.mark.parametrize("kwargs, match", [({"size": 0}, "size"), ({"interpolation": "nearest"}, "interpolation"),
@@ -265,9 +267,74 @@ def test_specs_fill_defaults_and_refuse_bad_fields():
     assert check_spec("pixels") == {"type": "pixels", "name": "pixels"}
     full = check_spec({"type": "kernel"})
     assert full["num_features"] == 2048 and full["bandwidth_rule"] == "median_nn/2" and full["name"] == "kernel"
-    assert build_descriptor("pixels") is identity
+    assert resolve("pixels") is identity
     for bad in ({"type": "kernel", "num_features": 7}, {"type": "kernel", "bandwidth_rule": "mean/2"},
                 {"type": "kernel", "colour": 1}, {"type": "sscd"}, {"type": "what"}, 3,
                 {"type": "kernel", "fit_samples": 1}, {"type": "kernel", "name": "a b"}):
         with pytest.raises(pfdist.PFDistError):
             check_spec(bad)
+
+
+# One resolver at the edge: specs in every form give the same descriptor; below it, only objects.
+
+def test_every_form_of_a_spec_resolves_to_the_same_descriptor(tmp_path):
+    x = _cloud(40, 6)
+    psi = KernelDescriptor.fit(x, num_features=16, seed=2)
+    path = psi.save(tmp_path / "rff.safetensors")
+    forms = [path, str(path), {"type": "saved", "path": str(path)}, json.dumps({"type": "saved", "path": str(path)})]
+    for form in forms:
+        got = resolve(form)
+        assert isinstance(got, KernelDescriptor) and got.fingerprint() == psi.fingerprint()
+    assert check_spec(str(path))["name"] == "rff" and check_spec(path) == check_spec(str(path))
+    for pixels in ("pixels", "identity", '{"type": "pixels"}', {"type": "pixels"}):
+        assert resolve(pixels) is identity
+    assert resolve(psi) is psi and resolve(identity) is identity  # objects pass through
+    fitted = resolve({"type": "kernel", "num_features": 16, "seed": 2, "bandwidth_rule": "median_nn/2",
+                      "fit_samples": 40}, samples=lambda n: x[:n])
+    assert fitted.fingerprint() == psi.fingerprint()
+
+
+def test_a_list_of_specs_resolves_to_named_spaces_in_order(tmp_path):
+    x = _cloud(30, 6)
+    kernel = {"type": "kernel", "num_features": 8, "fit_samples": 30, "name": "rff"}
+    spaces = resolve([kernel, "pixels"], samples=lambda n: x[:n])
+    assert isinstance(spaces, NamedDescriptors) and list(spaces) == ["rff", "pixels"] and spaces.primary == "rff"
+    assert spaces["pixels"] is identity and isinstance(spaces["rff"], KernelDescriptor)
+    assert resolve(spaces) is spaces
+    for bad, match in ((["pixels", {"type": "pixels"}], "distinct names"), ([], "at least one"),
+                       ([kernel], "fitted on teacher samples"), ("missing.pt", "neither 'pixels'"),
+                       ('{"type": ', "does not parse"), (None, "descriptor spec")):
+        with pytest.raises(pfdist.PFDistError, match=match):
+            resolve(bad)
+
+
+def test_pfd_and_flow_outputs_take_resolved_descriptors_only(mixture, tmp_path):
+    """A named set, a spec or another value gets one error saying what to pass (a named set
+    raised a bare TypeError inside the seed loop)."""
+    other = pfdist.random_low_rank_mixture(6, 3, 2, scale=1.0, mean_scale=1.0, noise_std=0.1, seed=8)
+    spaces = NamedDescriptors({"pixels": identity})
+    cases = [(spaces, r"NamedDescriptors.*descriptor=spaces\['pixels'\]"),
+             ("pixels", r"spec, not a descriptor.*pfdist.descriptors.resolve\('pixels'\)"),
+             (str(tmp_path / "net.pt2"), "spec, not a descriptor"), ({"type": "kernel"}, "resolve"),
+             (None, "must be a callable"), (3, "must be a callable")]
+    for value, match in cases:
+        with pytest.raises(pfdist.PFDistError, match=match):
+            pfdist.pfd(mixture, other, num_samples=4, steps=2, descriptor=value)
+        with pytest.raises(pfdist.PFDistError, match=match):
+            pfdist.flow_outputs(mixture, num_samples=4, steps=2, descriptor=value)
+    assert pfdist.pfd(mixture, other, num_samples=4, steps=2, descriptor=spaces["pixels"]).value > 0
+
+
+def test_describe_is_batch_size_invariant_and_checks_what_psi_returns(mixture):
+    x = _cloud(10, 6)
+    psi = KernelDescriptor.fit(x, num_features=16)
+    torch.testing.assert_close(describe(x, psi, batch_size=3), psi(x))  # float64: equal to rounding
+    assert describe(x, identity) is x
+    outs = pfdist.flow_outputs(mixture, num_samples=5, steps=2, dtype=torch.float64)
+    torch.testing.assert_close(outs.describe(psi, batch_size=2).values, psi(outs.values))
+    with pytest.raises(pfdist.NonFiniteError, match="NaN or Inf on rows"):
+        describe(x, lambda v: v / 0 * 0, where=" on rows")
+    with pytest.raises(pfdist.PFDistError, match=r"\(batch, \.\.\.\) tensor"):
+        describe(x, lambda v: v.sum())
+    with pytest.raises(pfdist.PFDistError, match="one by one"):
+        outs.describe(NamedDescriptors({"rff": psi}))

@@ -20,7 +20,8 @@ import pfdist
 from edm_fixtures import FIXTURES, needs_fixtures, rel_rms
 from pfdist.errors import PFDistError
 from pfdist import load_edm
-from pfdist.models.edm import UnsafePickleError, network_record, read_snapshot
+from pfdist.models.edm import network_record
+from pfdist.models.snapshot import UnsafePickleError, read_snapshot
 from pfdist.nets import build_network, normalize_config
 from pfdist.specs import load_spec
 

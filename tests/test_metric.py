@@ -89,7 +89,8 @@ def test_torchscript_descriptor(tmp_path, mixture):
     path = tmp_path / "desc.pt"
     torch.jit.script(lin).save(str(path))
     other = _mixture(8, (6,))
-    by_path = pfdist.pfd(mixture, other, num_samples=10, descriptor=str(path), dtype=torch.float64)
+    by_path = pfdist.pfd(mixture, other, num_samples=10, descriptor=pfdist.descriptors.resolve(str(path)),
+                         dtype=torch.float64)
     by_callable = pfdist.pfd(mixture, other, num_samples=10, descriptor=lin, dtype=torch.float64)
     torch.testing.assert_close(by_path.per_sample, by_callable.per_sample)
 
@@ -161,7 +162,7 @@ def test_descriptor_not_torchscript(tmp_path, mixture, content):
     else:
         path.write_bytes(content)
     with pytest.raises(pfdist.PFDistError, match="not a TorchScript"):
-        pfdist.pfd(mixture, mixture, num_samples=4, descriptor=str(path))
+        pfdist.pfd(mixture, mixture, num_samples=4, descriptor=pfdist.descriptors.resolve(str(path)))
 
 
 @settings(max_examples=50, deadline=None)

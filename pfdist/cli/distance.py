@@ -47,17 +47,10 @@ def distance(
     from pfdist import checks, distributed
     from pfdist.accel import Accel, accelerate
     from pfdist.atomic import atomic_write_json, check_writable
-    from pfdist.descriptors import spec_from_text
+    from pfdist.descriptors import check_spec
     from pfdist.metric import pfd
 
-    if seeds is not None:
-        if num_samples is not None or seed is not None:
-            fail("--seeds replaces --seed and --num-samples/-n; give one or the other.")
-        total = sum(map(len, checks.seed_ranges("--seeds", seeds)))
-    else:
-        num_samples, seed = 10_000 if num_samples is None else num_samples, 100_000 if seed is None else seed
-        total = checks.integer("--num-samples", num_samples, lo=1)
-        checks.seed_range("--seed", seed, num_samples, "--num-samples")
+    num_samples, seed, total = _seeds_option(num_samples, seed, seeds)
     checks.integer("--steps", steps, lo=MIN_STEPS, hi=MAX_STEPS)
     checks.integer("--batch-size", batch_size, lo=1)
     if device is not None:
@@ -65,7 +58,7 @@ def distance(
     if out is not None:
         check_writable(out)
     try:
-        spec = spec_from_text(descriptor or "pixels")
+        spec = check_spec(descriptor or "pixels")
         flow = FlowSettings(steps=steps, solver=solver, sigma_max=sigma_max)
     except PFDistError as e:
         fail(str(e))
@@ -97,6 +90,20 @@ def distance(
         typer.echo(f"wrote {out}")
 
 
+def _seeds_option(num_samples: int | None, seed: int | None, seeds: str | None) -> tuple[int | None, int | None, int]:
+    """``--seeds``, or ``--seed`` and ``-n`` with their defaults filled in; and the number of seeds."""
+    from pfdist import checks
+
+    if seeds is not None:
+        if num_samples is not None or seed is not None:
+            fail("--seeds replaces --seed and --num-samples/-n; give one or the other.")
+        return None, None, sum(map(len, checks.seed_ranges("--seeds", seeds)))
+    num_samples, seed = 10_000 if num_samples is None else num_samples, 100_000 if seed is None else seed
+    total = checks.integer("--num-samples", num_samples, lo=1)
+    checks.seed_range("--seed", seed, num_samples, "--num-samples")
+    return num_samples, seed, total
+
+
 def _model(path: Path, flow: FlowSettings):
     """A model as ``pfdist distance`` compares it: a distilled student's few-step map, else :func:`load_map`'s."""
     from pfdist.specs import distilled_student, load_map
@@ -112,7 +119,7 @@ def _model(path: Path, flow: FlowSettings):
 def _descriptor(spec: dict, model, flow: FlowSettings, device):
     """The descriptor ``spec`` names; a kernel is fitted on ``model``'s samples on seeds TEST_SEED..
     (the seeds the presets fit their kernels on)."""
-    from pfdist.descriptors import build_descriptor
+    from pfdist.descriptors import resolve
     from pfdist.maps import ODEMap
     from pfdist.ode import data_shape
     from pfdist.flows import flow_outputs
@@ -127,4 +134,4 @@ def _descriptor(spec: dict, model, flow: FlowSettings, device):
                               "KernelDescriptor in Python, save it and give the .safetensors file.")
         return teacher_samples(model, range(TEST_SEED, TEST_SEED + n), shape=shape, flow=flow, device=device)
 
-    return build_descriptor(spec, samples)
+    return resolve(spec, samples=samples)

@@ -107,6 +107,7 @@ def student(
 
     from pfdist import distributed
     from pfdist.atomic import check_writable
+    from pfdist.descriptors import resolve
     from pfdist.protocol import teacher_student
 
     check_writable(out, directory=True)
@@ -118,11 +119,12 @@ def student(
         model, shape, net_cfg, train_cfg, eval_cfg = _protocol_inputs(teacher, net, train_config, eval_config, device,
                                                                       accel)
         epochs = _epochs_option(eval_epochs, train_cfg.epochs)
+        psi = resolve(descriptor or "pixels")
         with distributed.process_group(device, timeout=timedelta(days=RANKS_TIMEOUT_DAYS)) as device:
             bar, update = train_bar(disable=not main)
             with bar:
                 rec = teacher_student(model, n, net_cfg, train_cfg, out, shape=shape, eval_config=eval_cfg,
-                                      dataset_index=dataset_index, descriptor=descriptor, eval_epochs=epochs,
+                                      dataset_index=dataset_index, descriptor=psi, eval_epochs=epochs,
                                       device=device, cache_dir=cache_dir, progress=update, wait=wait)
     except (PFDistError, ValueError) as e:
         fail(str(e) if main else None)
@@ -157,6 +159,7 @@ def bias_variance_cmd(
 
     from pfdist import checks, distributed
     from pfdist.atomic import check_writable
+    from pfdist.descriptors import resolve
     from pfdist.protocol import bias_variance
 
     check_writable(out, directory=True)
@@ -166,11 +169,12 @@ def bias_variance_cmd(
     main = distributed.is_main()
     try:
         model, shape, net_cfg, train_cfg, eval_cfg = _protocol_inputs(teacher, net, train_config, eval_config, device)
+        psi = resolve(descriptor or "pixels")
         with distributed.process_group(device, timeout=timedelta(days=RANKS_TIMEOUT_DAYS)) as device:
             bar, update = train_bar(disable=not main)
             with bar:
                 rep = bias_variance(model, n, net_cfg, train_cfg, out, k=k, shape=shape, eval_config=eval_cfg,
-                                    descriptor=descriptor, device=device, cache_dir=cache_dir, progress=update)
+                                    descriptor=psi, device=device, cache_dir=cache_dir, progress=update)
     except (PFDistError, ValueError) as e:
         fail(str(e) if main else None)
     if not main:

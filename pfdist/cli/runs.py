@@ -19,10 +19,10 @@ def rescore(
 ) -> None:
     """Recompute E_gen, E_mem, copy share, the ideal copier and bias-variance of every finished
     student under another descriptor, from the run's cached maps (no retraining)."""
-    from pfdist.experiments import rescore as run_rescore, spec_from_text
+    from pfdist.experiments import rescore as run_rescore
 
     try:
-        summary = run_rescore(run_dir, spec_from_text(descriptor), device=device)
+        summary = run_rescore(run_dir, descriptor, device=device)
     except PFDistError as e:
         fail(str(e))
     alpha = summary.get("collapse_alpha")

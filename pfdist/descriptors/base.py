@@ -1,19 +1,21 @@
-"""The descriptor contract Psi: (batch, *shape) -> (batch, *feature), and how names become one.
+"""The descriptor contract Psi: (batch, *shape) -> (batch, *feature), and the one place it is applied.
 
 A descriptor is any callable on a batch of samples. ``identity`` gives pixel-space PFD. A
 descriptor whose outputs may be cached says what it is with ``fingerprint() -> str`` (a content
-hash); one without a fingerprint is used but its outputs are never cached.
+hash); one without a fingerprint is used but its outputs are never cached. Names, JSON specs and
+files become descriptors in :func:`pfdist.descriptors.resolve`, at the edge; below it, code
+receives descriptor objects and applies them with :func:`describe`.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Callable
 
+import torch
 from torch import Tensor
 
-from pfdist.errors import PFDistError
+from pfdist.errors import NonFiniteError, PFDistError
+from pfdist.hashing import fingerprint
 
 Descriptor = Callable[[Tensor], Tensor]
 
@@ -25,41 +27,35 @@ def identity(x: Tensor) -> Tensor:
     return x
 
 
-def resolve_descriptor(descriptor: Descriptor | str | os.PathLike | None) -> Descriptor:
-    """None or "pixels" -> identity; a file -> its descriptor; a callable as is.
+def describe(values: Tensor, descriptor: Descriptor, batch_size: int = 256, *, where: str = "") -> Tensor:
+    """Psi of values (M, *shape), batch by batch, on the values' device; identity returns them as is.
 
-    Files: ``.safetensors`` is a saved :class:`KernelDescriptor` (tensors and JSON only, no code);
-    anything else is read as a TorchScript archive or a ``torch.export`` ``.pt2`` program. Those
-    two formats are code: loading one runs what its author put in it, so load only files you trust.
+    Each batch's Psi must be a (batch, ...) tensor of finite numbers; ``where`` (e.g. " on seeds
+    0..9") says which values failed otherwise.
     """
-    if descriptor is None:
-        return identity
-    if isinstance(descriptor, str) and descriptor in PIXEL_NAMES:
-        return identity
-    if isinstance(descriptor, (str, os.PathLike)):
-        path = Path(descriptor)
-        if path.suffix == ".safetensors":
-            from pfdist.descriptors.kernel import KernelDescriptor
-
-            return KernelDescriptor.load(path)
-        from pfdist.descriptors.files import TorchScriptDescriptor
-
-        return TorchScriptDescriptor(path)
-    from pfdist.descriptors.named import NamedDescriptors
-
-    if isinstance(descriptor, NamedDescriptors):  # several spaces: the protocol measures each
-        return descriptor
+    if descriptor is identity:
+        return values
     if not callable(descriptor):
-        raise PFDistError(
-            f"descriptor must be None, 'pixels', a callable or a descriptor file path; got {type(descriptor).__name__}."
-        )
-    return descriptor
+        raise PFDistError(f"the descriptor must be a callable Psi(x) (got a {type(descriptor).__name__}): resolve a "
+                          "spec with pfdist.descriptors.resolve, and give the spaces of a NamedDescriptors one by one.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise PFDistError(f"batch_size must be a positive integer (got {batch_size!r}).")
+    chunks = []
+    with torch.no_grad():
+        for start in range(0, values.shape[0], batch_size):
+            x = values[start : start + batch_size]
+            out = descriptor(x)
+            if not isinstance(out, Tensor) or out.shape[:1] != x.shape[:1]:
+                raise PFDistError(f"the descriptor must return a (batch, ...) tensor; got {type(out).__name__} "
+                                  f"{tuple(getattr(out, 'shape', ()))} for a batch of {x.shape[0]}.")
+            if not torch.isfinite(out).all():
+                raise NonFiniteError(f"the descriptor gave NaN or Inf{where}.")
+            chunks.append(out.to(values.device))
+    return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
 
 
 def descriptor_fingerprint(descriptor: Descriptor) -> str | None:
     """A content hash of the descriptor ("identity" for pixels), or None when it cannot be known."""
     if descriptor is identity:
         return "identity"
-    from pfdist.hashing import fingerprint
-
     return fingerprint(descriptor)

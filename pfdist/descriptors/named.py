@@ -6,6 +6,7 @@ from typing import Iterator, Mapping
 
 from pfdist.descriptors.base import Descriptor, descriptor_fingerprint, identity
 from pfdist.errors import PFDistError
+from pfdist.hashing import content_hash
 
 
 class NamedDescriptors(Mapping[str, Descriptor]):
@@ -38,8 +39,6 @@ class NamedDescriptors(Mapping[str, Descriptor]):
         return len(self._items)
 
     def fingerprint(self) -> str | None:
-        from pfdist.hashing import content_hash
-
         fps = [(name, descriptor_fingerprint(d)) for name, d in self._items.items()]
         if any(fp is None for _, fp in fps):
             return None

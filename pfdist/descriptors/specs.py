@@ -1,4 +1,4 @@
-"""Descriptor specs: the JSON a preset or the command line uses to name a descriptor.
+"""Descriptor specs: how a preset, the command line or a user names a descriptor.
 
     "pixels"                                           identity
     {"type": "kernel", "num_features": 2048,           random Fourier features, fitted on
@@ -9,20 +9,24 @@
     {"type": "file", "path": "net.pt2", "normalize": false}   any descriptor network file (code)
     {"type": "saved", "path": "kernel.safetensors"}   a saved kernel descriptor (no code)
 
-An optional "name" labels the space in tables (default: the type; "pixels" for identity).
+A spec may also be given as text (the command line's ``--descriptor``): "pixels", a JSON object,
+or the path of a descriptor file (``.safetensors``: a saved kernel; anything else: a network file).
+An optional "name" labels the space in tables (default: the type; "pixels" for identity; a file's
+stem). :func:`check_spec` turns any of these into one complete dict; :func:`pfdist.descriptors.resolve`
+builds the descriptor it names.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from torch import Tensor
-
-from pfdist.descriptors.base import Descriptor, identity
+from pfdist.descriptors.base import PIXEL_NAMES
 from pfdist.descriptors.kernel import SPEC_DEFAULTS as KERNEL_DEFAULTS
+from pfdist.descriptors.sscd import INTERPOLATIONS
 from pfdist import checks
 from pfdist.errors import PFDistError
 
@@ -48,8 +52,11 @@ def bandwidth_factor(rule: str) -> float:
 
 
 def check_spec(spec: Any) -> dict:
-    """A complete, validated spec (defaults filled in); one clear error for anything else."""
-    if spec in ("pixels", "identity") or (isinstance(spec, dict) and spec.get("type") in ("pixels", "identity")):
+    """A complete, validated spec dict (defaults filled in) from a dict, "pixels", JSON text or a
+    descriptor file's path; one clear error for anything else."""
+    if isinstance(spec, (str, os.PathLike)) and spec not in PIXEL_NAMES:
+        return _spec_from_text(os.fspath(spec))
+    if spec in PIXEL_NAMES or (isinstance(spec, dict) and spec.get("type") in PIXEL_NAMES):
         name = spec.get("name", "pixels") if isinstance(spec, dict) else "pixels"
         return {"type": "pixels", "name": name}
     if not isinstance(spec, dict) or spec.get("type") not in DEFAULTS:
@@ -81,61 +88,28 @@ def check_spec(spec: Any) -> dict:
         if flag in full and not isinstance(full[flag], bool):
             raise PFDistError(f"{kind} descriptor {flag} must be true or false (got {full[flag]!r}).")
     if kind == "sscd":
-        from pfdist.descriptors.sscd import INTERPOLATIONS
-
         checks.integer("sscd descriptor size", full["size"], lo=1, hi=4096)
         if full["interpolation"] not in INTERPOLATIONS:
             raise PFDistError(f"sscd descriptor interpolation must be one of {INTERPOLATIONS} (got {full['interpolation']!r}).")
     return full
 
 
-def spec_from_text(text: str) -> Any:
-    """What the command line gives (``distance``, ``rescore``): 'pixels', a JSON spec, or a file (.safetensors
-    kernel; TorchScript / .pt2) -> a checked spec."""
+def _spec_from_text(text: str) -> dict:
+    """JSON text or a descriptor file's path (.safetensors kernel; TorchScript / .pt2) -> a checked spec."""
     text = text.strip()
     if text.startswith("{"):
         try:
             return check_spec(json.loads(text))
         except json.JSONDecodeError as e:
-            raise PFDistError(f"--descriptor looks like JSON but does not parse ({e}).") from None
-    if text in ("pixels", "identity"):
+            raise PFDistError(f"descriptor spec {text!r} looks like JSON but does not parse ({e}).") from None
+    if text in PIXEL_NAMES:
         return check_spec("pixels")
     path = Path(text)
     if path.is_dir():
         raise PFDistError(f"descriptor file {path} is a directory, not a file.")
     if not path.is_file():
-        raise PFDistError(f"--descriptor {text!r} is neither 'pixels', a JSON spec, nor an existing file.")
+        raise PFDistError(f"descriptor {text!r} is neither 'pixels', a JSON spec, nor an existing file.")
     name = "".join(ch for ch in path.stem.split(".")[0] if ch.isalnum()) or "descriptor"
     name = name if name[0].isalpha() else f"d{name}"
     kind = "saved" if path.suffix == ".safetensors" else "file"
     return check_spec({"type": kind, "path": str(path), "name": name})
-
-
-def spec_name(spec: Any) -> str:
-    return check_spec(spec)["name"]
-
-
-def build_descriptor(spec: Any, samples: Callable[[int], Tensor] | None = None) -> Descriptor:
-    """The descriptor a spec names. ``samples(n)`` gives n teacher samples for fitting (kernel only)."""
-    spec = check_spec(spec)
-    kind = spec["type"]
-    if kind == "pixels":
-        return identity
-    if kind == "kernel":
-        from pfdist.descriptors.kernel import KernelDescriptor
-
-        if samples is None:
-            raise PFDistError("a kernel descriptor spec is fitted on teacher samples; none were given.")
-        return KernelDescriptor.fit(samples(spec["fit_samples"]), num_features=spec["num_features"], seed=spec["seed"],
-                                    bandwidth_factor=bandwidth_factor(spec["bandwidth_rule"]))
-    if kind == "saved":
-        from pfdist.descriptors.kernel import KernelDescriptor
-
-        return KernelDescriptor.load(spec["path"])
-    if kind == "sscd":
-        from pfdist.descriptors.sscd import SSCD
-
-        return SSCD(spec["path"], size=spec["size"], interpolation=spec["interpolation"], quantize=spec["quantize"])
-    from pfdist.descriptors.files import TorchScriptDescriptor
-
-    return TorchScriptDescriptor(spec["path"], normalize=spec["normalize"])

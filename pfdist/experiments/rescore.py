@@ -19,8 +19,7 @@ from typing import Any
 
 from pfdist import checks
 from pfdist.atomic import atomic_write_json
-from pfdist.descriptors import (KernelDescriptor, NamedDescriptors, build_descriptor, check_spec, descriptor_fingerprint,
-                                spec_from_text)  # noqa: F401  (spec_from_text re-exported)
+from pfdist.descriptors import KernelDescriptor, NamedDescriptors, check_spec, descriptor_fingerprint, resolve
 from pfdist.errors import PFDistError
 from pfdist.experiments.config import Preset
 from pfdist.experiments.spaces import descriptor_path, fit_samples
@@ -55,16 +54,17 @@ def load_run(run_dir: str | os.PathLike) -> Preset:
 
 
 def rescore(run_dir: str | os.PathLike, descriptor: Any, *, device: Any = None) -> dict[str, Any]:
-    """Recompute a run's tables in the space ``descriptor`` (a spec, see :func:`spec_from_text`)."""
+    """Recompute a run's tables in the space ``descriptor``: a spec ('pixels', a dict, JSON text or a
+    descriptor file; :func:`pfdist.descriptors.check_spec`), a kernel spec fitted on the run's teacher."""
     from pfdist.analysis.collapse import fit_scaling
     from pfdist.analysis.results import read_rows
 
+    spec = check_spec(descriptor)
     run_dir = Path(run_dir)
     preset = load_run(run_dir)
-    spec = check_spec(descriptor)
     ctx = Context(preset, run_dir, device)
     samples = fit_samples(ctx.teacher, ctx.shape, preset.eval, device=ctx.device, cache_dir=ctx.cache)
-    psi = build_descriptor(spec, samples)
+    psi = resolve(spec, samples=samples)
     fingerprint = descriptor_fingerprint(psi)
     out_dir = rescore_dir(run_dir, spec["name"], fingerprint)
     if isinstance(psi, KernelDescriptor) and not descriptor_path(out_dir, spec["name"]).is_file():

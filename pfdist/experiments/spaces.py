@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pfdist import distributed
-from pfdist.descriptors import KernelDescriptor, NamedDescriptors, build_descriptor, check_spec, kernel
+from pfdist.descriptors import KernelDescriptor, NamedDescriptors, check_spec, kernel, resolve
 from pfdist.errors import PFDistError
 from pfdist.protocol import TEST_SEED, EvalConfig, teacher_samples
 
@@ -51,10 +51,10 @@ def build_spaces(specs: tuple, run_dir: str | Path, samples: Callable[[int], Any
                     raise PFDistError(f"{path} does not match the preset's {spec['name']} descriptor; "
                                       "delete it to refit, or use another --out.")
             else:
-                psi = build_descriptor(spec, samples)
+                psi = resolve(spec, samples=samples)
                 if distributed.is_main():
                     psi.save(path)
             built[spec["name"]] = psi
         else:
-            built[spec["name"]] = build_descriptor(spec)
+            built[spec["name"]] = resolve(spec)
     return NamedDescriptors(built)

@@ -1,7 +1,7 @@
 """EDM2 snapshots (``edm2-img512-*.pkl``, ``edm2-img64-*.pkl``, training snapshots), read without running them.
 
 An EDM2 pickle is ``EasyDict(encoder=..., dataset_kwargs=..., loss_fn=..., ema=net)`` written
-through ``torch_utils.persistence`` like EDM's (see :mod:`pfdist.models.edm`): the same restricted
+through ``torch_utils.persistence`` like EDM's (see :mod:`pfdist.models.snapshot`): the same restricted
 unpickler reads it, nothing embedded is imported or run, and numpy scalars and arrays are read as
 data. ``ema`` is a ``Precond`` around the magnitude-preserving ``UNet``; its recorded constructor
 arguments become a pfdist ``edm2`` config, the network is first laid out on the meta device (no
@@ -19,7 +19,7 @@ from torch import Tensor
 
 from pfdist import checks
 from pfdist.errors import PFDistError
-from pfdist.models.edm import ArrayRecord, PersistentRecord, UnsupportedSnapshotError, _collect_state, _plain
+from pfdist.models.snapshot import ArrayRecord, PersistentRecord, UnsupportedSnapshotError, collect_state, plain
 from pfdist.nets import NetSpec
 from pfdist.nets.edm2 import EDM2Precond
 from pfdist.nets.edm2_encoder import ENCODERS, EncoderRecord  # noqa: F401  (re-exported)
@@ -73,7 +73,7 @@ def edm2_config(net: PersistentRecord, where: str) -> NetSpec:
     """The pfdist ``edm2`` network equivalent to an EDM2 ``Precond`` record (validated, bounded)."""
     if len(net.init_args) > len(_PRECOND_ARGS):
         raise UnsupportedSnapshotError(f"{where}: Precond was built with {len(net.init_args)} positional arguments.")
-    kwargs = _plain({**dict(zip(_PRECOND_ARGS, net.init_args)), **net.init_kwargs})
+    kwargs = plain({**dict(zip(_PRECOND_ARGS, net.init_args)), **net.init_kwargs})
     kwargs.pop("use_fp16", None)
     try:
         resolution, channels = kwargs.pop("img_resolution"), kwargs.pop("img_channels")
@@ -88,7 +88,7 @@ def edm2_network(obj: Any, where: str, *, dtype: torch.dtype | None = None) -> E
     spec = edm2_config(record, where)
     state: dict[str, Tensor] = {}
     try:
-        _collect_state(record, "", state, allowed=EDM2_CLASSES)
+        collect_state(record, "", state, allowed=EDM2_CLASSES)
     except UnsupportedSnapshotError as e:
         raise UnsupportedSnapshotError(f"{where}: {e}") from None
     with torch.device("meta"):

@@ -22,7 +22,7 @@ from torch import Tensor
 from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.hashing import content_hash, file_sha256
-from pfdist.models.edm import read_snapshot
+from pfdist.models.snapshot import read_snapshot
 from pfdist.models.edm2 import EncoderRecord, encoder_record, is_edm2
 
 _UNSAFE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")

@@ -32,9 +32,9 @@ from pfdist.errors import PFDistError
 from pfdist.flows import flow_outputs
 from pfdist.nets import NetSpec
 from pfdist.ode import data_shape
-from pfdist.protocol.evaluate import EvalConfig, describe
+from pfdist.protocol.evaluate import EvalConfig
 from pfdist.protocol.student import load_student, student_net, teacher_map, teacher_student
-from pfdist.descriptors import resolve_descriptor
+from pfdist.descriptors import Descriptor, check_descriptor, describe, identity
 from pfdist.training import TrainConfig, derive_seed
 
 SEED_MODES = ("shared", "per_student")
@@ -104,7 +104,7 @@ def bias_variance(
     k: int = 4,
     shape: Sequence[int] | None = None,
     eval_config: EvalConfig = EvalConfig(),
-    descriptor: Any = None,
+    descriptor: Descriptor = identity,
     device: Any = None,
     cache_dir: str | os.PathLike | None = None,
     progress: Callable[[int, int, float], None] | None = None,
@@ -124,7 +124,7 @@ def bias_variance(
     if not shape:
         raise PFDistError("pass shape=...: the teacher does not say its data shape.")
     net = student_net(net_config, shape)
-    desc = resolve_descriptor(descriptor)
+    desc = check_descriptor(descriptor)
     t_out = teacher_map(teacher, shape, eval_config, device=device, cache_dir=cache_dir)
     records, outputs = [], []
     for i in range(k):

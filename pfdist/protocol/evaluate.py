@@ -14,7 +14,7 @@ from pfdist import checks
 from pfdist import metrics
 from pfdist.accel import Accel, accelerate, config_accel
 from pfdist.denoisers import EmpiricalDenoiser
-from pfdist.descriptors import Descriptor, NamedDescriptors, identity
+from pfdist.descriptors import Descriptor, NamedDescriptors, check_spaces, describe, identity
 from pfdist.errors import PFDistError
 from pfdist.flows import FlowOutputs, FlowSettings, flow_outputs
 from pfdist.distance import PFDResult, squared_distances
@@ -143,14 +143,6 @@ def mean_loss(net: Callable, data: Tensor, *, sigma_data: float, seed: int, repe
     return total / count
 
 
-def describe(values: Tensor, descriptor: Descriptor, batch_size: int = 256) -> Tensor:
-    """Psi of (M, *shape) pixel values, batch by batch, on the CPU; identity returns them as is."""
-    if descriptor is identity:
-        return values
-    with torch.no_grad():
-        return torch.cat([descriptor(values[i : i + batch_size]).cpu() for i in range(0, values.shape[0], batch_size)])
-
-
 def space_errors(student: Tensor, teacher: Tensor, copier: Tensor, train_data: Tensor, descriptor: Descriptor, *,
                  seed: int, nfe: tuple[float, float, float] = (math.nan,) * 3, batch_size: int = 256,
                  doubled: tuple[tuple[Tensor, Tensor, str], ...] | None = None) -> dict[str, Any]:
@@ -228,7 +220,7 @@ def evaluate_student(
                                    cache_dir=cache_dir)
     if copier is None:
         copier = copier_outputs(train_data, config, device=device, cache_dir=cache_dir)
-    named = NamedDescriptors.of(descriptor)
+    named = NamedDescriptors.of(check_spaces(descriptor))
     refined = None
     if config.error_estimate:
         maps = ((student, student_outputs), (teacher, teacher_outputs),

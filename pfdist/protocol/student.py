@@ -14,7 +14,7 @@ from torch import Tensor
 
 from pfdist import checks, distributed
 from pfdist.atomic import CorruptFileError, atomic_write_json, read_json_checked, warn_corrupt
-from pfdist.descriptors import Descriptor, resolve_descriptor
+from pfdist.descriptors import Descriptor, NamedDescriptors, check_spaces, descriptor_fingerprint, identity
 from pfdist.errors import PFDistError
 from pfdist.flows import FlowOutputs, flow_outputs, resolve_device
 from pfdist.hashing import content_hash, file_sha256, fingerprint
@@ -43,8 +43,6 @@ def student_key(teacher: Callable, n: int, net: NetSpec | dict, train_config: Tr
     """Content hash naming one unit of work: rerunning the same unit finds its results.
     ``net``: the student's :class:`~pfdist.nets.NetSpec` (a dict is validated into one);
     ``data_key`` names training data that are not the teacher's samples (e.g. real images)."""
-    from pfdist.descriptors import descriptor_fingerprint
-
     parts = ["student/v1", fingerprint(teacher), n, NetSpec(net).config, train_config.to_dict(),
              eval_config.to_dict(), dataset_index, descriptor_fingerprint(descriptor), sorted(eval_epochs)]
     return content_hash(*parts, *([] if data_key is None else [{"train_data": data_key}]))
@@ -146,7 +144,7 @@ def _unit(teacher: Callable, n: int, net_config: NetSpec | dict, train_config: T
         raise PFDistError(f"train_config must be a TrainConfig, got {type(train_config).__name__}.")
     if not isinstance(eval_config, EvalConfig):
         raise PFDistError(f"eval_config must be an EvalConfig, got {type(eval_config).__name__}.")
-    desc = resolve_descriptor(descriptor)
+    desc = check_spaces(descriptor)
     eval_epochs = sorted({checks.integer("eval epoch", e, lo=0, hi=train_config.epochs) for e in eval_epochs})
     seeds = dataset_seeds(n, checks.integer("dataset_index", dataset_index, lo=0),
                           eval_seeds=range(eval_config.seed, eval_config.seed + eval_config.num_samples))
@@ -166,7 +164,7 @@ def teacher_student(
     shape: Sequence[int] | None = None,
     eval_config: EvalConfig = EvalConfig(),
     dataset_index: int = 0,
-    descriptor: Descriptor | str | None = None,
+    descriptor: Descriptor | NamedDescriptors = identity,
     teacher_outputs: FlowOutputs | None = None,
     train_data: Tensor | None = None,
     eval_epochs: Iterable[int] = (),

@@ -12,27 +12,13 @@ runs it (``Context.run(unit)``), so a run started on one engine can be finished 
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any
 
 from pfdist.errors import PFDistError
+from pfdist.experiments.engines.base import Engine, UnitsFailed
 from pfdist.experiments.engines.job import UnitJob
 
 ENGINES = ("local", "ray", "slurm")
-
-
-class UnitsFailed(PFDistError):
-    """Some units raised; the others finished and are kept."""
-
-    def __init__(self, failures: Sequence[tuple[UnitJob, str]], total: int):
-        lines = "; ".join(f"{job.label or f'unit {job.index}'}: {why}" for job, why in failures[:5])
-        more = f" (and {len(failures) - 5} more)" if len(failures) > 5 else ""
-        super().__init__(f"{len(failures)} of {total} units failed: {lines}{more}. "
-                         "Fix the cause and rerun the same command: finished units are kept.")
-        self.failures = list(failures)
-
-
-class Engine(Protocol):
-    def run(self, jobs: Sequence[UnitJob], done: Callable[[UnitJob], None]) -> None: ...
 
 
 def get_engine(name: str, **options: Any) -> Engine:
@@ -46,16 +32,6 @@ def get_engine(name: str, **options: Any) -> Engine:
     else:
         raise PFDistError(f"unknown engine {name!r}; choose one of {list(ENGINES)}.")
     return cls(**options)
-
-
-def require(module: str, extra: str):
-    """Import an optional engine library, or say how to install it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise PFDistError(f"the {extra} engine needs {module}: pip install 'pfdist[{extra}]'.") from None
 
 
 __all__ = ["ENGINES", "Engine", "UnitJob", "UnitsFailed", "get_engine"]

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from pfdist import checks
 from pfdist.errors import PFDistError
-from pfdist.experiments.engines import UnitsFailed, require
+from pfdist.experiments.engines.base import UnitsFailed, require
 from pfdist.experiments.engines.job import TOKEN, UnitJob, worker_log_level, write_token
 
 

@@ -18,7 +18,7 @@ from pfdist.errors import PFDistError
 from pfdist.experiments.studies.base import (Block, RunData, Student, Study, Unit, distinct, fields_of, is_int, ns_of,
                                              students_of, train_of)
 from pfdist.protocol import SEED_MODES, decompose, student_train_config
-from pfdist.protocol.evaluate import describe
+from pfdist.descriptors import describe
 from pfdist.report import fmt
 from pfdist.training import TrainConfig
 

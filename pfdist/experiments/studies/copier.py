@@ -13,7 +13,7 @@ from typing import Any
 
 from pfdist.analysis.findings import copier_finding
 from pfdist.analysis.spaces import Plateau, copier_plateaus
-from pfdist.protocol.evaluate import describe
+from pfdist.descriptors import describe
 from pfdist.experiments.studies.base import RunData, Study, Unit
 from pfdist.metric import PFDResult, squared_distances
 
