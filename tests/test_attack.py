@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import pfdist
 from pfdist.cli import app
-from pfdist.descriptors import resolve
+from pfdist.descriptors import check_spec, resolve
 from pfdist.errors import PFDistError
 from pfdist.models.export import export_denoiser
 from pfdist.specs import load_spec

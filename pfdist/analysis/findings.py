@@ -29,7 +29,6 @@ Only the main architecture family of the scaling table enters (see
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
