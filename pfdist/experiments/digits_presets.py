@@ -44,18 +44,20 @@ def constant(epochs: int, lr: float = 1e-3) -> TrainConfig:
 
 
 def digits(teacher: str = TEACHER) -> Preset:
-    """<= 2 hours on 2 CPU cores: 1 h 30 min measured (docs/digits.md)."""
+    """<= 2 hours on 2 CPU cores, estimated at 12 000 CPU-seconds from the measured per-student
+    costs (docs/digits.md): a one-octave N grid over the U-Nets' transitions, bias-variance with
+    per-student seeds and K = 4 at three N, the paper's baselines on the scaling students."""
     unets = (unet(4), unet(8), unet(12), unet(24))  # 16 k .. 554 k parameters (34x)
     train = onecycle(10)
     return Preset(
         name="digits",
         teacher=teacher,
         eval=EvalConfig(num_samples=500, test_samples=1000, loss_repeats=2, batch_size=500),
-        scaling=Scaling(tuple(2**k for k in range(3, 14, 2)), (*unets, mlp(256)), train),
+        scaling=Scaling(tuple(2**k for k in range(4, 13)), (*unets, mlp(256)), train),
         dynamics=Dynamics((2**6, 2**12), unet(8), constant(16), (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16),
                           seeds=(0, 1, 2)),
-        bias_variance=BiasVarianceStudy((2**5, 2**11), (unet(4), unet(8), unet(24)), train, k=3),
-        real_vs_synthetic=RealVsSynthetic((2**3, 2**5, 2**7, 2**9), (unet(8),), train, "digits"),
+        bias_variance=BiasVarianceStudy((2**5, 2**8, 2**11), (unet(4), unet(12)), train, k=4, seeds="per_student"),
+        real_vs_synthetic=RealVsSynthetic((2**4, 2**6, 2**8), (unet(8),), train, "digits"),
         workers=2,
         notes="<= 2 hours on 2 CPU cores: U-Net students on the digits teacher, a subset of digits-full.",
         descriptors=SPACES,
@@ -74,7 +76,7 @@ def digits_full(teacher: str = TEACHER) -> Preset:
         dynamics=Dynamics((2**6, 2**10, 2**14), unet(16), constant(100),
                           (0, 1, 2, 3, 4, 5, 6, 8, 10, 12, 14, 16, 20, 24, 28, 32, 40, 48, 56, 64, 72, 80, 90, 100),
                           seeds=(0, 1, 2, 3, 4)),
-        bias_variance=BiasVarianceStudy((2**5, 2**9, 2**14), unets, train, k=4),
+        bias_variance=BiasVarianceStudy((2**5, 2**9, 2**14), unets, train, k=4, seeds="per_student"),
         real_vs_synthetic=RealVsSynthetic(tuple(2**k for k in range(3, 11)), (unet(8), unet(24)), train, "digits"),
         workers=2,
         notes="The full digits grid: six U-Net widths and three MLPs, N = 2^3..2^14.",
