@@ -138,3 +138,24 @@ def test_preset_round_trips_with_descriptors():
     again = Preset.from_dict(p.to_dict())
     assert again.key() == p.key() and again.spaces == ("kernel", "pixels")
     assert preset(descriptors=("pixels",)).key() != p.key()
+
+
+def test_the_findings_of_every_scored_space_side_by_side(run):
+    """Ψ is a knob: the copier's report section lists α, floors and the copier's flatness in the run's
+    spaces and in each rescored kernel bandwidth, each from its own tables."""
+    from pfdist.experiments import STUDIES, analyze
+
+    rules = ("median_nn/4", "median_nn*2")
+    summaries = [rescore(run, {"type": "kernel", "num_features": 64, "bandwidth_rule": r, "name": "k" + str(i)})
+                 for i, r in enumerate(rules)]
+    found = analyze(run)
+    (table,) = [b for b in STUDIES["copier"].report(found.result("copier"), found.run) if b[0] == "table"]
+    by_space = {row[0]: row for row in table[2]}
+    assert {"kernel", "pixels", "k0", "k1"} <= set(by_space)  # (the module's other tests rescore too)
+    for i, (rule, summary) in enumerate(zip(rules, summaries)):
+        row = by_space[f"k{i}"]
+        assert row[1] == f"rescore ({rule})"
+        plateau = summary["copier_plateau"][f"k{i}"]
+        assert f"{plateau['max_over_min']:.3f}" in row[4]  # the rescored copier, not the run's
+        copier = read_rows(Path(summary["out_dir"]) / "copier.csv")
+        assert plateau["max_over_min"] == pytest.approx(max(r["e_gen"] for r in copier) / min(r["e_gen"] for r in copier))

@@ -25,9 +25,13 @@ def rescore(
         summary = run_rescore(run_dir, descriptor, device=device)
     except PFDistError as e:
         fail(str(e))
-    alpha = summary.get("collapse_alpha")
-    typer.echo(f"{summary.get('students', 0)} students rescored in {summary['descriptor']['name']} space"
-               + (f"; collapse alpha = {alpha['alpha']:.3f}" if alpha else ""))
+    name = summary["descriptor"]["name"]
+    alpha = (summary.get("collapse_alpha") or {}).get(name)
+    plateau = (summary.get("copier_plateau") or {}).get(name)
+    typer.echo(f"{summary.get('students', 0)} students rescored in {name} space"
+               + (f"; collapse alpha = {alpha['alpha']:.3f} (95% CI {alpha['ci95'][0]:.3f}-{alpha['ci95'][1]:.3f})"
+                  if alpha else "")
+               + (f"; ideal copier max/min {plateau['max_over_min']:.3f} ({plateau['verdict']})" if plateau else ""))
     for t in summary["tables"]:
         typer.echo(f"wrote {t}")
 

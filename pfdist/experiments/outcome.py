@@ -32,12 +32,26 @@ class RunAnalysis:
         return self.run.results.get(name)
 
 
-def read_run(run_dir: str | os.PathLike) -> RunData:
-    """Every table of the registry's studies found in ``run_dir``, checked against its columns."""
+def read_run(run_dir: str | os.PathLike, spaces: tuple[str, ...] | None = None) -> RunData:
+    """Every table of the registry's studies found in ``run_dir``, checked against its columns;
+    ``spaces`` default to the run's config.json; the summaries of its rescored spaces."""
     run_dir = Path(run_dir)
     rows = {table: read_rows(run_dir / table, required=columns)
             for study in STUDIES.values() for table, columns in study.tables.items() if (run_dir / table).is_file()}
-    return RunData(run_dir, run_spaces(run_dir), rows, {})
+    return RunData(run_dir, spaces or run_spaces(run_dir), rows, {}, rescored_summaries(run_dir))
+
+
+def rescored_summaries(run_dir: Path) -> list[dict[str, Any]]:
+    """The summary.json of every ``pfdist rescore`` of the run (RUN_DIR/rescore/*/), by name."""
+    import json
+
+    out = []
+    for path in sorted((run_dir / "rescore").glob("*/summary.json")):
+        try:
+            out.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):  # one being written, or damaged: left out of the table
+            continue
+    return out
 
 
 def analyze(run_dir: str | os.PathLike) -> RunAnalysis:

@@ -56,8 +56,7 @@ def load_run(run_dir: str | os.PathLike) -> Preset:
 def rescore(run_dir: str | os.PathLike, descriptor: Any, *, device: Any = None) -> dict[str, Any]:
     """Recompute a run's tables in the space ``descriptor``: a spec ('pixels', a dict, JSON text or a
     descriptor file; :func:`pfdist.descriptors.check_spec`), a kernel spec fitted on the run's teacher."""
-    from pfdist.analysis.collapse import fit_scaling
-    from pfdist.analysis.results import read_rows
+    from pfdist.experiments.outcome import analyze_run, read_run, summary_results  # scipy: only when asked
 
     spec = check_spec(descriptor)
     run_dir = Path(run_dir)
@@ -74,16 +73,9 @@ def rescore(run_dir: str | os.PathLike, descriptor: Any, *, device: Any = None) 
     summary: dict[str, Any] = {"descriptor": {k: v for k, v in spec.items()},
                                "fingerprint": fingerprint, "out_dir": str(out_dir),
                                "tables": [str(t) for t in tables]}
-    if (out_dir / "scaling.csv").is_file():
-        rows = read_rows(out_dir / "scaling.csv")
-        fit, copy_fit = fit_scaling(rows)
-        summary["students"] = len(rows)
-        summary["collapse_alpha"] = None if fit is None else {"alpha": fit.alpha, "ci95": list(fit.alpha_ci)}
-        summary["copy_collapse_alpha"] = None if copy_fit is None else {"alpha": copy_fit.alpha,
-                                                                         "ci95": list(copy_fit.alpha_ci)}
-        copier = read_rows(out_dir / "copier.csv")
-        values = [r["e_gen"] for r in copier]
-        summary["copier_e_gen"] = {"min": min(values), "max": max(values),
-                                   "max_over_min": max(values) / min(values)} if values else None
+    found = analyze_run(read_run(out_dir, spaces=(spec["name"],)))
+    summary.update(summary_results(found))
+    if found.result("scaling") is not None:
+        summary["students"] = len(found.result("scaling").rows)
     atomic_write_json(out_dir / "summary.json", summary)
     return summary

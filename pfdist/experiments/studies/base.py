@@ -10,7 +10,7 @@ and the figures iterate over it, so adding a study is one module and one registr
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -51,6 +51,22 @@ class RunData:
     spaces: tuple[str, ...]
     rows: dict[str, list[dict[str, Any]]]
     results: dict[str, Any]
+    rescored: list[dict[str, Any]] = field(default_factory=list)  # summaries of `pfdist rescore` in other spaces
+
+    def space_rows(self, table: str, space: str) -> list[dict[str, Any]]:
+        """A table's rows with ``space``'s columns under the primary names (``e_gen_pixels`` -> ``e_gen``)."""
+        rows = self.rows.get(table) or []
+        if space == self.primary:
+            return list(rows)
+        out = []
+        for r in rows:
+            row = {k: v for k, v in r.items() if not any(k.startswith(stem) for stem in ("e_", "mem_ratio"))}
+            for k, v in r.items():
+                for stem in ("e_gen", "e_mem", "mem_ratio"):
+                    if k == f"{stem}_{space}" or k.startswith(f"{stem}_{space}_"):
+                        row[stem + k[len(stem) + len(space) + 1:]] = v
+            out.append(row)
+        return out
 
     @property
     def primary(self) -> str:

@@ -14,7 +14,8 @@ from typing import Any
 from pfdist.analysis.findings import copier_finding
 from pfdist.analysis.spaces import Plateau, copier_plateaus
 from pfdist.descriptors import describe
-from pfdist.experiments.studies.base import RunData, Study, Unit
+from pfdist.experiments.studies.base import Block, RunData, Study, Unit
+from pfdist.experiments.studies.scaling import STUDY as SCALING
 from pfdist.metric import PFDResult, squared_distances
 
 TABLE = "copier.csv"
@@ -63,9 +64,45 @@ class CopierStudy(Study):
                      f"{', '.join(p.space for p in flat)} it stays on a plateau and a falling E_gen means generalization.")
         return [text]
 
+    def report(self, result: dict[str, Plateau] | None, run: RunData) -> list:
+        return sensitivity_blocks(run, result)
+
     def summary_json(self, result: dict[str, Plateau] | None, run: RunData) -> dict:
-        return {"copier_plateau": {s: {"low": p.low, "high": p.high, "max_over_min": p.ratio}
+        return {"copier_plateau": {s: {"low": p.low, "high": p.high, "max_over_min": p.ratio,
+                                       "ci95": list(p.ratio_ci), "verdict": p.verdict}
                                    for s, p in (result or {}).items()}}
 
 
 STUDY = CopierStudy()
+
+
+def sensitivity_blocks(run: RunData, plateaus: dict[str, Plateau] | None) -> list[Block]:
+    """Ψ is a knob: α, the floors and the copier's flatness in every space the run was scored in
+    (its descriptors, then each ``pfdist rescore``), one row per space."""
+    entries = []
+    scaling = run.results.get("scaling")
+    if scaling is not None:
+        summary = {**SCALING.summary_json(scaling, run), **STUDY.summary_json(plateaus, run)}
+        for space in run.spaces:
+            entries.append((space, "this run", summary["collapse_alpha"].get(space), summary["floors"].get(space),
+                            summary["copier_plateau"].get(space)))
+    for r in run.rescored:
+        name = r.get("descriptor", {}).get("name", "?")
+        spec = r.get("descriptor", {})
+        how = spec.get("bandwidth_rule", spec.get("type", ""))
+        entries.append((name, f"rescore ({how})", (r.get("collapse_alpha") or {}).get(name),
+                        (r.get("floors") or {}).get(name), (r.get("copier_plateau") or {}).get(name)))
+    if len(entries) < 2:
+        return []
+    rows = []
+    for space, source, alpha, floors_, plateau in entries:
+        a = "–" if not alpha else f"{alpha['alpha']:.3f} [{alpha['ci95'][0]:.3f}, {alpha['ci95'][1]:.3f}]"
+        f = "–" if not floors_ else " / ".join(f"{x['value']:.3g}" for x in floors_)
+        c = "–" if not plateau else (f"{plateau['max_over_min']:.3f}" + (
+            f" [{plateau['ci95'][0]:.3f}, {plateau['ci95'][1]:.3f}] {plateau['verdict']}" if plateau.get("ci95") else ""))
+        rows.append((space, source, a, f, c))
+    return [("h2", "Ψ is a knob: the findings in every scored space"),
+            ("p", "α of E_gen's collapse (95% CI), each size's floor (smallest model first) and the ideal copier's "
+                  "max/min E_gen across N (95% CI; flat when the interval reaches 1.1) in each descriptor space "
+                  "the run was scored in: its own, then each `pfdist rescore` found in rescore/."),
+            ("table", ("space", "scored by", "α", "floors", "copier max/min"), rows)]

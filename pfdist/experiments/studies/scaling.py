@@ -137,10 +137,25 @@ class ScalingStudy(Study):
     def summary_json(self, result: ScalingResult | None, run: RunData) -> dict:
         fits = result.fits(run.primary) if result is not None else {run.primary: None}
         return {"collapse_alpha": {s: (None if f is None else {"alpha": f.alpha, "ci95": list(f.alpha_ci)})
-                                   for s, f in fits.items()}}
+                                   for s, f in fits.items()},
+                "floors": {s: space_floors(run, s) for s in run.spaces} if result is not None else {}}
 
 
 STUDY = ScalingStudy()
+
+
+def space_floors(run: RunData, space: str) -> list[dict[str, Any]] | None:
+    """Each size's floor in ``space`` with its 95% interval (:func:`pfdist.analysis.floors`); None when
+    the table cannot give floors there."""
+    from pfdist.analysis.collapse import collapse_rows
+    from pfdist.analysis.floors import floors
+    from pfdist.errors import PFDistError
+
+    try:
+        sizes = floors(collapse_rows(run.space_rows(TABLE, space)))
+    except (PFDistError, KeyError, ValueError):
+        return None
+    return [{"params": f.params, "n": f.n, "value": f.value, "ci95": list(f.ci)} for f in sizes]
 
 
 def paper_comparison(run: RunData, collapse: CollapseFit | None) -> str:
