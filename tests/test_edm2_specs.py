@@ -155,7 +155,7 @@ def test_a_converted_edm2_checkpoint_keeps_its_encoder_and_data_space(home):
     ({"encoder": {"class_name": "StabilityVAEEncoder", "vae_name": "v", "scale": [1, 1], "bias": [0, 0]},
       "data_space": "latent:v:scale=[1.0, 1.0]:bias=[0.0, 0.0]"}, "the encoder has 2 channels but the network 4"),
     ({"encoder": {"class_name": "StabilityVAEEncoder", "vae_name": "v", "scale": ["1"] * 4, "bias": [0] * 4}},
-     "the encoder's scale must be a list of finite numbers"),
+     r"the encoder's scale\[0\] must be a finite number"),
     ({"data_space": "rgb"}, "'data_space' 'rgb' is not its encoder's 'latent:tiny-sd-vae"),
     ({"net_config": {"arch": "mlp", "shape": [2]}}, "does not match its config"),
 ])

@@ -33,12 +33,12 @@ def test_export_run_copies_the_results_files_and_findings_recomputes_them(finish
     out = tmp_path / "published"
     r = RUN.invoke(app, ["export-run", str(run_dir), "-o", str(out)])
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in out.iterdir()) == ["bias_variance.csv", "config.json", "copier.csv",
-                                                     "scaling.csv", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["bias_variance.csv", "bias_variance_gram.csv", "config.json",
+                                                     "copier.csv", "scaling.csv", "summary.json"]
     for name in ("scaling.csv", "copier.csv", "bias_variance.csv", "config.json"):
         assert (out / name).read_bytes() == (run_dir / name).read_bytes(), name
     exported = json.loads((out / "summary.json").read_text())
-    assert exported["tables"] == ["scaling.csv", "copier.csv", "bias_variance.csv"]
+    assert exported["tables"] == ["scaling.csv", "copier.csv", "bias_variance.csv", "bias_variance_gram.csv"]
     assert "report" not in exported and "figures" not in exported
     assert exported["findings"] == summary["findings"]
 

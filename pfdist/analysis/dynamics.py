@@ -26,6 +26,7 @@ Detection, so that noise does not trigger it:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -302,8 +303,12 @@ def judge_dynamics(
     report = detect_dynamics(epochs, [r["e_gen"] for r in rows],
                              e_gen_stderr=[r.get("e_gen_stderr", float("nan")) for r in rows])
     row = _regime_row(rows, at, report)
-    regime = classify_regime(float(row[regime_column]), _interval(row, regime_column), generalization=generalization,
-                             memorization=memorization, epoch=float(row["epoch"]))
+    if not math.isfinite(float(row.get(regime_column, math.nan))):  # no copy share measured: no regime, no verdict
+        g, m = (v if isinstance(v, tuple) else (float(v), float(v)) for v in (generalization, memorization))
+        regime = Regime(math.nan, (math.nan, math.nan), g, m, "undetermined", float(row["epoch"]))
+    else:
+        regime = classify_regime(float(row[regime_column]), _interval(row, regime_column),
+                                 generalization=generalization, memorization=memorization, epoch=float(row["epoch"]))
     loss = [float(r.get(loss_column, float("nan"))) for r in rows]
     el_loss = loss_trend(epochs, loss, start=report.min_epoch, end=epochs[-1]) if report.early_learning else None
     dd = report.double_descent
