@@ -267,7 +267,9 @@ def plot_metrics(panels: Sequence[tuple[str, dict[str, tuple[Sequence[float], Se
     if not panels:
         raise PFDistError("no rows to plot for metrics")
     labels = list(dict.fromkeys(label for _, curves in panels for label in curves))
-    colors = dict(zip([x for x in labels if x != emphasis], _colors(len(labels))))
+    from matplotlib import colormaps
+
+    colors = {x: colormaps["tab10"](i) for i, x in enumerate(x for x in labels if x != emphasis)}
     cols = min(len(panels), 3)
     rows = -(-len(panels) // cols)
     fig = Figure(figsize=(4.3 * cols, 3.4 * rows), layout="constrained")

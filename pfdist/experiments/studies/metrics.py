@@ -13,7 +13,7 @@ Table ``metrics.csv``, one row per scaling (student, N), every value with a stan
 - ``memorization_ratio``: Gu et al.'s rule (:func:`pfdist.metrics.memorization_ratio`, 1/3) on the
   student's samples against its own training set, on uint8-quantised pixels (images in [-1, 1],
   ℓ2 on 0..255) or, for data that are not images, on the raw vectors (column
-  ``memorization_features``); binomial error;
+  ``memorization_features``); binomial error (Agresti–Coull, :func:`binomial_stderr`);
 - ``reproducibility_score``: RP of student and teacher on the same seeds, in Ψ; binomial error;
 - ``generalization_score``: GL of the student's samples against its training set, in Ψ; binomial error.
 
@@ -192,7 +192,11 @@ def uint8_pixels(x: torch.Tensor) -> torch.Tensor:
 
 
 def binomial_stderr(p: float, n: int) -> float:
-    return math.sqrt(p * (1 - p) / n)
+    """Standard error of a fraction p of n, Agresti–Coull: two successes and two failures added
+    (p̃ = (np + 2) / (n + 4)), so that 0 of n or n of n still has an error (the centre of the 95%
+    Wilson interval)."""
+    p_tilde = (n * p + 2) / (n + 4)
+    return math.sqrt(p_tilde * (1 - p_tilde) / (n + 4))
 
 
 def baselines(samples: torch.Tensor, train: torch.Tensor, samples_f: torch.Tensor, teacher_f: torch.Tensor,
@@ -237,9 +241,9 @@ def _tally(result: MetricsResult) -> list[str]:
     out = []
     for m, label in METRICS.items():
         ts = [t[m] for t in trends if m in t]
-        out.append(f"{label} sees the transition in {sum(t.sees for t in ts)}/{len(ts)} sizes, non-monotone in "
-                   f"{sum(t.nonmonotone for t in ts)}, flat at small N in {sum(t.flat_low for t in ts)}, at large N "
-                   f"in {sum(t.flat_high for t in ts)}")
+        out.append(f"{label} sees it in {sum(t.sees for t in ts)}/{len(ts)} sizes (non-monotone "
+                   f"{sum(t.nonmonotone for t in ts)}, flat at small / large N {sum(t.flat_low for t in ts)} / "
+                   f"{sum(t.flat_high for t in ts)})")
     return out
 
 
@@ -256,7 +260,8 @@ def metrics_finding(result: MetricsResult | None) -> Any:
     main = {(r["params"], r["student"]) for r in collapse_rows(result.rows)}
     pfd = [t["e_gen"].sees for k, t in result.trends.items() if k in main and "e_gen" in t]
     verdict = "reproduced" if all(pfd) else "partly" if any(pfd) else "not reproduced"
-    measured = f"{result.space} space, rule: |z| > 2 between the smallest and largest N; " + "; ".join(_tally(result))
+    measured = (f"{result.space} space; a metric sees the transition when |z| > 2 between the smallest and largest N: "
+                + "; ".join(_tally(result)))
     return Finding(FINDING, PAPER, measured, verdict)
 
 
@@ -282,7 +287,8 @@ def metrics_blocks(result: MetricsResult | None) -> list[Block]:
             f"standard errors (z); it is non-monotone when a significant rise and a significant fall share a point "
             f"(each step beyond z = {z_rev:.3g}, 5% Bonferroni-corrected over the pairs of N); flat at an end when its "
             f"first (last) step, with 2 standard errors, stays within {100 * SATURATION:g}% of the end-to-end change. "
-            "Errors: FD² delete-one-subset jackknife, KID over disjoint subsets, binomial for the fractions; points at "
+            "Errors: FD² delete-one-subset jackknife, KID over disjoint subsets, binomial (Agresti–Coull) for the "
+            "fractions; points at "
             "different N share seeds, which makes every test conservative.")
     header = ("student", "|θ|", "metric", "smallest N", "largest N", "z", "sees the transition", "non-monotone",
               "flat at")
