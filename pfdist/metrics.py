@@ -117,8 +117,8 @@ def _frechet_sq_samples(a: Tensor, b: Tensor) -> float:
     A, B = a - a.mean(0), b - b.mean(0)
     scale = math.sqrt((a.shape[0] - 1) * (b.shape[0] - 1))
     cross = torch.linalg.svdvals(A @ B.T).sum() / scale
-    value = ((a.mean(0) - b.mean(0)) ** 2).sum() + (A ** 2).sum() / (a.shape[0] - 1) + (B ** 2).sum() / (b.shape[0] - 1) \
-        - 2 * cross
+    traces = (A ** 2).sum() / (a.shape[0] - 1) + (B ** 2).sum() / (b.shape[0] - 1)
+    value = ((a.mean(0) - b.mean(0)) ** 2).sum() + traces - 2 * cross
     return max(value.item(), 0.0)
 
 

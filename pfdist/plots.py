@@ -277,8 +277,8 @@ def plot_metrics(panels: Sequence[tuple[str, dict[str, tuple[Sequence[float], Se
     for ax, (title, curves) in zip(axes, panels):
         for label, (log_n, values, scale) in curves.items():
             bold = label == emphasis
-            ax.plot(log_n, values, "o" + ("-" if scale == "ends" else "--"), ms=4 if bold else 3, lw=2.4 if bold else 1.2,
-                    color="black" if bold else colors[label], zorder=3 if bold else 2,
+            ax.plot(log_n, values, "o" + ("-" if scale == "ends" else "--"), ms=4 if bold else 3,
+                    lw=2.4 if bold else 1.2, color="black" if bold else colors[label], zorder=3 if bold else 2,
                     label=label + ("" if scale == "ends" else " (min–max)"))
         ax.axhline(0, color="0.6", lw=0.6)
         ax.axhline(1, color="0.6", lw=0.6)

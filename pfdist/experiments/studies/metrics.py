@@ -73,9 +73,9 @@ class MetricsStudy(Study):
     name = "metrics"
     tables = {TABLE: ("student", "params", "n", *(c for m in METRICS for c in (m, f"{m}_stderr")))}
     rescorable = False  # its space is named in its config; rescore does not rewrite it
-    captions = {"metrics": "Every metric against log2 N for each student size, normalised: 1 at the smallest N and 0 at "
-                           "the largest where those differ beyond 2 standard errors (a reversal leaves [0, 1]), else "
-                           "the metric's own min → 0 and max → 1 (dashed). Bold black: PFD's E_gen."}
+    captions = {"metrics": "Every metric against log2 N for each student size, normalised: 1 at the smallest N and 0 "
+                           "at the largest where those differ beyond 2 standard errors (a reversal leaves [0, 1]), "
+                           "else the metric's own min → 0 and max → 1 (dashed). Bold black: PFD's E_gen."}
 
     def from_dict(self, d: Any) -> Metrics:
         m = fields_of(d, "metrics", set(), {"space", "subsets"})
@@ -106,7 +106,8 @@ class MetricsStudy(Study):
         psi = reader.spaces[space]
         reference = teacher_samples(ctx.teacher, range(TEST_SEED, TEST_SEED + ev.test_samples), shape=ctx.shape,
                                     settings=ev.settings(), device=ctx.device, cache_dir=ctx.cache)
-        teacher_f, reference_f = describe(ctx.teacher_outputs.values, psi, ev.batch_size), describe(reference, psi, ev.batch_size)
+        teacher_f = describe(ctx.teacher_outputs.values, psi, ev.batch_size)
+        reference_f = describe(reference, psi, ev.batch_size)
         train_f: dict[int, torch.Tensor] = {}
         rows = []
         for unit in SCALING.units(ctx.preset.studies["scaling"]):
@@ -207,14 +208,15 @@ def baselines(samples: torch.Tensor, train: torch.Tensor, samples_f: torch.Tenso
 
     a_parts, b_parts = samples_f.tensor_split(subsets), reference_f.tensor_split(subsets)
     fd = frechet_distance(samples_f, reference_f)
-    loo = torch.tensor([frechet_distance(torch.cat(a_parts[:i] + a_parts[i + 1:]), torch.cat(b_parts[:i] + b_parts[i + 1:]))
-                        for i in range(subsets)], dtype=torch.float64)
+    loo = torch.tensor([frechet_distance(torch.cat(a_parts[:i] + a_parts[i + 1:]),
+                                         torch.cat(b_parts[:i] + b_parts[i + 1:])) for i in range(subsets)],
+                       dtype=torch.float64)
     fd_stderr = math.sqrt((subsets - 1) / subsets * ((loo - loo.mean()) ** 2).sum().item())
     size = min(min(len(p) for p in a_parts), min(len(p) for p in b_parts))
     kids = torch.tensor([kid(a, b, subsets=1, subset_size=size, seed=seed).mean for a, b in zip(a_parts, b_parts)],
                         dtype=torch.float64)
     image = is_image(samples)
-    mem = memorization_ratio(uint8_pixels(samples), uint8_pixels(train)) if image else memorization_ratio(samples, train)
+    mem = memorization_ratio(*((uint8_pixels(samples), uint8_pixels(train)) if image else (samples, train)))
     rp = reproducibility_score(samples_f, teacher_f)
     gl = generalization_score(samples_f, train_f)
     m = samples.shape[0]
@@ -282,9 +284,9 @@ def metrics_blocks(result: MetricsResult | None) -> list[Block]:
     z_rev = z_pairs(len({r["n"] for r in result.rows}))
     text = (f"The paper's baselines on the scaling students, FD², KID, RP and GL in {result.space} space, the "
             f"memorization ratio (Gu et al., 1/3 rule) on {' / '.join(sorted(features))} against each student's own "
-            "training set; FD² and KID compare the students' samples with the teacher's on independent seeds. A metric "
-            f"sees the transition when its values at the smallest and largest N differ by more than {Z_END:g} combined "
-            f"standard errors (z); it is non-monotone when a significant rise and a significant fall share a point "
+            "training set; FD² and KID compare the students' samples with the teacher's on independent seeds. A "
+            f"metric sees the transition when its values at the smallest and largest N differ by more than "
+            f"{Z_END:g} combined standard errors (z); it is non-monotone when a significant rise and a significant fall share a point "
             f"(each step beyond z = {z_rev:.3g}, 5% Bonferroni-corrected over the pairs of N); flat at an end when its "
             f"first (last) step, with 2 standard errors, stays within {100 * SATURATION:g}% of the end-to-end change. "
             "Errors: FD² delete-one-subset jackknife, KID over disjoint subsets, binomial (Agresti–Coull) for the "
