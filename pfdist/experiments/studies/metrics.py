@@ -283,15 +283,15 @@ def metrics_blocks(result: MetricsResult | None) -> list[Block]:
                           ", ".join(e for e, f in (("small N", t.flat_low), ("large N", t.flat_high)) if f) or "–"))
     z_rev = z_pairs(len({r["n"] for r in result.rows}))
     text = (f"The paper's baselines on the scaling students, FD², KID, RP and GL in {result.space} space, the "
-            f"memorization ratio (Gu et al., 1/3 rule) on {' / '.join(sorted(features))} against each student's own "
-            "training set; FD² and KID compare the students' samples with the teacher's on independent seeds. A "
-            f"metric sees the transition when its values at the smallest and largest N differ by more than "
+            f"memorization ratio (Gu et al., 1/3 rule) on {' / '.join(sorted(features))} against each student's "
+            "own training set; FD² and KID compare the students' samples with the teacher's on independent seeds. "
+            "A metric sees the transition when its values at the smallest and largest N differ by more than "
             f"{Z_END:g} combined standard errors (z); it is non-monotone when a significant rise and a significant "
-            f"fall share a point (each step beyond z = {z_rev:.3g}, 5% Bonferroni-corrected over the pairs of N); flat at an end when its "
-            f"first (last) step, with 2 standard errors, stays within {100 * SATURATION:g}% of the end-to-end change. "
-            "Errors: FD² delete-one-subset jackknife, KID over disjoint subsets, binomial (Agresti–Coull) for the "
-            "fractions; points at "
-            "different N share seeds, which makes every test conservative.")
+            f"fall share a point (each step beyond z = {z_rev:.3g}, 5% Bonferroni-corrected over the pairs of N); "
+            "flat at an end when its first (last) step, with 2 standard errors, stays within "
+            f"{100 * SATURATION:g}% of the end-to-end change. Errors: FD² delete-one-subset jackknife, KID over "
+            "disjoint subsets, binomial (Agresti–Coull) for the fractions; points at different N share seeds, "
+            "which makes every test conservative.")
     header = ("student", "|θ|", "metric", "smallest N", "largest N", "z", "sees the transition", "non-monotone",
               "flat at")
     return [("h2", "Baseline metrics beside PFD"), ("p", text), ("table", header, table)]
