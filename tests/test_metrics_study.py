@@ -173,3 +173,32 @@ def test_trend_refuses_bad_curves():
         trend((8, 4), (1.0, 0.5), (0.1, 0.1))
     with pytest.raises(pfdist.PFDistError, match="finite"):
         trend((4, 8), (1.0, math.nan), (0.1, 0.1))
+
+
+def _rows(e_gen_by_n, stderr=0.01):
+    """Synthetic metrics.csv rows of two sizes: E_gen as given, every baseline flat at 1 ± 0.01."""
+    rows = []
+    for student, params in (("u4", 1000), ("u8", 4000)):
+        for n, e in e_gen_by_n.items():
+            row = {"student": student, "params": params, "n": n, "space": "kernel"}
+            for m in ("frechet_distance", "kid", "memorization_ratio", "reproducibility_score", "generalization_score"):
+                row[m], row[f"{m}_stderr"] = 1.0, 0.01
+            rows.append({**row, "e_gen": e, "e_gen_stderr": stderr})
+    return rows
+
+
+def test_findings_row_follows_the_rule_on_synthetic_rows(tmp_path):
+    from pfdist.experiments.studies import RunData
+
+    study = STUDIES["metrics"]
+    falls = {8: 1.2, 32: 1.19, 128: 1.0, 512: 0.81, 2048: 0.8}
+    run = RunData(tmp_path, ("kernel",), {"metrics.csv": _rows(falls)}, {})
+    row = study.findings(study.analyze(run), run)[0]
+    assert row.verdict == "reproduced"
+    assert "PFD E_gen sees it in 2/2 sizes (non-monotone 0, flat at small / large N 2 / 2)" in row.measured
+    assert "FD² sees it in 0/2 sizes" in row.measured
+    flat = {n: 1.0 for n in falls}
+    run = RunData(tmp_path, ("kernel",), {"metrics.csv": _rows(flat)}, {})
+    assert study.findings(study.analyze(run), run)[0].verdict == "not reproduced"
+    run = RunData(tmp_path, ("kernel",), {"metrics.csv": _rows(falls, stderr=math.nan)}, {})
+    assert study.findings(study.analyze(run), run)[0].verdict == "not measured"

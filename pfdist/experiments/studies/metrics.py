@@ -140,7 +140,8 @@ class MetricsStudy(Study):
                 ns = [r["n"] for r in g]
                 fitted = {m: curve(ns, [r[m] for r in g], [r[f"{m}_stderr"] for r in g]) for m in METRICS}
                 trends[key] = {m: t for m, t in fitted.items() if t is not None}
-        return MetricsResult(rows, str(rows[0].get("space", run.primary)), trends)
+        space = rows[0].get("space")
+        return MetricsResult(rows, space if isinstance(space, str) else run.primary, trends)
 
     def figures(self, result: MetricsResult | None, run: RunData, out_dir: Path) -> list[Path]:
         from pfdist.analysis.trends import normalise
@@ -261,6 +262,8 @@ def metrics_finding(result: MetricsResult | None) -> Any:
         return Finding(FINDING, PAPER, "no metrics table", "not measured")
     main = {(r["params"], r["student"]) for r in collapse_rows(result.rows)}
     pfd = [t["e_gen"].sees for k, t in result.trends.items() if k in main and "e_gen" in t]
+    if not pfd:
+        return Finding(FINDING, PAPER, "no E_gen with standard errors at two N or more", "not measured")
     verdict = "reproduced" if all(pfd) else "partly" if any(pfd) else "not reproduced"
     measured = (f"{result.space} space; a metric sees the transition when |z| > 2 between the smallest and largest N: "
                 + "; ".join(_tally(result)))
