@@ -101,8 +101,25 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
     a = _features("a", a, min_rows=2, why=why)
     b = _features("b", b, min_rows=2, why=why)
     _same_features(a, b)
+    if min(a.shape[0], b.shape[0]) < a.shape[1]:  # fewer samples than features: work in sample space
+        return _frechet_sq_samples(a, b)
     return _frechet_sq(a.mean(0), torch.cov(a.T).reshape(a.shape[1], -1),
                        b.mean(0), torch.cov(b.T).reshape(b.shape[1], -1))
+
+
+def _frechet_sq_samples(a: Tensor, b: Tensor) -> float:
+    """The same FD² from the centred samples A (n_a, d), B (n_b, d), in O(n_a n_b d) instead of O(d³).
+
+    With S_a = AᵀA / (n_a − 1) and S_b = BᵀB / (n_b − 1), the eigenvalues of S_a^1/2 S_b S_a^1/2
+    are the nonzero eigenvalues of S_a S_b, i.e. the squared singular values of A Bᵀ / √((n_a − 1)(n_b − 1)):
+    the cross term is that matrix's nuclear norm, and tr S = |A|²_F / (n − 1).
+    """
+    A, B = a - a.mean(0), b - b.mean(0)
+    scale = math.sqrt((a.shape[0] - 1) * (b.shape[0] - 1))
+    cross = torch.linalg.svdvals(A @ B.T).sum() / scale
+    traces = (A ** 2).sum() / (a.shape[0] - 1) + (B ** 2).sum() / (b.shape[0] - 1)
+    value = ((a.mean(0) - b.mean(0)) ** 2).sum() + traces - 2 * cross
+    return max(value.item(), 0.0)
 
 
 @dataclass(frozen=True)

@@ -257,6 +257,39 @@ def plot_bias_variance(rows: Rows, out_dir: str | os.PathLike, *, space: str = "
     return [_save(fig, Path(out_dir) / "bias_variance.png")]
 
 
+def plot_metrics(panels: Sequence[tuple[str, dict[str, tuple[Sequence[float], Sequence[float], str]]]],
+                 out_dir: str | os.PathLike, *, emphasis: str = "", space: str = "") -> list[Path]:
+    """Several metrics against log2 N on one normalised axis, one panel per student size.
+
+    ``panels``: [(title, {metric label: (log2 N, normalised values, scale)})], already normalised
+    (``scale`` "ends": 1 at the smallest N, 0 at the largest, solid; "range": own min–max, dashed);
+    ``emphasis``: the label drawn bold black (PFD)."""
+    if not panels:
+        raise PFDistError("no rows to plot for metrics")
+    labels = list(dict.fromkeys(label for _, curves in panels for label in curves))
+    from matplotlib import colormaps
+
+    colors = {x: colormaps["tab10"](i) for i, x in enumerate(x for x in labels if x != emphasis)}
+    cols = min(len(panels), 3)
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(4.3 * cols, 3.4 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, (title, curves) in zip(axes, panels):
+        for label, (log_n, values, scale) in curves.items():
+            bold = label == emphasis
+            ax.plot(log_n, values, "o" + ("-" if scale == "ends" else "--"), ms=4 if bold else 3,
+                    lw=2.4 if bold else 1.2, color="black" if bold else colors[label], zorder=3 if bold else 2,
+                    label=label + ("" if scale == "ends" else " (min–max)"))
+        ax.axhline(0, color="0.6", lw=0.6)
+        ax.axhline(1, color="0.6", lw=0.6)
+        ax.set(xlabel="log2 N", ylabel="normalised value" + _space_label(space), title=title)
+        ax.legend(fontsize=6)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    return [_save(fig, Path(out_dir) / "metrics.png")]
+
+
 def _to_unit_range(images: np.ndarray) -> np.ndarray:
     lo, hi = float(images.min()), float(images.max())
     if lo >= 0.0 and hi <= 1.0:

@@ -45,6 +45,20 @@ def test_frechet_distance_agrees_with_scipy_sqrtm():
     assert pfdist.frechet_distance(a, b) == pytest.approx(reference, rel=1e-9)
 
 
+def test_frechet_distance_with_fewer_samples_than_features_equals_the_covariance_formula():
+    # The sample-space route (nuclear norm of A Bᵀ) against the d x d eigen-decomposition, written out here.
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(30, 80, generator=g, dtype=F64) * torch.linspace(0.1, 2, 80, dtype=F64)
+    b = torch.randn(45, 80, generator=g, dtype=F64) + 0.2
+    S_a, S_b = torch.cov(a.T), torch.cov(b.T)
+    lam, Q = torch.linalg.eigh(S_a)
+    root = (Q * lam.clamp_min(0).sqrt()) @ Q.T
+    cross = torch.linalg.eigvalsh(root @ S_b @ root).clamp_min(0).sqrt().sum()
+    reference = (((a.mean(0) - b.mean(0)) ** 2).sum() + S_a.trace() + S_b.trace() - 2 * cross).item()
+    assert pfdist.frechet_distance(a, b) == pytest.approx(reference, rel=1e-7)
+    assert pfdist.frechet_distance(b, a) == pytest.approx(reference, rel=1e-7)
+
+
 def test_frechet_distance_is_zero_on_itself_symmetric_and_real_for_singular_fits():
     g = torch.Generator().manual_seed(1)
     a, b = torch.randn(30, 2, 3, generator=g), torch.randn(40, 6, generator=g) + 0.3

@@ -75,6 +75,8 @@ class Preset:
         if len(set(names)) != len(names):
             raise PFDistError(f"descriptor names must be distinct (got {names}); give one a \"name\".")
         object.__setattr__(self, "descriptors", specs)
+        for name, config in self.studies.items():  # what one study needs of the others
+            STUDIES[name].check_preset(self, config)
 
     @property
     def spaces(self) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ samples. Sizing notes are in docs/digits.md.
 from __future__ import annotations
 
 from pfdist.experiments.config import Preset
-from pfdist.experiments.studies import BiasVarianceStudy, Dynamics, RealVsSynthetic, Scaling, Student
+from pfdist.experiments.studies import BiasVarianceStudy, Dynamics, Metrics, RealVsSynthetic, Scaling, Student
 from pfdist.experiments.spaces import SPACES
 from pfdist.protocol import EvalConfig
 from pfdist.training import TrainConfig, recipes
@@ -58,6 +58,7 @@ def digits(teacher: str = TEACHER) -> Preset:
                           seeds=(0, 1, 2)),
         bias_variance=BiasVarianceStudy((2**5, 2**8, 2**11), (unet(4), unet(12)), train, k=4, seeds="per_student"),
         real_vs_synthetic=RealVsSynthetic((2**4, 2**6, 2**8), (unet(8),), train, "digits"),
+        metrics=Metrics(),
         workers=2,
         notes="<= 2 hours on 2 CPU cores: U-Net students on the digits teacher, a subset of digits-full.",
         descriptors=SPACES,

@@ -5,10 +5,11 @@ here. Presets read and write its config under its name, the run does its units, 
 analysis, figures, report and findings table include it.
 """
 
-from pfdist.experiments.studies import bias_variance, copier, dynamics, real_vs_synthetic, scaling
+from pfdist.experiments.studies import bias_variance, copier, dynamics, metrics, real_vs_synthetic, scaling
 from pfdist.experiments.studies.base import RunData, Student, Study, Unit
 from pfdist.experiments.studies.bias_variance import BiasVarianceStudy
 from pfdist.experiments.studies.dynamics import Dynamics
+from pfdist.experiments.studies.metrics import Metrics
 from pfdist.experiments.studies.real_vs_synthetic import RealVsSynthetic
 from pfdist.experiments.studies.scaling import Scaling
 
@@ -19,7 +20,8 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
     dynamics.STUDY,
     bias_variance.STUDY,
     real_vs_synthetic.STUDY,
+    metrics.STUDY,
 )}
 
-__all__ = ["STUDIES", "BiasVarianceStudy", "Dynamics", "RealVsSynthetic", "RunData", "Scaling", "Student", "Study",
+__all__ = ["STUDIES", "BiasVarianceStudy", "Dynamics", "Metrics", "RealVsSynthetic", "RunData", "Scaling", "Student", "Study",
            "Unit"]

@@ -101,6 +101,10 @@ class Study:
         """The part of the preset's identity this config makes (fields added later left out at their defaults)."""
         return self.to_dict(config)
 
+    def check_preset(self, preset: Any, config: Any) -> None:
+        """Refuse, when the preset is built, a config that does not fit the rest of the preset
+        (another study it needs, a descriptor it names). Default: nothing to check."""
+
     # Work --------------------------------------------------------------------------------------
     def units(self, config: Any) -> list[Unit]:
         return []
