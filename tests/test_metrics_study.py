@@ -21,7 +21,7 @@ from pfdist.protocol.evaluate import describe
 from pfdist.training import TrainConfig
 
 TRAIN = TrainConfig(batch_size=64, lr=3e-3, lr_schedule="onecycle", epochs=2, epoch_images=512, checkpoint_every=1)
-EVAL = EvalConfig(num_samples=32, test_samples=40, loss_repeats=1, steps=6, batch_size=32)
+EVAL = EvalConfig(num_samples=32, test_samples=40, loss_repeats=1, flow=pfdist.FlowSettings(steps=6), batch_size=32)
 
 
 def mlp(width):
@@ -45,7 +45,7 @@ def test_metrics_csv_matches_direct_calls(tmp_path, shape):
     ctx = Context(preset, tmp_path)
     psi = ctx.descriptors["kernel"]
     reference = teacher_samples(ctx.teacher, range(TEST_SEED, TEST_SEED + EVAL.test_samples), shape=ctx.shape,
-                                settings=EVAL.settings(), cache_dir=ctx.cache)
+                                flow=EVAL.flow, cache_dir=ctx.cache)
     ref_f, teacher_f = describe(reference, psi), describe(ctx.teacher_outputs.values, psi)
     scaling = {(r["student"], r["n"]): r for r in read_rows(tmp_path / "scaling.csv")}
     for unit in STUDIES["scaling"].units(preset.scaling):

@@ -37,7 +37,7 @@ from pfdist.metrics import frechet_distance, generalization_score, kid, memoriza
 from pfdist.experiments.studies.base import Block, RunData, Study, fields_of
 from pfdist.experiments.studies.scaling import STUDY as SCALING
 from pfdist.protocol import TEST_SEED, teacher_samples
-from pfdist.protocol.evaluate import describe
+from pfdist.descriptors import describe
 
 TABLE = "metrics.csv"
 # Column -> label, PFD first.
@@ -105,7 +105,7 @@ class MetricsStudy(Study):
         space = config.space or reader.primary
         psi = reader.spaces[space]
         reference = teacher_samples(ctx.teacher, range(TEST_SEED, TEST_SEED + ev.test_samples), shape=ctx.shape,
-                                    settings=ev.settings(), device=ctx.device, cache_dir=ctx.cache)
+                                    flow=ev.flow, device=ctx.device, cache_dir=ctx.cache)
         teacher_f = describe(ctx.teacher_outputs.values, psi, ev.batch_size)
         reference_f = describe(reference, psi, ev.batch_size)
         train_f: dict[int, torch.Tensor] = {}
