@@ -172,3 +172,17 @@ def test_collapse_row_takes_the_report_verdict():
     assert collapse_finding({"kernel": fit}).verdict == "reproduced"  # the interval alone is fooled
     good = run_findings(Path("."), scaling_rows()).findings[2]
     assert good.verdict == "reproduced" and "one-α test p = " in good.measured
+
+
+def test_a_constant_table_is_refused_not_crashed():
+    """A copy share of 0 at every N and size (a tiny run) has nothing to fit: one clear error, and
+    fit_scaling warns and gives no fit instead of a solver crash on empty bounds."""
+    from pfdist.analysis import fit_collapse
+    from pfdist.errors import PFDistError
+
+    rows = [{"student": f"w{p}", "params": p, "n": n, "e_gen": 1.0 + 0.1 * (n < 8), "e_gen_stderr": 0.01,
+             "mem_ratio": 0.0} for p in (100, 200, 400, 800) for n in (2, 8, 32)]
+    with pytest.raises(PFDistError, match="no transition to fit"):
+        fit_collapse([r["n"] for r in rows], [r["params"] for r in rows], [r["mem_ratio"] for r in rows])
+    with pytest.warns(UserWarning, match="no collapse fit of mem_ratio"):
+        assert fit_scaling(rows)[1] is None

@@ -191,6 +191,8 @@ def _validate(n, params, e_gen, e_gen_stderr):
             raise PFDistError(f"{name} must be positive and finite for every point")
     if not np.all(np.isfinite(y)):
         raise PFDistError("e_gen has non-finite values; drop those points before fitting")
+    if y.size and np.ptp(y) == 0:  # a constant (a copy share of 0 everywhere): no transition to place
+        raise PFDistError(f"the values are all {y[0]:g}: no transition to fit")
     if e_gen_stderr is None:
         return n, params, y, np.ones_like(y)
     se = np.asarray(e_gen_stderr, dtype=float).ravel()
