@@ -54,7 +54,8 @@ def reproduce(
                                                                      'e.g. {"eval": {"num_samples": 500}}.'),
     wait: bool = typer.Option(False, "--wait", help="If another run holds the directory, wait for it instead of failing."),
 ) -> None:
-    """Run the three studies (scaling, dynamics, bias-variance); write CSVs, figures and a report.
+    """Run a preset's studies (scaling, the ideal copier, dynamics, bias-variance, real vs synthetic,
+    metrics, ...: docs/studies.md); write CSVs, figures, a findings table and a report.
 
     Rerunning resumes: finished students are kept, an interrupted one continues from its checkpoint.
     Under torchrun (``torchrun --nproc_per_node=K -m pfdist reproduce ...``) the K ranks share the
