@@ -83,3 +83,25 @@ def test_the_analysis_sees_lazy_relative_and_from_package_imports(tmp_path):
     graph = import_graph(tmp_path / "pkg")
     assert cycles(graph) == [["pkg.a", "pkg.b"], ["pkg.sub", "pkg.sub.c", "pkg.sub.d"]]
     assert set(graph["pkg.e"]) == {"pkg.sub"} and not graph.has_edge("pkg.b", "pkg")
+
+
+LONGEST = 80  # lines of a function, its signature and docstring included (STYLE.md, review checklist)
+
+
+def long_functions(root: Path) -> list[str]:
+    """'module.function (lines)' for every function or method longer than LONGEST lines."""
+    out = []
+    for name, path in modules(root).items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > LONGEST:
+                    out.append(f"{name}.{node.name} ({lines})")
+    return out
+
+
+def test_no_function_is_longer_than_80_lines(tmp_path):
+    assert not long_functions(Path(pfdist.__file__).parent), long_functions(Path(pfdist.__file__).parent)
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("def short():\n    pass\n\n\ndef long():\n" + "    x = 1\n" * 80)
+    assert long_functions(tmp_path / "pkg") == ["pkg.long (81)"]  # the check can fail
