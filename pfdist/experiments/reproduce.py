@@ -16,6 +16,7 @@ from pfdist.experiments.outcome import SAMPLES, analyze, captions, draw, report_
 from pfdist.experiments.rows import student_outputs
 from pfdist.experiments.run import run_preset
 from pfdist.experiments.studies import STUDIES
+from pfdist.experiments.engines.job import context
 from pfdist.experiments.units import Context, units_of
 
 GRID_SEEDS = 8
@@ -37,27 +38,15 @@ def save_sample_grid_tensors(ctx: Context) -> Path | None:
     return atomic_save_tensors(ctx.run_dir / SAMPLES, tensors, checksum=True)
 
 
-def reproduce(
-    preset: Preset,
-    run_dir: str | os.PathLike,
-    *,
-    workers: int | None = None,
-    device: Any = None,
-    shard: tuple[int, int] | None = None,
-    show_progress: bool = True,
-    engine: str = "local",
-    engine_options: dict | None = None,
-    wait: bool = False,
-) -> dict[str, Any]:
-    """Run ``preset`` in ``run_dir`` (resuming) on ``engine`` (local, ray or slurm, see
-    :func:`run_preset`), then write figures and report.md / report.html.
-
-    ``wait``: wait for another run holding ``run_dir`` instead of failing. Under torchrun each
-    rank trains its share of the students and rank 0 writes the report."""
+def reproduce(preset: Preset, run_dir: str | os.PathLike, *, device: Any = None, show_progress: bool = True,
+              **run_options: Any) -> dict[str, Any]:
+    """Run ``preset`` in ``run_dir`` (resuming; ``run_options``: ``workers``, ``shard``, ``engine``,
+    ``engine_options``, ``wait``, as :func:`run_preset` takes them), then write figures,
+    report.md / report.html and summary.json. Under torchrun each rank trains its share of the
+    students and rank 0 writes the report."""
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
-    summary = run_preset(preset, run_dir, workers=workers, device=device, shard=shard, show_progress=show_progress,
-                         engine=engine, engine_options=engine_options, wait=wait)
+    summary = run_preset(preset, run_dir, device=device, show_progress=show_progress, **run_options)
     show = show_progress and distributed.is_main()
     if distributed.world()[1] > 1:  # under torchrun: rank 0 reports, the other ranks are done
         return distributed.together(lambda: _report(preset, run_dir, device, summary, t0, show) if distributed.is_main()
@@ -76,7 +65,7 @@ def _write_report(preset: Preset, run_dir: Path, device: Any, summary: dict, t0:
 
     with _steps(5, show) as step:
         step("sample grid")
-        ctx = Context(preset, run_dir, device)  # the teacher, loaded once for the report
+        ctx = context(preset.to_dict(), str(run_dir), None if device is None else str(device))  # the run's own
         save_sample_grid_tensors(ctx)
         step("teacher's discretisation error")
         teacher_error = teacher_solver_error(ctx, device)
