@@ -11,10 +11,11 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pfdist import checks
 from pfdist.descriptors import check_spec
 from pfdist.errors import PFDistError
 from pfdist.experiments.studies import STUDIES
-from pfdist.experiments.studies.base import fields_of, is_int
+from pfdist.experiments.studies.base import fields_of
 from pfdist.hashing import content_hash
 from pfdist.protocol import EvalConfig
 
@@ -119,8 +120,7 @@ class Preset:
         for name in OWN:
             d.pop(name, None)
         d["eval"] = _eval(d.get("eval", {}))
-        if not is_int(d.get("workers", 1)) or d.get("workers", 1) < 1:
-            raise PFDistError(f"preset: workers must be an integer >= 1 (got {d['workers']!r}).")
+        checks.integer("preset: workers", d.get("workers", 1), lo=1)
         if not isinstance(d.get("notes", ""), str):
             raise PFDistError("preset: notes must be a string.")
         if "descriptors" in d:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.training import TrainConfig
 
@@ -154,9 +155,6 @@ class Study:
 
 # Config readers shared by the studies' from_dict -------------------------------------------------
 
-def is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
 
 def distinct(where: str, ns: tuple, students: tuple) -> None:
     """Each N and each student once: a repeat would give duplicate rows in the tables."""
@@ -181,9 +179,9 @@ def fields_of(d: Any, where: str, required: set[str], optional: set[str]) -> dic
 
 def ints(items: Any, where: str, low: int) -> tuple[int, ...]:
     """A non-empty list of integers >= ``low``, as a tuple."""
-    if not isinstance(items, (list, tuple)) or not items or not all(is_int(v) and v >= low for v in items):
+    if not isinstance(items, (list, tuple)) or not items:
         raise PFDistError(f"{where} must be a non-empty list of integers >= {low} (got {items!r}).")
-    return tuple(items)
+    return tuple(checks.integer(f"{where}[{i}]", v, lo=low) for i, v in enumerate(items))
 
 
 def ns_of(items: Any, where: str) -> tuple[int, ...]:

@@ -15,7 +15,7 @@ from typing import Any
 from pfdist import checks
 from pfdist.analysis.findings import bias_variance_finding, largest_n_bias_variance
 from pfdist.errors import PFDistError
-from pfdist.experiments.studies.base import (Block, RunData, Student, Study, Unit, distinct, fields_of, is_int, ns_of,
+from pfdist.experiments.studies.base import (Block, RunData, Student, Study, Unit, distinct, fields_of, ns_of,
                                              students_of, train_of)
 from pfdist.protocol import SEED_MODES, decompose, student_train_config
 from pfdist.descriptors import describe
@@ -45,8 +45,6 @@ class BiasVarianceStudy:
     seeds: str = "shared"
 
     def __post_init__(self):
-        if not is_int(self.k) or self.k < 2:
-            raise PFDistError(f"bias_variance.k must be an integer >= 2 (got {self.k!r}).")
         checks.size("bias_variance.k", self.k, checks.MAX_STUDENTS, checks.STUDENTS_WHY, lo=2)
         if self.seeds not in SEED_MODES:
             raise PFDistError(f"bias_variance.seeds must be one of {SEED_MODES} (got {self.seeds!r}).")

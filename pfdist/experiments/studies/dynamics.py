@@ -14,8 +14,9 @@ from typing import Any
 
 from pfdist.analysis.dynamics import DynamicsReport, detect_run_dynamics, mean_over_seeds
 from pfdist.analysis.findings import double_descent_finding, early_learning_finding
+from pfdist import checks
 from pfdist.errors import PFDistError
-from pfdist.experiments.studies.base import (Block, RunData, Student, Study, Unit, distinct, fields_of, ints, is_int,
+from pfdist.experiments.studies.base import (Block, RunData, Student, Study, Unit, distinct, fields_of, ints,
                                              ns_of, students_of, train_of)
 from pfdist.report import fmt
 from pfdist.training import TrainConfig
@@ -38,13 +39,13 @@ class Dynamics:
     seeds: tuple[int, ...] = (0,)
 
     def __post_init__(self) -> None:
-        seeds = tuple(self.seeds)
-        if not seeds or len(set(seeds)) != len(seeds) or not all(is_int(v) and v >= 0 for v in seeds):
+        seeds = tuple(checks.integer(f"dynamics.seeds[{i}]", v, lo=0) for i, v in enumerate(self.seeds))
+        if not seeds or len(set(seeds)) != len(seeds):
             raise PFDistError(f"Dynamics: seeds must be distinct ints >= 0, at least one; got {self.seeds!r}.")
         object.__setattr__(self, "seeds", seeds)
         distinct("dynamics", self.ns, (self.student,))
         last = self.train.epochs
-        late = [e for e in self.eval_epochs if not is_int(e) or not 0 <= e <= last]
+        late = [e for e in self.eval_epochs if isinstance(e, bool) or not isinstance(e, int) or not 0 <= e <= last]
         if late:
             raise PFDistError(f"dynamics.eval_epochs {late} are not epochs of this training (0 .. {last}); "
                               f"use epochs in [0, {last}] or raise dynamics.train.epochs.")
