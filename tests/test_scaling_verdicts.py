@@ -91,5 +91,5 @@ def test_floor_uses_the_row_s_interval_and_refuses_missing_errors():
     assert floors(rows)[0].ci == (0.78, 0.83)
     with pytest.raises(PFDistError, match="e_gen_stderr"):
         floors([rows[0], dict(rows[1], e_gen_stderr=math.nan)])
-    with pytest.raises(PFDistError, match="at least two"):
+    with pytest.raises(PFDistError, match="at least 2"):
         floors(rows[:1])

@@ -330,6 +330,20 @@ def family(label: str) -> str:
     return re.sub(r"\d+$", "", label).rstrip("-_ ") or label
 
 
+def by_size(rows: Sequence[dict[str, Any]], *, least: int, what: str) -> list[tuple[int, list[dict[str, Any]]]]:
+    """[(params, that size's rows sorted by N)], smallest model first; each size needs ``least`` N
+    (``what`` names the statistic in the error)."""
+    sizes: dict[int, list[dict[str, Any]]] = {}
+    for r in rows:
+        sizes.setdefault(int(r["params"]), []).append(r)
+    out = []
+    for params, group in sorted(sizes.items()):
+        if len(group) < least:
+            raise PFDistError(f"size {params} has {len(group)} N; {what} needs at least {least}.")
+        out.append((params, sorted(group, key=lambda r: r["n"])))
+    return out
+
+
 def collapse_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rows a collapse is fitted on: the architecture family with the most sizes (the first
     one listed on a tie). The paper's collapse is within one family; other families in a scaling

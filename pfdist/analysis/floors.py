@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from pfdist.analysis.collapse import by_size
 from pfdist.errors import PFDistError
 
 Z_95 = 1.959963984540054
@@ -76,14 +77,8 @@ def _number(row: dict[str, Any], column: str) -> float:
 def floors(rows: Sequence[dict[str, Any]]) -> list[Floor]:
     """Each size's floor (module docstring), smallest model first. rows: scaling rows with
     params, n, e_gen, e_gen_stderr (and optionally e_gen_ci_low / e_gen_ci_high)."""
-    sizes: dict[int, list[dict[str, Any]]] = {}
-    for r in rows:
-        sizes.setdefault(int(r["params"]), []).append(r)
     out = []
-    for params, group in sorted(sizes.items()):
-        group = sorted(group, key=lambda r: r["n"])
-        if len(group) < 2:
-            raise PFDistError(f"size {params} has one N ({group[0]['n']}); a floor needs at least two.")
+    for params, group in by_size(rows, least=2, what="a floor"):
         first, last = group[0], group[-1]
         value, se = _number(last, "e_gen"), _number(last, "e_gen_stderr")
         if "e_gen_ci_low" in last and "e_gen_ci_high" in last:

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pfdist.analysis.collapse import by_size
 from pfdist.errors import PFDistError
 
 Z = 2.0
@@ -120,14 +121,8 @@ def memorization_gap(rows: Sequence[dict[str, Any]]) -> list[MemorizationGap]:
     """Per size (smallest model first): E_mem's saturation, E_gen's floor and the gap (module
     docstring). rows: scaling rows with params, n, e_mem, e_mem_stderr, e_gen, e_gen_stderr; at
     least 3 N per size."""
-    sizes: dict[int, list[dict[str, Any]]] = {}
-    for r in rows:
-        sizes.setdefault(int(r["params"]), []).append(r)
     out = []
-    for params, group in sorted(sizes.items()):
-        group = sorted(group, key=lambda r: r["n"])
-        if len(group) < 3:
-            raise PFDistError(f"size {params} has {len(group)} N; saturation needs at least 3.")
+    for params, group in by_size(rows, least=3, what="saturation"):
         col = {c: np.array([float(r.get(c, math.nan)) for r in group])
                for c in ("e_mem", "e_mem_stderr", "e_gen", "e_gen_stderr")}
         ns = [int(r["n"]) for r in group]
