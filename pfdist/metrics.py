@@ -176,6 +176,15 @@ def kid(a: Tensor, b: Tensor, *, subsets: int = 100, subset_size: int | None = N
                      subset_size=subset_size)
 
 
+def copy_features(x: Tensor) -> Tensor:
+    """What Gu et al.'s copy rule compares: images (n, C, H, W), C in {1, 3}, in [-1, 1] (EDM's
+    convention) as the 8-bit images they would be saved as, 0..255 in float64 for the ℓ2 distance;
+    other data (vectors) as they are, in float64."""
+    if x.ndim == 4 and x.shape[1] in (1, 3):
+        return torch.round((x.double().clamp(-1, 1) + 1) * 127.5)
+    return x.double()
+
+
 @dataclass(frozen=True)
 class MemorizationResult:
     """Gu et al.'s memorization rule per sample: ``distance_ratio`` = |x − NN1| / |x − NN2| ((n,),

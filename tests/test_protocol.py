@@ -146,3 +146,17 @@ def test_error_estimate_is_validated_and_leaves_older_keys_alone():
     assert EvalConfig(error_estimate=True).to_dict()["error_estimate"] is True
     with pytest.raises(pfdist.PFDistError, match="error_estimate"):
         EvalConfig(error_estimate="yes")
+
+
+def test_the_copy_share_is_gus_pixel_rule_in_every_space():
+    """Gu et al.'s rule on 8-bit pixels, kept apart from the descriptor space: a space that maps
+    every image to one point gives the same copy share as pixels."""
+    from pfdist.descriptors import identity
+    from pfdist.protocol.evaluate import space_errors
+
+    g = torch.Generator().manual_seed(0)
+    train = torch.rand(8, 1, 4, 4, generator=g) * 2 - 1
+    student = torch.cat([train + 0.001, torch.rand(8, 1, 4, 4, generator=g) * 2 - 1])  # 8 copies of 16
+    collapse = lambda x: torch.zeros(x.shape[0], 2)  # noqa: E731
+    shares = [space_errors(student, student, student, train, psi, seed=0)["mem_ratio"] for psi in (identity, collapse)]
+    assert shares[0] == shares[1] and shares[0]["value"] == 0.5

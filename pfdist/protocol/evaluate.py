@@ -120,11 +120,14 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
 
 
 def memorization_ratio(samples: Tensor, train_data: Tensor) -> dict:
-    """Share of samples whose nearest training point is closer than 1/3 of the second nearest
-    (:func:`pfdist.metrics.memorization_ratio`, in whatever space the arguments are given in),
-    with its Wilson interval; with one training point every sample is its copy's."""
+    """The copy share: Gu et al.'s rule (:func:`pfdist.metrics.memorization_ratio`, a sample copies
+    when its nearest training point is closer than 1/3 of the second nearest) on pixels, 8-bit
+    images for image data (:func:`pfdist.metrics.copy_features`), whatever descriptor space the
+    errors are measured in; with its Wilson interval. With one training point every sample is its
+    copy's."""
     if train_data.shape[0] >= 2:
-        copies = int(metrics.memorization_ratio(samples, train_data, threshold=COPY_RATIO).memorized.sum())
+        copies = int(metrics.memorization_ratio(metrics.copy_features(samples), metrics.copy_features(train_data),
+                                                threshold=COPY_RATIO).memorized.sum())
     else:
         copies = samples.shape[0]
     return {"value": copies / samples.shape[0], "ci95": list(wilson_interval(copies, samples.shape[0]))}
@@ -146,7 +149,8 @@ def mean_loss(net: Callable, data: Tensor, *, sigma_data: float, seed: int, repe
 def space_errors(student: Tensor, teacher: Tensor, copier: Tensor, train_data: Tensor, descriptor: Descriptor, *,
                  seed: int, nfe: tuple[float, float, float] = (math.nan,) * 3, batch_size: int = 256,
                  doubled: tuple[tuple[Tensor, Tensor, str], ...] | None = None) -> dict[str, Any]:
-    """E_gen, E_mem and the copy share of one student in one descriptor space.
+    """E_gen, E_mem and the copy share of one student in one descriptor space (the copy share is
+    Gu et al.'s pixel rule in every space: :func:`memorization_ratio`).
 
     student, teacher, copier: pixel outputs (M, *shape) of the student's, the teacher's and the
     exact empirical flow of ``train_data`` (N, *shape), all on seeds seed..seed+M-1; ``nfe``:
@@ -155,7 +159,6 @@ def space_errors(student: Tensor, teacher: Tensor, copier: Tensor, train_data: T
     first seeds, from which each E's ``solver_error`` is estimated (:func:`pfdist.solver_error.richardson`).
     """
     s, t, c = (describe(v, descriptor, batch_size) for v in (student, teacher, copier))
-    train = describe(train_data.cpu(), descriptor, batch_size)
     err = [None] * 3 if doubled is None else [
         richardson(describe(g, descriptor, batch_size), describe(f, descriptor, batch_size), solver)
         for g, f, solver in doubled]
@@ -164,7 +167,7 @@ def space_errors(student: Tensor, teacher: Tensor, copier: Tensor, train_data: T
                                            solver_error_a=err[0], solver_error_b=err[1]).to_dict(),
         "e_mem": PFDResult.from_per_sample(squared_distances(s, c), seed=seed, nfe_a=nfe[0], nfe_b=nfe[2],
                                            solver_error_a=err[0], solver_error_b=err[2]).to_dict(),
-        "mem_ratio": memorization_ratio(s, train),
+        "mem_ratio": memorization_ratio(student.cpu(), train_data.cpu()),  # pixels, whatever the space
     }
 
 

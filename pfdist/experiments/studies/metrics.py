@@ -33,7 +33,8 @@ import torch
 
 from pfdist import checks
 from pfdist.errors import PFDistError
-from pfdist.metrics import frechet_distance, generalization_score, kid, memorization_ratio, reproducibility_score
+from pfdist.metrics import (copy_features, frechet_distance, generalization_score, kid, memorization_ratio,
+                            reproducibility_score)
 from pfdist.experiments.studies.base import Block, RunData, Study, fields_of
 from pfdist.experiments.studies.scaling import STUDY as SCALING
 from pfdist.protocol import TEST_SEED, teacher_samples
@@ -184,13 +185,8 @@ STUDY = MetricsStudy()
 # The measurements -----------------------------------------------------------------------------
 
 def is_image(x: torch.Tensor) -> bool:
-    """(n, C, H, W) with one or three channels."""
+    """(n, C, H, W) with one or three channels: compared as uint8 pixels (pfdist.metrics.copy_features)."""
     return x.ndim == 4 and x.shape[1] in (1, 3)
-
-
-def uint8_pixels(x: torch.Tensor) -> torch.Tensor:
-    """Images in [-1, 1] as saved 8-bit images, 0..255 (as float64 for ℓ2)."""
-    return torch.round((x.double().clamp(-1, 1) + 1) * 127.5).to(torch.uint8).double()
 
 
 def binomial_stderr(p: float, n: int) -> float:
@@ -217,7 +213,7 @@ def baselines(samples: torch.Tensor, train: torch.Tensor, samples_f: torch.Tenso
     kids = torch.tensor([kid(a, b, subsets=1, subset_size=size, seed=seed).mean for a, b in zip(a_parts, b_parts)],
                         dtype=torch.float64)
     image = is_image(samples)
-    mem = memorization_ratio(*((uint8_pixels(samples), uint8_pixels(train)) if image else (samples, train)))
+    mem = memorization_ratio(copy_features(samples), copy_features(train))
     rp = reproducibility_score(samples_f, teacher_f)
     gl = generalization_score(samples_f, train_f)
     m = samples.shape[0]
