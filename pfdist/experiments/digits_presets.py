@@ -4,13 +4,14 @@ Teacher: ``pfdist:digits-unet`` (a SongUNet trained on all 1 797 scikit-learn di
 ``pfdist teacher digits``). Students: EDM-preconditioned DDPM++ SongUNets with channel_mult
 [1, 2] and 2 blocks at several widths, plus an MLP family as an architecture control. Real vs
 synthetic compares students trained on N real digits with students trained on N teacher
-samples. Sizing notes are in docs/digits.md.
+samples. Sizing notes are in docs/digits.md; ``digits-distill``'s in docs/distillation.md.
 """
 
 from __future__ import annotations
 
 from pfdist.experiments.config import Preset
 from pfdist.experiments.studies import BiasVarianceStudy, Dynamics, Metrics, RealVsSynthetic, Scaling, Student
+from pfdist.experiments.studies.distill import Distill, Epochs, Spread, StepsSweep
 from pfdist.experiments.spaces import SPACES
 from pfdist.protocol import EvalConfig
 from pfdist.training import TrainConfig, recipes
@@ -81,5 +82,27 @@ def digits_full(teacher: str = TEACHER) -> Preset:
         real_vs_synthetic=RealVsSynthetic(tuple(2**k for k in range(3, 11)), (unet(8), unet(24)), train, "digits"),
         workers=2,
         notes="The full digits grid: six U-Net widths and three MLPs, N = 2^3..2^14.",
+        descriptors=SPACES,
+    )
+
+
+def digits_distill(teacher: str = TEACHER) -> Preset:
+    """<= 1 hour on 2 CPU cores (about 48 min estimated from measured per-student costs, docs/distillation.md):
+    1- and 4-step regression students of two U-Net sizes beside data-distilled students of the same
+    sizes and N; E_gen against steps at N = 2^9; bias-variance at N = 2^11; dynamics of a 1-step
+    student at three N."""
+    unets, train = (unet(4), unet(8)), onecycle(10)
+    ns = tuple(2**k for k in range(3, 12, 2))
+    return Preset(
+        name="digits-distill",
+        teacher=teacher,
+        eval=EvalConfig(num_samples=500, test_samples=1000, loss_repeats=2, batch_size=500),
+        scaling=Scaling(ns, unets, train),
+        distill=Distill(ns, unets, train, steps=(1, 4), method="regression", sweep=StepsSweep(2**9, (1, 2, 4, 8)),
+                        bias_variance=Spread(2**11, k=3, steps=1),
+                        dynamics=Epochs((2**5, 2**7, 2**9), unet(4), constant(10), (0, 1, 2, 3, 4, 6, 8, 10), steps=1)),
+        workers=2,
+        notes="<= 1 hour on 2 CPU cores: distilled few-step U-Net students of the digits teacher beside data-distilled "
+              "ones.",
         descriptors=SPACES,
     )

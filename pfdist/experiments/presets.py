@@ -10,7 +10,7 @@ from typing import Any
 from pfdist.errors import PFDistError
 from pfdist.experiments.config import Preset
 from pfdist.experiments.studies import BiasVarianceStudy, Dynamics, Scaling, Student
-from pfdist.experiments.digits_presets import digits, digits_full
+from pfdist.experiments.digits_presets import digits, digits_distill, digits_full
 from pfdist.experiments.spaces import SPACES
 from pfdist.protocol import EvalConfig
 from pfdist.training import TrainConfig
@@ -90,7 +90,8 @@ def paper(teacher: str = "teacher.safetensors", sscd: str | None = None) -> Pres
     )
 
 
-PRESETS = {"quick": quick, "full": full, "paper": paper, "digits": digits, "digits-full": digits_full}
+PRESETS = {"quick": quick, "full": full, "paper": paper, "digits": digits, "digits-full": digits_full,
+           "digits-distill": digits_distill}
 
 
 def _merge(base: Any, changes: Any, where: str) -> Any:

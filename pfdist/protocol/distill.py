@@ -108,6 +108,12 @@ def _plan(teacher: Any, method: Any, steps: Any, num_pairs: Any, net: dict | Non
     return _Plan(teacher, flow, tuple(shape), spec, dataclasses.replace(train, seed=int(seed)))
 
 
+def check_distill(teacher: Any, *, method: str, steps: int, num_pairs: int, net: dict | None = None,
+                  train: TrainConfig = TrainConfig(), seed: int = 0) -> None:
+    """Refuse now what :func:`distill` with these settings would refuse; runs nothing, writes nothing."""
+    _plan(teacher, method, steps, num_pairs, net, train, seed)
+
+
 def distill_pairs(teacher: Any, num_pairs: int, *, dataset: int = 0, batch_size: int = 1024) -> tuple[Tensor, Tensor]:
     """The N training pairs ``(x_T, Phi_teacher(x_T))``, each ``(N, *shape)`` float32 on the CPU.
 

@@ -5,7 +5,7 @@ here. Presets read and write its config under its name, the run does its units, 
 analysis, figures, report and findings table include it.
 """
 
-from pfdist.experiments.studies import bias_variance, copier, dynamics, metrics, real_vs_synthetic, scaling
+from pfdist.experiments.studies import bias_variance, copier, distill, dynamics, metrics, real_vs_synthetic, scaling
 from pfdist.experiments.studies.base import RunData, Student, Study, Unit
 from pfdist.experiments.studies.bias_variance import BiasVarianceStudy
 from pfdist.experiments.studies.dynamics import Dynamics
@@ -21,6 +21,7 @@ STUDIES: dict[str, Study] = {s.name: s for s in (
     bias_variance.STUDY,
     real_vs_synthetic.STUDY,
     metrics.STUDY,
+    distill.STUDY,
 )}
 
 __all__ = ["STUDIES", "BiasVarianceStudy", "Dynamics", "Metrics", "RealVsSynthetic", "RunData", "Scaling", "Student", "Study",
