@@ -10,6 +10,7 @@ from typing import Any
 from pfdist.errors import PFDistError
 from pfdist.experiments.config import Preset
 from pfdist.experiments.studies import BiasVarianceStudy, Dynamics, Scaling, Student
+from pfdist.experiments.studies.distill import Distill, StepsSweep
 from pfdist.experiments.digits_presets import digits, digits_distill, digits_full
 from pfdist.experiments.spaces import SPACES
 from pfdist.protocol import EvalConfig
@@ -37,6 +38,23 @@ def quick() -> Preset:
                                         seeds="per_student"),
         workers=2,
         notes="<= 15 minutes on 2 CPU cores: MtoG on three MLP sizes in two spaces; small dynamics and bias-variance runs.",
+        descriptors=SPACES,
+    )
+
+
+def quick_distill() -> Preset:
+    """Minutes on 2 CPU cores: 1- and 4-step regression students of two MLP sizes, distilled from the
+    mixture teacher's map on N pairs, beside data-distilled students of the same sizes and N;
+    E_gen against steps at N = 2^7."""
+    sizes, ns = (mlp(32), mlp(128)), tuple(2**k for k in range(1, 12, 2))
+    return Preset(
+        name="quick-distill",
+        teacher=MIXTURE_TEACHER,
+        eval=EvalConfig(num_samples=1000, test_samples=2000, loss_repeats=2),
+        scaling=Scaling(ns, sizes, QUICK_STUDENT),
+        distill=Distill(ns, sizes, QUICK_STUDENT, steps=(1, 4), method="regression", sweep=StepsSweep(2**7, (1, 2, 4, 8))),
+        workers=2,
+        notes="Minutes on 2 CPU cores: distilled few-step MLP students of the mixture teacher beside data-distilled ones.",
         descriptors=SPACES,
     )
 
@@ -91,7 +109,7 @@ def paper(teacher: str = "teacher.safetensors", sscd: str | None = None) -> Pres
 
 
 PRESETS = {"quick": quick, "full": full, "paper": paper, "digits": digits, "digits-full": digits_full,
-           "digits-distill": digits_distill}
+           "digits-distill": digits_distill, "quick-distill": quick_distill}
 
 
 def _merge(base: Any, changes: Any, where: str) -> Any:
