@@ -14,12 +14,13 @@ data-distilled students of the same label), and for the optional parts ``distill
 sets 1..K with their own seeds, at one N) and ``distill_dynamics.csv`` (E_gen against epochs,
 by distilling to each evaluation epoch in turn from the previous checkpoint: a constant learning
 rate makes that the same run as one uninterrupted distillation). Findings: each rule is stated
-where it is computed; numbers of the paper for distilled students are not public.
+where it is computed (:mod:`pfdist.analysis.distill`); numbers of the paper for distilled students
+are not public. A unit's work and the tables' rows are in
+:mod:`pfdist.experiments.studies.distill_units`; the figure is :func:`pfdist.plots.plot_distill`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, replace
@@ -38,10 +39,12 @@ from pfdist.errors import PFDistError
 from pfdist.experiments.studies.base import (Block, RunData, Student, Study, Unit, distinct, fields_of, ints, ns_of,
                                              students_of, train_of)
 from pfdist.experiments.studies.bias_variance import COLUMNS as BV_COLUMNS, bias_variance_blocks
+from pfdist.experiments.studies.distill_units import (bv_rows, distil, dynamics_rows, evaluate, evaluations,
+                                                     final_loss, param_count, point_rows)
 from pfdist.experiments.studies.dynamics import dynamics_blocks
 from pfdist.experiments.studies.scaling import collapse_blocks
 from pfdist.hashing import content_hash
-from pfdist.protocol.bias_variance import decompose, student_train_config
+from pfdist.protocol.bias_variance import student_train_config
 from pfdist.protocol.few_step import METHODS
 from pfdist.report import fmt
 from pfdist.training import TrainConfig
@@ -237,14 +240,15 @@ class DistillStudy(Study):
             if (done := read_results(out, key)) is not None:  # finished by another process while we waited
                 return done
             t0 = time.perf_counter()
-            history = _history(ctx, unit, key, progress)
-            student = _distil(ctx, unit, unit.train.epochs, progress)
+            history = evaluations(ctx, unit, key, progress)
+            student = distil(ctx, unit, unit.train.epochs, progress)
             train_s = time.perf_counter() - t0
             o = dict(unit.options)
-            record = {"key": key, "n": unit.n, "params": _params(student), "method": o["method"], "steps": o["steps"],
-                      "dataset_index": unit.dataset_index, "net_config": ctx.net_config(unit.student).config,
+            record = {"key": key, "n": unit.n, "params": param_count(student), "method": o["method"],
+                      "steps": o["steps"], "dataset_index": unit.dataset_index,
+                      "net_config": ctx.net_config(unit.student).config,
                       "train_config": unit.train.to_dict(), "eval_config": ctx.preset.eval.to_dict(),
-                      **_evaluate(ctx, unit, student, ctx.cache), "distill_loss": _final_loss(out),
+                      **evaluate(ctx, unit, student, ctx.cache), "distill_loss": final_loss(out),
                       "eval_epochs": list(unit.eval_epochs), "history": history,
                       "wall_s": {"total": time.perf_counter() - t0, "train": train_s}}
             atomic_write_json(out / RESULTS, record, checksum=True)
@@ -252,15 +256,15 @@ class DistillStudy(Study):
 
     def write(self, reader, config: Distill) -> list[Path]:
         cols = reader.columns(BASE, reader.point, ["distill_loss"])
-        written = [reader.write_csv(TABLE, cols, _point_rows(reader, self.grid_units(config)))]
+        written = [reader.write_csv(TABLE, cols, point_rows(reader, self.grid_units(config)))]
         if config.sweep is not None:
-            written.append(reader.write_csv(STEPS, cols, _point_rows(reader, self.sweep_units(config))))
+            written.append(reader.write_csv(STEPS, cols, point_rows(reader, self.sweep_units(config))))
         if config.bias_variance is not None:
             written.append(reader.write_csv(BV, reader.columns(BASE + ["k", "seeds"], BV_COLUMNS, []),
-                                            _bv_rows(reader, self.bv_units(config), config.bias_variance.k)))
+                                            bv_rows(reader, self.bv_units(config), config.bias_variance.k)))
         if config.dynamics is not None and not reader.rescore:  # the intermediate maps are not kept
             written.append(reader.write_csv(DYNAMICS, reader.columns(BASE + ["epoch", "images"], reader.point, []),
-                                            _dynamics_rows(reader, self.dynamics_units(config))))
+                                            dynamics_rows(reader, self.dynamics_units(config))))
         return written
 
     # Analysis ----------------------------------------------------------------------------------
@@ -351,142 +355,6 @@ class DistillStudy(Study):
 
 
 STUDY = DistillStudy()
-
-
-# Units --------------------------------------------------------------------------------------------
-
-EVALUATIONS = "evaluations.json"  # the dynamics' evaluations so far (a killed unit keeps them)
-
-
-def _distil(ctx: Any, unit: Unit, epochs: int, progress: Any) -> Any:
-    """The unit's student distilled to ``epochs`` in its directory (resuming from its checkpoint)."""
-    from pfdist.maps import ode_map
-    from pfdist.protocol import distill
-
-    o = dict(unit.options)
-    return distill(ode_map(ctx.teacher, ctx.preset.eval.flow), method=o["method"], steps=o["steps"],
-                   num_pairs=unit.n, net=ctx.net_config(unit.student).config, train=replace(unit.train, epochs=epochs),
-                   seed=unit.train.seed, dataset=unit.dataset_index, out_dir=ctx.unit_dir(unit), progress=progress)
-
-
-def _evaluate(ctx: Any, unit: Unit, student: Any, cache: Any) -> dict:
-    """E_gen, E_mem and the copy share of a distilled map in every space of the run (primary on top)."""
-    from pfdist.flows import flow_outputs
-    from pfdist.protocol import copier_outputs, space_errors
-
-    ev, named = ctx.preset.eval, ctx.descriptors
-    outs = flow_outputs(student, num_samples=ev.num_samples, seed=ev.seed, batch_size=ev.batch_size, cache_dir=cache)
-    teacher, train = ctx.teacher_outputs, ctx.train_data(unit)
-    copier = copier_outputs(train, ev, device=ctx.device, cache_dir=ctx.cache)
-    spaces = {name: space_errors(outs.values, teacher.values, copier.values, train, psi, seed=ev.seed,
-                                 nfe=(outs.nfe, teacher.nfe, copier.nfe), batch_size=ev.batch_size)
-              for name, psi in named.items()}
-    return {**spaces[named.primary], "descriptor": named.primary, "spaces": spaces}
-
-
-def _history(ctx: Any, unit: Unit, key: str, progress: Any) -> list[dict]:
-    """The evaluations at ``unit.eval_epochs``: distilled to each in turn, each kept once done."""
-    from pfdist.atomic import CorruptFileError, atomic_write_json, read_json_checked
-
-    path, history = ctx.unit_dir(unit) / EVALUATIONS, []
-    if unit.eval_epochs and path.is_file():
-        try:
-            saved = read_json_checked(path)
-            history = saved["history"] if saved.get("key") == key else []
-        except CorruptFileError:
-            history = []
-    images = unit.train.steps_per_epoch(unit.n) * unit.train.batch_size
-    for epoch in unit.eval_epochs:
-        if any(h["epoch"] == epoch for h in history):
-            continue
-        student = _distil(ctx, unit, epoch, progress)
-        history.append({"epoch": epoch, "images": epoch * images, "distill_loss": _final_loss(ctx.unit_dir(unit)),
-                        **_evaluate(ctx, unit, student, None)})
-        atomic_write_json(path, {"key": key, "history": history}, checksum=True)
-    return history
-
-
-def _params(student: Any) -> int:
-    from pfdist.nets import count_parameters
-
-    return count_parameters(student.fn.net)
-
-
-def _final_loss(out: Path) -> float | None:
-    """The last epoch's mean distillation loss, from the saved student's record."""
-    from pfdist.protocol.distill import STUDENT_FILE
-
-    info = json.loads((out / STUDENT_FILE).with_suffix(".json").read_text(encoding="utf-8"))["info"]
-    history = info["distill"]["history"]
-    return history[-1] if history else None
-
-
-def _outputs(ctx: Any, unit: Unit) -> Any:
-    """A finished unit's few-step map on the evaluation seeds (cached by its evaluation)."""
-    from pfdist.flows import flow_outputs
-    from pfdist.protocol import load_distilled
-
-    ev = ctx.preset.eval
-    return flow_outputs(load_distilled(ctx.unit_dir(unit)), num_samples=ev.num_samples, seed=ev.seed,
-                        batch_size=ev.batch_size, cache_dir=ctx.cache).values
-
-
-# Rows ---------------------------------------------------------------------------------------------
-
-def _errors(reader: Any, unit: Unit, rec: dict) -> dict[str, dict]:
-    """{space: POINT values}: read from the record, or recomputed from the cached maps (rescore)."""
-    from pfdist.experiments.rows import point_values
-    from pfdist.protocol import space_errors
-
-    if not reader.rescore:
-        return reader.recorded(rec)
-    ctx, ev = reader.ctx, reader.ctx.preset.eval
-    s, t, c = _outputs(ctx, unit), ctx.teacher_outputs.values, reader.copier_values(unit)
-    return {name: point_values(space_errors(s, t, c, ctx.train_data(unit), psi, seed=ev.seed, batch_size=ev.batch_size))
-            for name, psi in reader.spaces.items()}
-
-
-def _base(unit: Unit, rec: dict) -> dict:
-    o = dict(unit.options)
-    return {"student": unit.student.label, "params": rec["params"], "n": unit.n, "steps": o["steps"],
-            "method": o["method"]}
-
-
-def _point_rows(reader: Any, units: list[Unit]) -> list[dict]:
-    return [{**_base(u, rec), "distill_loss": rec.get("distill_loss"), **reader.spread(_errors(reader, u, rec),
-                                                                                       reader.point)}
-            for u in units if (rec := reader.result(u)) is not None]
-
-
-def _bv_rows(reader: Any, units: list[Unit], k: int) -> list[dict]:
-    from pfdist.analysis.bias_variance import bias_variance_ci, residual_gram
-    from pfdist.descriptors import describe
-
-    ctx, rows = reader.ctx, []
-    ev, teacher = ctx.preset.eval, ctx.teacher_outputs.values
-    for group in (units[i:i + k] for i in range(0, len(units), k)):
-        recs = [reader.result(u) for u in group]
-        if any(r is None for r in recs):
-            continue
-        outs = [_outputs(ctx, u) for u in group]
-        values = {}
-        for name, psi in reader.spaces.items():
-            t, students = describe(teacher, psi, ev.batch_size), [describe(o, psi, ev.batch_size) for o in outs]
-            bv, ci = decompose(t, students), bias_variance_ci(residual_gram(t, students, batch_size=ev.batch_size),
-                                                              seed=ev.seed)
-            values[name] = {**bv.to_dict(), "e_gen": bv.mean_e_gen_sq ** 0.5,
-                            "e_bias_unbiased_ci_low": ci.e_bias_unbiased_ci[0],
-                            "e_bias_unbiased_ci_high": ci.e_bias_unbiased_ci[1],
-                            "e_var_unbiased_ci_low": ci.e_var_unbiased_ci[0],
-                            "e_var_unbiased_ci_high": ci.e_var_unbiased_ci[1]}
-        rows.append({**_base(group[0], recs[0]), "k": k, "seeds": "per_student", **reader.spread(values, BV_COLUMNS)})
-    return rows
-
-
-def _dynamics_rows(reader: Any, units: list[Unit]) -> list[dict]:
-    return [{**_base(u, rec), "epoch": h["epoch"], "images": h["images"],
-             **reader.spread(reader.recorded(h), reader.point)}
-            for u in units if (rec := reader.result(u)) is not None for h in rec["history"]]
 
 
 # Analysis -----------------------------------------------------------------------------------------
