@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pfdist.analysis.collapse import CollapseFit, collapse_x
+from pfdist.analysis.distill import curves as distill_curves, steps_label
 from pfdist.analysis.dynamics import DynamicsReport, dynamics_key
 from pfdist.atomic import atomic_write
 from pfdist.errors import PFDistError
@@ -255,6 +256,56 @@ def plot_bias_variance(rows: Rows, out_dir: str | os.PathLike, *, space: str = "
     for ax in axes:
         ax.grid(alpha=0.3)
     return [_save(fig, Path(out_dir) / "bias_variance.png")]
+
+
+MARKERS = "osD^v<>p*h"  # one per number of steps
+
+
+def plot_distill(rows: Rows, out_dir: str | os.PathLike, *, steps_rows: Rows | None = None,
+                 data_rows: Rows | None = None) -> list[Path]:
+    """E_gen, E_mem and the copy share against log2 N per size (colour) and steps (marker), data-distilled
+    students (``data_rows``, scaling.csv) of the same labels dashed; E_gen against steps at one N
+    (``steps_rows``). Primary space; draws only."""
+    labels = list(dict.fromkeys(r["student"] for r in sorted(rows, key=lambda r: r["params"])))
+    colour = dict(zip(labels, _colors(len(labels))))
+    steps = sorted({r["steps"] for r in rows})
+    fig = Figure(figsize=(17, 3.8), layout="constrained")
+    axes = fig.subplots(1, 4)
+    columns = (("e_gen", "E_gen"), ("e_mem", "E_mem"), ("mem_ratio", "copy share"))
+    for (_, label, s), g in distill_curves(rows).items():
+        x = np.log2([r["n"] for r in g])
+        for ax, (col, _) in zip(axes, columns):
+            err = ([r.get(f"{col}_stderr") or 0.0 for r in g] if col != "mem_ratio" else  # Wilson interval
+                   np.clip([[r[col] - r.get(f"{col}_ci_low", r[col]) for r in g],
+                            [r.get(f"{col}_ci_high", r[col]) - r[col] for r in g]], 0, None))
+            ax.errorbar(x, [r[col] for r in g], yerr=err, marker=MARKERS[steps.index(s) % len(MARKERS)], ms=4,
+                        capsize=2, color=colour[label], label=f"{label}, {steps_label(s)}")
+    for (_, label, _), g in distill_curves([r for r in data_rows or [] if r["student"] in colour]).items():
+        x = np.log2([r["n"] for r in g])
+        for ax, (col, _) in zip(axes, columns):
+            ax.plot(x, [r[col] for r in g], ls="--", lw=1, color=colour[label], label=f"{label}, data-distilled")
+    for ax, (_, name) in zip(axes, columns):
+        ax.set(xlabel="log2 N", ylabel=name)
+    axes[0].legend(fontsize=6)
+    _steps_panel(axes[3], steps_rows, colour)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    return [_save(fig, Path(out_dir) / "distill.png")]
+
+
+def _steps_panel(ax, steps_rows: Rows | None, colour: dict) -> None:
+    """E_gen against steps, one line per student at the sweep's N."""
+    by_label: dict[str, list[dict]] = {}
+    for r in steps_rows or []:
+        by_label.setdefault(r["student"], []).append(r)
+    for label, g in by_label.items():
+        g = sorted(g, key=lambda r: r["steps"])
+        ax.errorbar([r["steps"] for r in g], [r["e_gen"] for r in g], yerr=[r.get("e_gen_stderr") or 0.0 for r in g],
+                    marker="o", ms=4, capsize=2, color=colour.get(label), label=f"{label}, N = {g[0]['n']}")
+    if by_label:
+        ax.set_xscale("log", base=2)
+        ax.legend(fontsize=6)
+    ax.set(xlabel="steps", ylabel="E_gen", title="E_gen against steps" + ("" if steps_rows else " (no sweep)"))
 
 
 def plot_metrics(panels: Sequence[tuple[str, dict[str, tuple[Sequence[float], Sequence[float], str]]]],

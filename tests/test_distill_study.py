@@ -10,10 +10,11 @@ import pytest
 import torch
 
 import pfdist
+from pfdist.analysis import crossing, fewer_samples_finding
 from pfdist.experiments import Preset, Scaling, Student, reproduce, units_of
 from pfdist.experiments.presets import MIXTURE_TEACHER, PRESETS
 from pfdist.experiments.studies import STUDIES
-from pfdist.experiments.studies.distill import Distill, Epochs, Spread, StepsSweep, crossing, fewer_samples_finding
+from pfdist.experiments.studies.distill import Distill, Epochs, Spread, StepsSweep
 from pfdist.protocol import EvalConfig
 from pfdist.training import TrainConfig
 

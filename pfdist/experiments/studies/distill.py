@@ -14,12 +14,13 @@ data-distilled students of the same label), and for the optional parts ``distill
 sets 1..K with their own seeds, at one N) and ``distill_dynamics.csv`` (E_gen against epochs,
 by distilling to each evaluation epoch in turn from the previous checkpoint: a constant learning
 rate makes that the same run as one uninterrupted distillation). Findings: each rule is stated
-where it is computed; numbers of the paper for distilled students are not public.
+where it is computed (:mod:`pfdist.analysis.distill`); numbers of the paper for distilled students
+are not public. A unit's work and the tables' rows are in
+:mod:`pfdist.experiments.studies.distill_units`; the figure is :func:`pfdist.plots.plot_distill`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass, replace
@@ -28,6 +29,8 @@ from typing import Any
 
 from pfdist import checks
 from pfdist.analysis.collapse import CollapseFit, fit_scaling
+from pfdist.analysis.distill import (CROSSING_RULE, NOT_PUBLIC, Crossing, crossing, curves, fewer_samples_finding,
+                                     steps_finding, steps_label)
 from pfdist.analysis.dynamics import DynamicsReport, detect_run_dynamics
 from pfdist.analysis.findings import (Finding, bias_variance_finding, collapse_finding, double_descent_finding,
                                       early_learning_finding, floor_finding, memorization_finding,
@@ -36,18 +39,18 @@ from pfdist.errors import PFDistError
 from pfdist.experiments.studies.base import (Block, RunData, Student, Study, Unit, distinct, fields_of, ints, ns_of,
                                              students_of, train_of)
 from pfdist.experiments.studies.bias_variance import COLUMNS as BV_COLUMNS, bias_variance_blocks
+from pfdist.experiments.studies.distill_units import (bv_rows, distil, dynamics_rows, evaluate, evaluations,
+                                                     final_loss, param_count, point_rows)
 from pfdist.experiments.studies.dynamics import dynamics_blocks
 from pfdist.experiments.studies.scaling import collapse_blocks
 from pfdist.hashing import content_hash
-from pfdist.protocol.bias_variance import decompose, student_train_config
+from pfdist.protocol.bias_variance import student_train_config
 from pfdist.protocol.few_step import METHODS
 from pfdist.report import fmt
 from pfdist.training import TrainConfig
 
 TABLE, STEPS, BV, DYNAMICS = "distill.csv", "distill_steps.csv", "distill_bias_variance.csv", "distill_dynamics.csv"
 BASE = ["student", "params", "n", "steps", "method"]
-SIGNIFICANT_SE = 2.0  # a difference counts when larger than 2 combined standard errors
-NOT_PUBLIC = "not public for distilled students"
 
 
 @dataclass(frozen=True)
@@ -123,18 +126,6 @@ class Distill:
             raise PFDistError("distill.dynamics distils to each evaluation epoch from the previous checkpoint, which "
                               "is one uninterrupted run only with a constant learning rate and one training round: "
                               "set dynamics.train.lr_schedule to \"constant\" and a method other than progressive.")
-
-
-@dataclass(frozen=True)
-class Crossing:
-    """log2 of the N where E_gen crosses half-way between its first and last values, with the
-    interval of the same crossing by E_gen -/+ 2 standard errors (None: no significant fall)."""
-
-    student: str
-    params: int
-    steps: int | None  # None: a data-distilled student (scaling.csv)
-    log2_n: float | None
-    interval: tuple[float, float] | None
 
 
 @dataclass(frozen=True)
@@ -249,14 +240,15 @@ class DistillStudy(Study):
             if (done := read_results(out, key)) is not None:  # finished by another process while we waited
                 return done
             t0 = time.perf_counter()
-            history = _history(ctx, unit, key, progress)
-            student = _distil(ctx, unit, unit.train.epochs, progress)
+            history = evaluations(ctx, unit, key, progress)
+            student = distil(ctx, unit, unit.train.epochs, progress)
             train_s = time.perf_counter() - t0
             o = dict(unit.options)
-            record = {"key": key, "n": unit.n, "params": _params(student), "method": o["method"], "steps": o["steps"],
-                      "dataset_index": unit.dataset_index, "net_config": ctx.net_config(unit.student).config,
+            record = {"key": key, "n": unit.n, "params": param_count(student), "method": o["method"],
+                      "steps": o["steps"], "dataset_index": unit.dataset_index,
+                      "net_config": ctx.net_config(unit.student).config,
                       "train_config": unit.train.to_dict(), "eval_config": ctx.preset.eval.to_dict(),
-                      **_evaluate(ctx, unit, student, ctx.cache), "distill_loss": _final_loss(out),
+                      **evaluate(ctx, unit, student, ctx.cache), "distill_loss": final_loss(out),
                       "eval_epochs": list(unit.eval_epochs), "history": history,
                       "wall_s": {"total": time.perf_counter() - t0, "train": train_s}}
             atomic_write_json(out / RESULTS, record, checksum=True)
@@ -264,15 +256,15 @@ class DistillStudy(Study):
 
     def write(self, reader, config: Distill) -> list[Path]:
         cols = reader.columns(BASE, reader.point, ["distill_loss"])
-        written = [reader.write_csv(TABLE, cols, _point_rows(reader, self.grid_units(config)))]
+        written = [reader.write_csv(TABLE, cols, point_rows(reader, self.grid_units(config)))]
         if config.sweep is not None:
-            written.append(reader.write_csv(STEPS, cols, _point_rows(reader, self.sweep_units(config))))
+            written.append(reader.write_csv(STEPS, cols, point_rows(reader, self.sweep_units(config))))
         if config.bias_variance is not None:
             written.append(reader.write_csv(BV, reader.columns(BASE + ["k", "seeds"], BV_COLUMNS, []),
-                                            _bv_rows(reader, self.bv_units(config), config.bias_variance.k)))
+                                            bv_rows(reader, self.bv_units(config), config.bias_variance.k)))
         if config.dynamics is not None and not reader.rescore:  # the intermediate maps are not kept
             written.append(reader.write_csv(DYNAMICS, reader.columns(BASE + ["epoch", "images"], reader.point, []),
-                                            _dynamics_rows(reader, self.dynamics_units(config))))
+                                            dynamics_rows(reader, self.dynamics_units(config))))
         return written
 
     # Analysis ----------------------------------------------------------------------------------
@@ -281,17 +273,19 @@ class DistillStudy(Study):
             return None
         rows, steps_rows, bv_rows, dyn = (_int_steps(run.rows.get(t)) for t in (TABLE, STEPS, BV, DYNAMICS))
         fits = {s: fit_scaling([r for r in rows if r["steps"] == s]) for s in sorted({r["steps"] for r in rows})}
-        crossings = [crossing(g, steps) for (_, _, steps), g in _curves(rows).items()]
+        crossings = [crossing(g, steps) for (_, _, steps), g in curves(rows).items()]
         labels = {r["student"] for r in rows}
         data = [r for r in run.rows.get("scaling.csv", []) if r["student"] in labels]
-        crossings += [crossing(g, None) for g in _curves(data).values()]
+        crossings += [crossing(g, None) for g in curves(data).values()]
         reports, verdicts = _judge_dynamics(run, rows, dyn) if dyn else (None, None)
         return DistillResult(rows, fits, crossings, steps_rows, bv_rows, reports, verdicts)
 
     def figures(self, result: DistillResult | None, run: RunData, out_dir: Path) -> list[Path]:
         if result is None or not result.rows:
             return []
-        return [plot_distill(result.rows, result.steps_rows, run.rows.get("scaling.csv"), out_dir / "distill.png")]
+        from pfdist.plots import plot_distill
+
+        return plot_distill(result.rows, out_dir, steps_rows=result.steps_rows, data_rows=run.rows.get("scaling.csv"))
 
     def findings(self, result: DistillResult | None, run: RunData) -> list:
         if result is None:
@@ -302,7 +296,7 @@ class DistillStudy(Study):
             rows = [r for r in result.rows if r["steps"] == s]
             report = scaling_collapse_report(rows)
             for f in (floor_finding(rows), memorization_finding(rows), collapse_finding({run.primary: fit}, report)):
-                out.append(replace(f, finding=f"distilled, {_steps(s)}: {f.finding}",
+                out.append(replace(f, finding=f"distilled, {steps_label(s)}: {f.finding}",
                                    paper=f"data-distilled: {f.paper}; {NOT_PUBLIC}"))
         out += [fewer_samples_finding(result.crossings, "scaling.csv" in run.rows), steps_finding(result.steps_rows)]
         dyn = [early_learning_finding(result.verdicts), double_descent_finding(result.verdicts)]
@@ -315,9 +309,9 @@ class DistillStudy(Study):
             return []
         parts = []
         for s, (fit, _) in result.fits.items():
-            parts.append(f"{_steps(s)}: " + ("no collapse fit" if fit is None else "degenerate fit" if fit.degenerate
-                                             else f"α = {fit.alpha:.3f} (95% CI {fit.alpha_ci[0]:.3f}–"
-                                                  f"{fit.alpha_ci[1]:.3f})"))
+            parts.append(f"{steps_label(s)}: " + (
+                "no collapse fit" if fit is None else "degenerate fit" if fit.degenerate
+                else f"α = {fit.alpha:.3f} (95% CI {fit.alpha_ci[0]:.3f}–{fit.alpha_ci[1]:.3f})"))
         verdict = fewer_samples_finding(result.crossings, "scaling.csv" in run.rows).verdict
         return [f"Distilled students, collapse of E_gen on N / |θ|^α ({run.primary} space): " + "; ".join(parts)
                 + f". Which generalizes from fewer samples: {verdict}."]
@@ -330,12 +324,12 @@ class DistillStudy(Study):
             "PFD to the teacher's map, E_mem its PFD to the exact empirical flow of its N pair outputs, on the "
             "evaluation seeds."))]
         for s, (fit, copy_fit) in result.fits.items():
-            blocks += collapse_blocks(fit, f"E_gen of {_steps(s)} distilled students ({run.primary} space)")
+            blocks += collapse_blocks(fit, f"E_gen of {steps_label(s)} distilled students ({run.primary} space)")
         blocks += [("h2", "Distilled vs data-distilled: N where E_gen is half-way between its plateaus"),
                    ("p", CROSSING_RULE),
                    ("table", ("student", "|θ|", "students", "log2 N½", "interval (E_gen ∓ 2 SE)"),
                     [(c.student, f"{c.params:,}",
-                      "data-distilled" if c.steps is None else f"distilled, {_steps(c.steps)}",
+                      "data-distilled" if c.steps is None else f"distilled, {steps_label(c.steps)}",
                       "no significant fall" if c.log2_n is None else f"{c.log2_n:.2f}",
                       "" if c.interval is None else f"[{c.interval[0]:.2f}, {c.interval[1]:.2f}]")
                      for c in result.crossings])]
@@ -363,154 +357,7 @@ class DistillStudy(Study):
 STUDY = DistillStudy()
 
 
-def _steps(s: int) -> str:
-    return f"{s} step" + ("s" if s != 1 else "")
-
-
-# Units --------------------------------------------------------------------------------------------
-
-EVALUATIONS = "evaluations.json"  # the dynamics' evaluations so far (a killed unit keeps them)
-
-
-def _distil(ctx: Any, unit: Unit, epochs: int, progress: Any) -> Any:
-    """The unit's student distilled to ``epochs`` in its directory (resuming from its checkpoint)."""
-    from pfdist.maps import ode_map
-    from pfdist.protocol import distill
-
-    o = dict(unit.options)
-    return distill(ode_map(ctx.teacher, ctx.preset.eval.flow), method=o["method"], steps=o["steps"],
-                   num_pairs=unit.n, net=ctx.net_config(unit.student).config, train=replace(unit.train, epochs=epochs),
-                   seed=unit.train.seed, dataset=unit.dataset_index, out_dir=ctx.unit_dir(unit), progress=progress)
-
-
-def _evaluate(ctx: Any, unit: Unit, student: Any, cache: Any) -> dict:
-    """E_gen, E_mem and the copy share of a distilled map in every space of the run (primary on top)."""
-    from pfdist.flows import flow_outputs
-    from pfdist.protocol import copier_outputs, space_errors
-
-    ev, named = ctx.preset.eval, ctx.descriptors
-    outs = flow_outputs(student, num_samples=ev.num_samples, seed=ev.seed, batch_size=ev.batch_size, cache_dir=cache)
-    teacher, train = ctx.teacher_outputs, ctx.train_data(unit)
-    copier = copier_outputs(train, ev, device=ctx.device, cache_dir=ctx.cache)
-    spaces = {name: space_errors(outs.values, teacher.values, copier.values, train, psi, seed=ev.seed,
-                                 nfe=(outs.nfe, teacher.nfe, copier.nfe), batch_size=ev.batch_size)
-              for name, psi in named.items()}
-    return {**spaces[named.primary], "descriptor": named.primary, "spaces": spaces}
-
-
-def _history(ctx: Any, unit: Unit, key: str, progress: Any) -> list[dict]:
-    """The evaluations at ``unit.eval_epochs``: distilled to each in turn, each kept once done."""
-    from pfdist.atomic import CorruptFileError, atomic_write_json, read_json_checked
-
-    path, history = ctx.unit_dir(unit) / EVALUATIONS, []
-    if unit.eval_epochs and path.is_file():
-        try:
-            saved = read_json_checked(path)
-            history = saved["history"] if saved.get("key") == key else []
-        except CorruptFileError:
-            history = []
-    images = unit.train.steps_per_epoch(unit.n) * unit.train.batch_size
-    for epoch in unit.eval_epochs:
-        if any(h["epoch"] == epoch for h in history):
-            continue
-        student = _distil(ctx, unit, epoch, progress)
-        history.append({"epoch": epoch, "images": epoch * images, "distill_loss": _final_loss(ctx.unit_dir(unit)),
-                        **_evaluate(ctx, unit, student, None)})
-        atomic_write_json(path, {"key": key, "history": history}, checksum=True)
-    return history
-
-
-def _params(student: Any) -> int:
-    from pfdist.nets import count_parameters
-
-    return count_parameters(student.fn.net)
-
-
-def _final_loss(out: Path) -> float | None:
-    """The last epoch's mean distillation loss, from the saved student's record."""
-    from pfdist.protocol.distill import STUDENT_FILE
-
-    info = json.loads((out / STUDENT_FILE).with_suffix(".json").read_text(encoding="utf-8"))["info"]
-    history = info["distill"]["history"]
-    return history[-1] if history else None
-
-
-def _outputs(ctx: Any, unit: Unit) -> Any:
-    """A finished unit's few-step map on the evaluation seeds (cached by its evaluation)."""
-    from pfdist.flows import flow_outputs
-    from pfdist.protocol import load_distilled
-
-    ev = ctx.preset.eval
-    return flow_outputs(load_distilled(ctx.unit_dir(unit)), num_samples=ev.num_samples, seed=ev.seed,
-                        batch_size=ev.batch_size, cache_dir=ctx.cache).values
-
-
-# Rows ---------------------------------------------------------------------------------------------
-
-def _errors(reader: Any, unit: Unit, rec: dict) -> dict[str, dict]:
-    """{space: POINT values}: read from the record, or recomputed from the cached maps (rescore)."""
-    from pfdist.experiments.rows import point_values
-    from pfdist.protocol import space_errors
-
-    if not reader.rescore:
-        return reader.recorded(rec)
-    ctx, ev = reader.ctx, reader.ctx.preset.eval
-    s, t, c = _outputs(ctx, unit), ctx.teacher_outputs.values, reader.copier_values(unit)
-    return {name: point_values(space_errors(s, t, c, ctx.train_data(unit), psi, seed=ev.seed, batch_size=ev.batch_size))
-            for name, psi in reader.spaces.items()}
-
-
-def _base(unit: Unit, rec: dict) -> dict:
-    o = dict(unit.options)
-    return {"student": unit.student.label, "params": rec["params"], "n": unit.n, "steps": o["steps"],
-            "method": o["method"]}
-
-
-def _point_rows(reader: Any, units: list[Unit]) -> list[dict]:
-    return [{**_base(u, rec), "distill_loss": rec.get("distill_loss"), **reader.spread(_errors(reader, u, rec),
-                                                                                       reader.point)}
-            for u in units if (rec := reader.result(u)) is not None]
-
-
-def _bv_rows(reader: Any, units: list[Unit], k: int) -> list[dict]:
-    from pfdist.analysis.bias_variance import bias_variance_ci, residual_gram
-    from pfdist.descriptors import describe
-
-    ctx, rows = reader.ctx, []
-    ev, teacher = ctx.preset.eval, ctx.teacher_outputs.values
-    for group in (units[i:i + k] for i in range(0, len(units), k)):
-        recs = [reader.result(u) for u in group]
-        if any(r is None for r in recs):
-            continue
-        outs = [_outputs(ctx, u) for u in group]
-        values = {}
-        for name, psi in reader.spaces.items():
-            t, students = describe(teacher, psi, ev.batch_size), [describe(o, psi, ev.batch_size) for o in outs]
-            bv, ci = decompose(t, students), bias_variance_ci(residual_gram(t, students, batch_size=ev.batch_size),
-                                                              seed=ev.seed)
-            values[name] = {**bv.to_dict(), "e_gen": bv.mean_e_gen_sq ** 0.5,
-                            "e_bias_unbiased_ci_low": ci.e_bias_unbiased_ci[0],
-                            "e_bias_unbiased_ci_high": ci.e_bias_unbiased_ci[1],
-                            "e_var_unbiased_ci_low": ci.e_var_unbiased_ci[0],
-                            "e_var_unbiased_ci_high": ci.e_var_unbiased_ci[1]}
-        rows.append({**_base(group[0], recs[0]), "k": k, "seeds": "per_student", **reader.spread(values, BV_COLUMNS)})
-    return rows
-
-
-def _dynamics_rows(reader: Any, units: list[Unit]) -> list[dict]:
-    return [{**_base(u, rec), "epoch": h["epoch"], "images": h["images"],
-             **reader.spread(reader.recorded(h), reader.point)}
-            for u in units if (rec := reader.result(u)) is not None for h in rec["history"]]
-
-
 # Analysis -----------------------------------------------------------------------------------------
-
-CROSSING_RULE = (
-    "N½: where E_gen, interpolated linearly in log2 N, first reaches the mean of its values at the smallest and the "
-    "largest N; the interval is the same crossing of E_gen − 2 SE and E_gen + 2 SE (a grid end when one never "
-    "crosses). A curve whose fall is not larger than 2 combined standard errors has no N½. One kind of student "
-    "generalizes from fewer samples at a size when its interval lies wholly below the other's.")
-
 
 def _judge_dynamics(run: RunData, rows: list[dict], dyn: list[dict]) -> tuple[dict, dict]:
     """The dynamics detector per (student, N) and its verdicts (:func:`pfdist.analysis.dynamics.judge_dynamics`,
@@ -536,139 +383,3 @@ def _judge_dynamics(run: RunData, rows: list[dict], dyn: list[dict]) -> tuple[di
 def _int_steps(rows: list[dict] | None) -> list[dict] | None:
     """Rows as read back (numbers as floats) with ``steps`` an integer again."""
     return None if rows is None else [{**r, "steps": int(r["steps"])} for r in rows]
-
-
-def _curves(rows: list[dict]) -> dict[tuple, list[dict]]:
-    """Rows by (params, student, steps) (steps None for data-distilled rows), smallest model first."""
-    out: dict[tuple, list[dict]] = {}
-    for r in rows:
-        out.setdefault((r["params"], r["student"], r.get("steps")), []).append(r)
-    return {k: sorted(out[k], key=lambda r: r["n"]) for k in sorted(out, key=lambda k: (k[0], k[1], k[2] or 0))}
-
-
-def crossing(rows: list[dict], steps: int | None) -> Crossing:
-    """N½ of one curve (rows of one student and steps value) by :data:`CROSSING_RULE`."""
-    g = sorted(rows, key=lambda r: r["n"])
-    x = [math.log2(r["n"]) for r in g]
-    e = [r["e_gen"] for r in g]
-    se = [r.get("e_gen_stderr") or 0.0 for r in g]
-    head = (g[0]["student"], int(g[0]["params"]), steps)
-    if len(g) < 2 or e[0] - e[-1] <= SIGNIFICANT_SE * math.hypot(se[0], se[-1]):
-        return Crossing(*head, None, None)
-    mid = (e[0] + e[-1]) / 2
-
-    def first_below(curve: list[float]) -> float:
-        for i, v in enumerate(curve):
-            if v <= mid:
-                return x[0] if i == 0 else x[i - 1] + (curve[i - 1] - mid) / (curve[i - 1] - v) * (x[i] - x[i - 1])
-        return x[-1]
-
-    lower = first_below([v - SIGNIFICANT_SE * s for v, s in zip(e, se)])
-    upper = first_below([v + SIGNIFICANT_SE * s for v, s in zip(e, se)])
-    return Crossing(*head, first_below(e), (lower, upper))
-
-
-def fewer_samples_finding(crossings: list[Crossing], has_scaling: bool) -> Finding:
-    """Distilled against data-distilled students of the same label, per steps value (CROSSING_RULE)."""
-    name = "which generalizes from fewer samples: distilled or data-distilled"
-    data = {c.student: c for c in crossings if c.steps is None}
-    pairs = [(c, data[c.student]) for c in crossings if c.steps is not None and c.student in data]
-    if not has_scaling or not pairs:
-        why = "no scaling study" if not has_scaling else "no scaling student with a distilled student's label"
-        return Finding(name, NOT_PUBLIC, why, "not measured")
-    parts, answers = [], []
-    for d, t in pairs:
-        if d.interval is None or t.interval is None:
-            answer = "no N½"
-        elif d.interval[1] < t.interval[0]:
-            answer = "distilled"
-        elif d.interval[0] > t.interval[1]:
-            answer = "data-distilled"
-        else:
-            answer = "not resolved"
-        answers.append(answer)
-        parts.append(f"{d.student} {_steps(d.steps)}: N½ {_show(d)} vs data {_show(t)}: {answer}")
-    decided = {a for a in answers if a in ("distilled", "data-distilled")}
-    verdict = (f"{decided.pop()} from fewer samples" if len(decided) == 1 and "not resolved" not in answers
-               else "mixed" if len(decided) > 1 else "partly resolved" if decided else "not resolved")
-    return Finding(name, NOT_PUBLIC, "; ".join(parts), verdict)
-
-
-def _show(c: Crossing) -> str:
-    return "no fall" if c.log2_n is None else f"2^{c.log2_n:.2f} [{c.interval[0]:.2f}, {c.interval[1]:.2f}]"
-
-
-def steps_finding(rows: list[dict] | None) -> Finding:
-    """E_gen at the most steps against the fewest, per student: a change beyond 2 combined SE counts."""
-    name = "distilled: E_gen against steps at fixed N"
-    if not rows:
-        return Finding(name, NOT_PUBLIC, "no steps sweep", "not measured")
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["params"], r["student"]), []).append(r)
-    parts, moves = [], []
-    for (_, label), g in sorted(groups.items()):
-        g = sorted(g, key=lambda r: r["steps"])
-        a, b = g[0], g[-1]
-        se = math.hypot(a.get("e_gen_stderr") or 0.0, b.get("e_gen_stderr") or 0.0)
-        move = ("falls" if a["e_gen"] - b["e_gen"] > SIGNIFICANT_SE * se
-                else "rises" if b["e_gen"] - a["e_gen"] > SIGNIFICANT_SE * se else "flat")
-        moves.append(move)
-        parts.append(f"{label}, N = {a['n']}: " + " → ".join(f"{r['e_gen']:.3g} ({_steps(r['steps'])})" for r in g)
-                     + f" ({move}; 2 SE = {SIGNIFICANT_SE * se:.2g})")
-    verdict = f"{moves[0]} with more steps" if len(set(moves)) == 1 else "mixed"
-    return Finding(name, NOT_PUBLIC, "; ".join(parts), verdict)
-
-
-# Figure -------------------------------------------------------------------------------------------
-
-MARKERS = "osD^v<>p*h"
-
-
-def plot_distill(rows: list[dict], steps_rows: list[dict] | None, data_rows: list[dict] | None, path: Path) -> Path:
-    """E_gen, E_mem and the copy share against log2 N per size (colour) and steps (marker), data-distilled
-    students of the same labels dashed; E_gen against steps at one N. Primary space; draws only."""
-    import numpy as np
-    from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from pfdist.atomic import atomic_write
-
-    labels = list(dict.fromkeys(r["student"] for r in sorted(rows, key=lambda r: r["params"])))
-    colour = dict(zip(labels, (colormaps["viridis"](v) for v in np.linspace(0.0, 0.85, max(len(labels), 1)))))
-    steps = sorted({r["steps"] for r in rows})
-    fig = Figure(figsize=(17, 3.8), layout="constrained")
-    axes = fig.subplots(1, 4)
-    columns = (("e_gen", "E_gen"), ("e_mem", "E_mem"), ("mem_ratio", "copy share"))
-    for (_, label, s), g in _curves(rows).items():
-        x = np.log2([r["n"] for r in g])
-        for ax, (col, _) in zip(axes, columns):
-            err = ([r.get(f"{col}_stderr") or 0.0 for r in g] if col != "mem_ratio" else  # Wilson interval
-                   np.clip([[r[col] - r.get(f"{col}_ci_low", r[col]) for r in g],
-                            [r.get(f"{col}_ci_high", r[col]) - r[col] for r in g]], 0, None))
-            ax.errorbar(x, [r[col] for r in g], yerr=err, marker=MARKERS[steps.index(s) % len(MARKERS)], ms=4,
-                        capsize=2, color=colour[label], label=f"{label}, {_steps(s)}")
-    for (_, label, _), g in _curves([r for r in data_rows or [] if r["student"] in colour]).items():
-        x = np.log2([r["n"] for r in g])
-        for ax, (col, _) in zip(axes, columns):
-            ax.plot(x, [r[col] for r in g], ls="--", lw=1, color=colour[label], label=f"{label}, data-distilled")
-    for ax, (_, name) in zip(axes, columns):
-        ax.set(xlabel="log2 N", ylabel=name)
-    axes[0].legend(fontsize=6)
-    by_label: dict[str, list[dict]] = {}
-    for r in steps_rows or []:
-        by_label.setdefault(r["student"], []).append(r)
-    for label, g in by_label.items():
-        g = sorted(g, key=lambda r: r["steps"])
-        axes[3].errorbar([r["steps"] for r in g], [r["e_gen"] for r in g],
-                         yerr=[r.get("e_gen_stderr") or 0.0 for r in g],
-                         marker="o", ms=4, capsize=2, color=colour.get(label), label=f"{label}, N = {g[0]['n']}")
-    if by_label:
-        axes[3].set_xscale("log", base=2)
-        axes[3].legend(fontsize=6)
-    axes[3].set(xlabel="steps", ylabel="E_gen", title="E_gen against steps" + ("" if steps_rows else " (no sweep)"))
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    FigureCanvasAgg(fig)
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
