@@ -69,28 +69,15 @@ class BiasVariance(Study):
                 for st in config.students for n in config.ns for i in range(config.k)]
 
     def write(self, reader, config: BiasVarianceStudy) -> list[Path]:
-        from pfdist.analysis.bias_variance import bias_variance_ci, residual_gram
-
-        ev, units, rows, grams = reader.ctx.preset.eval, self.units(config), [], []
-        teacher = reader.ctx.teacher_outputs.values
+        units, rows, grams = self.units(config), [], []
         for group in (units[i:i + config.k] for i in range(0, len(units), config.k)):
             recs = [reader.result(u) for u in group]
             if any(r is None for r in recs):
                 continue
-            outs = [reader.student_values(u) for u in group]
             head = {"student": group[0].student.label, "params": recs[0]["params"], "n": group[0].n}
-            values = {}
-            for name, psi in reader.spaces.items():
-                t, students = describe(teacher, psi, ev.batch_size), [describe(o, psi, ev.batch_size) for o in outs]
-                bv, gram = decompose(t, students), residual_gram(t, students, batch_size=ev.batch_size)
-                ci = bias_variance_ci(gram, seed=ev.seed)
-                values[name] = {**bv.to_dict(), "e_gen": bv.mean_e_gen_sq ** 0.5,
-                                "e_bias_unbiased_ci_low": ci.e_bias_unbiased_ci[0],
-                                "e_bias_unbiased_ci_high": ci.e_bias_unbiased_ci[1],
-                                "e_var_unbiased_ci_low": ci.e_var_unbiased_ci[0],
-                                "e_var_unbiased_ci_high": ci.e_var_unbiased_ci[1]}
-                grams += [{**head, "space": name, "i": i, "j": j, "g": float(gram[i, j])}
-                          for i in range(config.k) for j in range(config.k)]
+            values, by_space = decomposition(reader, [reader.student_values(u) for u in group])
+            grams += [{**head, "space": name, "i": i, "j": j, "g": float(gram[i, j])}
+                      for name, gram in by_space.items() for i in range(config.k) for j in range(config.k)]
             rows.append({**head, "k": config.k, "seeds": config.seeds, **reader.spread(values, COLUMNS)})
         return [reader.write_csv(TABLE, reader.columns(BASE, COLUMNS, []), rows),
                 reader.write_csv(GRAMS, GRAM_COLUMNS, grams)]
@@ -135,6 +122,24 @@ class BiasVariance(Study):
 
 
 STUDY = BiasVariance()
+
+
+def decomposition(reader, outputs: list) -> tuple[dict[str, dict], dict[str, Any]]:
+    """K students' outputs (pixels, on the evaluation seeds) against the teacher's, in every space:
+    ({space: the table's columns, the unbiased terms with their bootstrap intervals over students},
+    {space: the students' residual Gram matrix})."""
+    from pfdist.analysis.bias_variance import bias_variance_ci, residual_gram
+
+    ev, teacher = reader.ctx.preset.eval, reader.ctx.teacher_outputs.values
+    values, grams = {}, {}
+    for name, psi in reader.spaces.items():
+        t, students = describe(teacher, psi, ev.batch_size), [describe(o, psi, ev.batch_size) for o in outputs]
+        bv, grams[name] = decompose(t, students), residual_gram(t, students, batch_size=ev.batch_size)
+        ci = bias_variance_ci(grams[name], seed=ev.seed)
+        values[name] = {**bv.to_dict(), "e_gen": bv.mean_e_gen_sq ** 0.5,
+                        "e_bias_unbiased_ci_low": ci.e_bias_unbiased_ci[0], "e_bias_unbiased_ci_high": ci.e_bias_unbiased_ci[1],
+                        "e_var_unbiased_ci_low": ci.e_var_unbiased_ci[0], "e_var_unbiased_ci_high": ci.e_var_unbiased_ci[1]}
+    return values, grams
 
 
 def bias_variance_blocks(rows: list[dict[str, Any]] | None, space: str = "") -> list[Block]:

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pfdist.experiments.studies.base import Unit
-from pfdist.experiments.studies.bias_variance import COLUMNS as BV_COLUMNS
-from pfdist.protocol.bias_variance import decompose
+from pfdist.experiments.studies.bias_variance import COLUMNS as BV_COLUMNS, decomposition
 
 # Units --------------------------------------------------------------------------------------------
 
@@ -120,26 +119,12 @@ def point_rows(reader: Any, units: list[Unit]) -> list[dict]:
 
 
 def bv_rows(reader: Any, units: list[Unit], k: int) -> list[dict]:
-    from pfdist.analysis.bias_variance import bias_variance_ci, residual_gram
-    from pfdist.descriptors import describe
-
-    ctx, rows = reader.ctx, []
-    ev, teacher = ctx.preset.eval, ctx.teacher_outputs.values
+    rows = []
     for group in (units[i:i + k] for i in range(0, len(units), k)):
         recs = [reader.result(u) for u in group]
         if any(r is None for r in recs):
             continue
-        outs = [distilled_outputs(ctx, u) for u in group]
-        values = {}
-        for name, psi in reader.spaces.items():
-            t, students = describe(teacher, psi, ev.batch_size), [describe(o, psi, ev.batch_size) for o in outs]
-            bv, ci = decompose(t, students), bias_variance_ci(residual_gram(t, students, batch_size=ev.batch_size),
-                                                              seed=ev.seed)
-            values[name] = {**bv.to_dict(), "e_gen": bv.mean_e_gen_sq ** 0.5,
-                            "e_bias_unbiased_ci_low": ci.e_bias_unbiased_ci[0],
-                            "e_bias_unbiased_ci_high": ci.e_bias_unbiased_ci[1],
-                            "e_var_unbiased_ci_low": ci.e_var_unbiased_ci[0],
-                            "e_var_unbiased_ci_high": ci.e_var_unbiased_ci[1]}
+        values, _ = decomposition(reader, [distilled_outputs(reader.ctx, u) for u in group])
         rows.append({**base_row(group[0], recs[0]), "k": k, "seeds": "per_student",
                      **reader.spread(values, BV_COLUMNS)})
     return rows
