@@ -55,9 +55,9 @@ def test_digits_presets_span_the_sizes_they_claim():
     from pfdist.experiments import get_preset
     from pfdist.nets import build_network
 
-    for name, top in (("digits", 2**13), ("digits-full", 2**14)):
+    for name, (low, top) in (("digits", (2**4, 2**12)), ("digits-full", (2**3, 2**14))):
         p = get_preset(name)
-        assert p.teacher == "pfdist:digits-unet" and max(p.scaling.ns) == top and min(p.scaling.ns) == 2**3
+        assert p.teacher == "pfdist:digits-unet" and max(p.scaling.ns) == top and min(p.scaling.ns) == low
         params = {s.label: pfdist.count_parameters(build_network({**s.net, "shape": [1, 8, 8]}))
                   for s in p.scaling.students}
         unets = [v for k, v in params.items() if k.startswith("unet")]
@@ -83,7 +83,7 @@ def test_digits_preset_at_tiny_size_end_to_end(tmp_path, one_thread):
         dynamics=replace(p.dynamics, ns=(16,), eval_epochs=(0, 1, 2),
                          train=replace(p.dynamics.train, batch_size=32, epochs=2, epoch_images=64, warmup_images=0)),
         bias_variance=replace(p.bias_variance, ns=(16,), students=p.bias_variance.students[:1], train=train, k=2),
-        real_vs_synthetic=replace(p.real_vs_synthetic, ns=(4, 16), train=train))
+        real_vs_synthetic=replace(p.real_vs_synthetic, ns=(4, 16), train=train), metrics=replace(p.metrics, subsets=4))
     reproduce(small, tmp_path, show_progress=False)
     assert len(read_rows(tmp_path / "scaling.csv")) == 4 and len(read_rows(tmp_path / "bias_variance.csv")) == 1
     assert {r["seed"] for r in read_rows(tmp_path / "dynamics.csv")} == set(p.dynamics.seeds)

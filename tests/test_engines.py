@@ -104,7 +104,7 @@ def test_preset_file_takes_defaults_for_missing_keys(tmp_path):
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.update(scalling=d.pop("scaling")), "unknown keys"),
     (lambda d: d.pop("teacher"), "missing required keys"),
-    (lambda d: d["scaling"].update(ns=[4, 0]), "integers >= 1"),
+    (lambda d: d["scaling"].update(ns=[4, 0]), r"ns\[1\] must be an integer >= 1"),
     (lambda d: d["scaling"].update(ns="16"), "non-empty list"),
     (lambda d: d["bias_variance"].update(k=1), "k must be an integer >= 2"),
     (lambda d: d["eval"].update(num_sample=3), "unknown keys"),

@@ -145,8 +145,8 @@ def test_findings_list_and_report_table(tmp_path, with_dynamics):
 
     found = run_findings(tmp_path, scaling_rows(mem_shift=-4.0))
     out = found.findings
-    assert [f.verdict for f in out] == ["reproduced", "reproduced", "reproduced", "not measured", "not measured",
-                                        "not measured", "not measured", "not measured", "not measured"]
+    assert [f.verdict for f in out][:3] == ["reproduced", "reproduced", "reproduced"]
+    assert {f.verdict for f in out[3:]} == {"not measured"} and len(out) == len({f.finding for f in out})
     md, _ = write_report(tmp_path, config={}, wall_time_s=1.0, spaces=("kernel",), findings=out,
                          sections=report_sections(found))
     text = md.read_text()
