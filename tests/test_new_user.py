@@ -318,7 +318,7 @@ def test_collapse_figure_is_a_legible_grid_with_legends_and_no_degenerate_fit_dr
     md, _ = write_report(tmp_path, config={}, summary=summary_sentences(found), sections=report_sections(found),
                          wall_time_s=1.0, figures=[png])
     text = md.read_text()
-    assert "Degenerate fit" in text and "copy share (pixels): degenerate fit" in text, text
+    assert "Degenerate fit" in text and "copy share (pixels, Gu et al.): degenerate fit" in text, text
 
 
 def test_an_early_learning_minimum_picked_on_the_smoothed_curve_says_so_and_gives_the_raw_one():

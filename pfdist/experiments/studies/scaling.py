@@ -41,7 +41,7 @@ class Scaling:
 class ScalingResult:
     rows: list[dict[str, Any]]
     collapse: CollapseFit | None  # E_gen, primary space
-    copy_collapse: CollapseFit | None  # the copy share, primary space
+    copy_collapse: CollapseFit | None  # the copy share (Gu et al.'s pixel rule, in every space)
     space_fits: dict[str, CollapseFit | None]  # E_gen in the other spaces
 
     def fits(self, primary: str) -> dict[str, CollapseFit | None]:
@@ -118,9 +118,9 @@ class ScalingStudy(Study):
                              f"{', '.join(f'{v:.3g}' for v in f.plateau_low)}")
         c = result.copy_collapse
         if c is not None and c.degenerate:
-            lines.append(f"copy share ({run.primary}): degenerate fit ({'; '.join(c.degenerate)})")
+            lines.append(f"copy share (pixels, Gu et al.): degenerate fit ({'; '.join(c.degenerate)})")
         elif c is not None:
-            lines.append(f"copy share ({run.primary}): α = {c.alpha:.3f} (95% CI {c.alpha_ci[0]:.3f}–"
+            lines.append(f"copy share (pixels, Gu et al.): α = {c.alpha:.3f} (95% CI {c.alpha_ci[0]:.3f}–"
                          f"{c.alpha_ci[1]:.3f}), R² = {c.r2:.3f}")
         return ["Collapse of E_gen on N / |θ|^α: " + "; ".join(lines) + "."]
 
@@ -131,7 +131,7 @@ class ScalingStudy(Study):
         for space, fit in (result.space_fits if result is not None else {}).items():
             blocks += collapse_blocks(fit, f"E_gen ({space} space)")
         if result is not None and result.copy_collapse is not None:
-            blocks += collapse_blocks(result.copy_collapse, f"the memorization ratio (copy share, {run.primary} space)")
+            blocks += collapse_blocks(result.copy_collapse, "the memorization ratio (copy share, Gu et al.'s rule on pixels)")
         return blocks + solver_error_blocks(result.rows if result is not None else None)
 
     def summary_json(self, result: ScalingResult | None, run: RunData) -> dict:
