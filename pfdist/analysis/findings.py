@@ -61,17 +61,24 @@ def _size(p: int) -> str:
     return f"{p / 1e6:.2g} M" if p >= 1e6 else f"{p / 1e3:.3g} k"
 
 
+def _per_size(name: str, paper: str, statistic: Callable, rows: Sequence[dict[str, Any]],
+              missing: str) -> tuple[list, Finding | None]:
+    """``statistic`` of the main family's rows, or the "not measured" row saying why not."""
+    rows = collapse_rows(rows)
+    try:
+        result = statistic(rows) if rows else []
+    except PFDistError as e:
+        return [], Finding(name, paper, f"not measurable: {e}", "not measured")
+    return result, (None if result else Finding(name, paper, missing, "not measured"))
+
+
 def floor_finding(rows: Sequence[dict[str, Any]]) -> Finding:
     """Floors with their 95% intervals and the order of neighbouring sizes (:mod:`pfdist.analysis.floors`)."""
     name = "E_gen falls to a floor, higher for smaller models"
     paper = "1.22 → 0.75–0.82, higher floor for smaller models"
-    rows = collapse_rows(rows)
-    try:
-        sizes = floors(rows) if rows else []
-    except PFDistError as e:
-        return Finding(name, paper, f"not measurable: {e}", "not measured")
-    if not sizes:
-        return Finding(name, paper, "no scaling table", "not measured")
+    sizes, unmeasured = _per_size(name, paper, floors, rows, "no scaling table")
+    if unmeasured is not None:
+        return unmeasured
     order = floor_order(sizes)
     measured = (f"N = {sizes[0].n_first}: {' / '.join(_g(f.first) for f in sizes)} → floors "
                 + "; ".join(f"{_size(f.params)}: {f.describe()}" for f in sizes)
@@ -85,13 +92,9 @@ def memorization_finding(rows: Sequence[dict[str, Any]]) -> Finding:
     with its range on the N grid (:mod:`pfdist.analysis.saturation`)."""
     name = "E_mem rises and saturates earlier in N than E_gen falls"
     paper = "0.92 → 1.19, saturating 2^3–2^4 earlier in N"
-    rows = collapse_rows(rows)
-    try:
-        gaps = memorization_gap(rows) if rows else []
-    except PFDistError as e:
-        return Finding(name, paper, f"not measurable: {e}", "not measured")
-    if not gaps:
-        return Finding(name, paper, "no scaling table with ≥ 3 N per size", "not measured")
+    gaps, unmeasured = _per_size(name, paper, memorization_gap, rows, "no scaling table with ≥ 3 N per size")
+    if unmeasured is not None:
+        return unmeasured
     measured = "; ".join(f"{_size(g.params)}: {'rises' if g.rises else 'does not rise'}, {g.describe()}" for g in gaps)
     return Finding(name, paper, measured, saturation_verdict(gaps))
 

@@ -106,6 +106,10 @@ class Reader:
     def result(self, unit) -> dict | None:
         return read_results(self.ctx.unit_dir(unit), self.ctx.key(unit))
 
+    def finished(self, units: list) -> list[tuple[Any, dict]]:
+        """(unit, its results record) for each finished unit, in order (unfinished ones have no row yet)."""
+        return [(unit, rec) for unit in units if (rec := self.result(unit)) is not None]
+
     def student_values(self, unit) -> torch.Tensor:
         return student_outputs(self.ctx, unit)
 

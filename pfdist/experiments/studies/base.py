@@ -153,6 +153,14 @@ class Study:
         return {}
 
 
+def group_rows(rows: list[dict[str, Any]], *keys: str) -> dict[tuple, list[dict[str, Any]]]:
+    """Rows grouped by the values of ``keys``, groups and rows in table order."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return groups
+
+
 # Config readers shared by the studies' from_dict -------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from pfdist.analysis.dynamics import DynamicsReport, detect_run_dynamics, mean_o
 from pfdist.analysis.findings import double_descent_finding, early_learning_finding
 from pfdist import checks
 from pfdist.errors import PFDistError
-from pfdist.experiments.studies.base import (Block, RunData, Student, Study, Unit, distinct, fields_of, ints,
+from pfdist.experiments.studies.base import (Block, RunData, Student, Study, Unit, distinct, fields_of, group_rows, ints,
                                              ns_of, students_of, train_of)
 from pfdist.report import fmt
 from pfdist.training import TrainConfig
@@ -100,11 +100,8 @@ class DynamicsStudy(Study):
         rows = run.rows.get(TABLE)
         if not rows:
             return None
-        runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
-        for r in rows:
-            runs.setdefault((r["student"], r["n"]), []).append(r)
         verdicts = {dynamics_key(student, n): judge_dynamics(group, **plateaus(run, student))
-                    for (student, n), group in runs.items()}
+                    for (student, n), group in group_rows(rows, "student", "n").items()}
         reports = detect_run_dynamics(rows)
         return DynamicsResult(rows, reports, {key: verdicts[key] for key in reports})
 

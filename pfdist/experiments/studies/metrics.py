@@ -35,7 +35,7 @@ from pfdist import checks
 from pfdist.errors import PFDistError
 from pfdist.metrics import (copy_features, frechet_distance, generalization_score, kid, memorization_ratio,
                             reproducibility_score)
-from pfdist.experiments.studies.base import Block, RunData, Study, fields_of
+from pfdist.experiments.studies.base import Block, RunData, Study, fields_of, group_rows
 from pfdist.experiments.studies.scaling import STUDY as SCALING
 from pfdist.protocol import TEST_SEED, teacher_samples
 from pfdist.descriptors import describe
@@ -131,9 +131,7 @@ class MetricsStudy(Study):
         rows = run.rows.get(TABLE)
         if not rows:
             return None
-        groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
-        for r in rows:
-            groups.setdefault((r["params"], r["student"]), []).append(r)
+        groups = group_rows(rows, "params", "student")
         trends = {}
         for key, g in sorted(groups.items()):
             g = sorted(g, key=lambda r: r["n"])

@@ -57,13 +57,10 @@ class RealVsSyntheticStudy(Study):
                 for st in config.students for n in config.ns for source in (config.data, "teacher")]
 
     def write(self, reader, config: RealVsSynthetic) -> list[Path]:
-        rows = []
-        for unit in self.units(config):
-            if (rec := reader.result(unit)) is None:
-                continue
-            rows.append({"student": unit.student.label, "params": rec["params"], "n": unit.n,
-                         "train_data": unit.source, "train_loss": rec["train_loss"], "test_loss": rec["test_loss"],
-                         **reader.spread(reader.recorded(rec), reader.point)})
+        rows = [{"student": unit.student.label, "params": rec["params"], "n": unit.n, "train_data": unit.source,
+                 "train_loss": rec["train_loss"], "test_loss": rec["test_loss"],
+                 **reader.spread(reader.recorded(rec), reader.point)}
+                for unit, rec in reader.finished(self.units(config))]
         return [reader.write_csv(TABLE, reader.columns(BASE, reader.point, TAIL), rows)]
 
     def analyze(self, run: RunData) -> list[dict[str, Any]] | None:

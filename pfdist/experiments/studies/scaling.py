@@ -71,12 +71,9 @@ class ScalingStudy(Study):
         return [Unit(self.name, st, n, config.train) for st in config.students for n in config.ns]
 
     def write(self, reader, config: Scaling) -> list[Path]:
-        rows = []
-        for unit in self.units(config):
-            if (rec := reader.result(unit)) is None:
-                continue
-            rows.append({"student": unit.student.label, "params": rec["params"], "n": unit.n,
-                         "train_loss": rec["train_loss"], "test_loss": rec["test_loss"], **reader.point_row(unit, rec)})
+        rows = [{"student": unit.student.label, "params": rec["params"], "n": unit.n, "train_loss": rec["train_loss"],
+                 "test_loss": rec["test_loss"], **reader.point_row(unit, rec)}
+                for unit, rec in reader.finished(self.units(config))]
         return [reader.write_csv(TABLE, reader.columns(BASE, reader.point, TAIL), rows)]
 
     def analyze(self, run: RunData) -> ScalingResult | None:
