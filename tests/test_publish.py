@@ -100,3 +100,8 @@ def test_readme_quick_column_is_what_findings_prints_for_the_published_run():
     bias = next(v for k, v in measured.items() if "bias" in k)
     n_max, values = re.search(r"N = (\d+): bias ([\d.]+(?: → [\d.]+)+)", bias).groups()
     assert f"{' → '.join(_two_digits(values))} (N = {n_max})" in quick["bias falls"]
+
+
+def test_published_digits_distill_run_findings_equal_its_summary():
+    published = ROOT / "docs" / "runs" / "digits-distill"
+    assert [f.to_dict() for f in run_findings(published)] == json.loads((published / "summary.json").read_text())["findings"]
