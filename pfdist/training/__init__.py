@@ -9,14 +9,11 @@ from pfdist.training.checkpoint import (
     save_denoiser,
 )
 from pfdist.training.loss import edm_loss
+from pfdist.training.config import TrainConfig, derive_seed, ema_beta, learning_rate
 from pfdist.training.trainer import (
     DataOrder,
-    TrainConfig,
     TrainResult,
     TrainState,
-    derive_seed,
-    ema_beta,
-    learning_rate,
     make_optimizer,
     make_state,
     train,

@@ -6,7 +6,7 @@ help quotes them) without the command line importing the experiments layer.
 
 from __future__ import annotations
 
-from pfdist.training.trainer import TrainConfig
+from pfdist.training.config import TrainConfig
 
 BATCH = 256
 EPOCH_IMAGES = 50 * BATCH  # an "epoch" is 12 800 images (50 steps) whatever N is

@@ -91,7 +91,8 @@ class Study:
         return preset.studies.get(self.name)
 
     def from_dict(self, d: Any) -> Any:
-        raise NotImplementedError
+        """Its config from the preset file's form; a study with no key of its own has none to read."""
+        raise PFDistError(f"the {self.name} study has no config of its own in a preset (it runs with another study).")
 
     def to_dict(self, config: Any) -> dict:
         d = asdict(config)
