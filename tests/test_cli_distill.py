@@ -19,9 +19,10 @@ TRAIN = {"epochs": 2, "epoch_images": 512, "batch_size": 64}
 N, M = 16, 64
 
 
-def _args(teacher, out, method="regression", steps="1", pairs=str(N)):
+def _args(teacher, out, method="regression", steps="1", pairs=str(N), multistep="segments"):
     return ["distill", str(teacher), "--method", method, "--steps", steps, "--num-pairs", pairs, "-o", str(out),
-            "--net", json.dumps(NET), "--train", json.dumps(TRAIN), "--seed", "3", "--num-samples", str(M)]
+            "--net", json.dumps(NET), "--train", json.dumps(TRAIN), "--seed", "3", "--num-samples", str(M),
+            "--multistep", multistep]
 
 
 @pytest.fixture
@@ -69,6 +70,7 @@ def test_distill_matches_the_api_and_resumes(tmp_path, teacher):
     ({"steps": "19"}, "teacher's grid has 18 steps"),
     ({"pairs": "0"}, "--num-pairs"),
     ({"method": "progressive", "steps": "16"}, "progressive"),
+    ({"method": "consistency", "steps": "2", "multistep": "renoise"}, "multistep must be one of"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, teacher, change, says):
     out = tmp_path / "student"

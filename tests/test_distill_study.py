@@ -59,6 +59,18 @@ def test_tiny_distill_preset_end_to_end_and_resume(tmp_path, monkeypatch):
     assert len(bv) == 2 and all(int(r["k"]) == 2 for r in bv)
     for r in bv:  # mean(E_gen^2) = E_bias^2 + E_var with the 1/K mean
         assert float(r["mean_e_gen_sq"]) == pytest.approx(float(r["e_bias"]) ** 2 + float(r["e_var"]), rel=1e-4)
+    # The K students' Gram matrices are kept: the unbiased terms and their intervals refit from them.
+    from pfdist.analysis.bias_variance import bias_variance_ci
+    from pfdist.experiments.studies.bias_variance import read_grams
+
+    grams = read_grams([{**r, "n": int(r["n"]), "g": float(r["g"])}
+                        for r in rows(tmp_path / "distill_bias_variance_gram.csv")], "kernel")
+    assert set(grams) == {("w8", 8), ("w16", 8)}
+    for r in bv:
+        ci = bias_variance_ci(grams[r["student"], 8])
+        assert ci.e_var_unbiased == pytest.approx(float(r["e_var_unbiased"]), rel=1e-4, abs=1e-9)
+    bv_row = next(f for f in summary["findings"] if f["finding"].startswith("distilled: at large N, bias"))
+    assert "no interval" not in bv_row["measured"] and "largest minus smallest model" in bv_row["measured"]
     dyn = rows(tmp_path / "distill_dynamics.csv")
     assert [int(r["epoch"]) for r in dyn] == [0, 1, 2]
     findings = [f["finding"] for f in summary["findings"]]

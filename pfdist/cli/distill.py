@@ -50,6 +50,9 @@ def distill(
     out: Path = typer.Option(..., "--out", "-o", help="Student directory (checkpoints, student, results.json)."),
     net: Optional[str] = typer.Option(None, help=_net_help()),
     train_config: Optional[str] = typer.Option(None, "--train", help=_train_help()),
+    multistep: str = typer.Option("segments", help="Consistency with several steps: segments (one consistency "
+                                  "function per segment between the student's levels, along x_T's trajectory), "
+                                  "ddim or fresh (one function to sigma_min, re-noised between steps)."),
     seed: int = typer.Option(0, help="Training seed (initialisation, batches, noise)."),
     num_samples: int = typer.Option(NUM_SAMPLES, help="Evaluation seeds 100000.. for E_gen and E_mem."),
 ) -> None:
@@ -82,7 +85,8 @@ def distill(
 
         try:
             student = pfdist.distill(teacher_map, method=method, steps=steps, num_pairs=num_pairs, net=net_config,
-                                     train=train, seed=seed, out_dir=out, progress=update)
+                                     train=train, seed=seed, out_dir=out, progress=update,
+                                     multistep=multistep)
         finally:
             for bar, _ in bars:
                 bar.close()
@@ -95,6 +99,7 @@ def distill(
     except (PFDistError, ValueError) as e:
         fail(str(e))
     record = {"teacher": str(teacher), "method": method, "steps": steps, "num_pairs": num_pairs, "seed": seed,
+              **({"multistep": multistep} if method == "consistency" and steps > 1 else {}),
               "nfe": student.nfe, "eval_seeds": [EVAL_SEED, EVAL_SEED + num_samples - 1],
               **{name: _record(r) for name, r in results.items()}}
     atomic_write_text(out / "results.json", json.dumps(record, indent=2) + "\n")

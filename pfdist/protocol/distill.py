@@ -11,9 +11,13 @@ trained on teacher samples.
 - ``"regression"``: MSE between the student's ``steps``-step map at x_T^i and the teacher's
   output y^i, trained end to end through all its steps (Luhman & Luhman 2021).
 - ``"consistency"``: consistency distillation (Song et al. 2023, Algorithm 2, L2 metric): on
-  the teacher's grid sigma_0 > ... > sigma_{K-1} = sigma_min, x = y + sigma_n z for a training
-  output y, one Heun step of the teacher's PF-ODE to sigma_{n+1}, and the loss
-  ``|f_theta(x, sigma_n) - f_target(x_hat, sigma_{n+1})|^2``; the target is an EMA of theta with
+  the teacher's grid sigma_0 > ... > sigma_{K-1} = sigma_min with the student's levels merged in
+  (so the levels it is applied at are trained, a segment's ends included), x = y + sigma_n z for a training
+  output y, one Heun step of the teacher's PF-ODE to sigma' = max(sigma_{n+1}, s), s the lower
+  end of sigma_n's segment (``multistep="segments"``, Heek et al. 2024: the next student level
+  below sigma_n, or sigma_min; the other choices train one segment, s = sigma_min), and the loss
+  ``|f_theta(x, sigma_n; s) - f_target(x_hat, sigma'; s)|^2`` (at sigma' = s the target is x_hat
+  itself: a step that reaches the segment's end is the teacher's own); the target is an EMA of theta with
   decay ``TARGET_DECAY`` (0.95, their CIFAR-10 value), kept as the checkpoint's ``ema``; the
   student is theta. The train config's EMA settings apply to the other methods only.
 - ``"progressive"`` (Salimans & Ho 2022, in sigma with x-prediction): from the largest
@@ -49,7 +53,8 @@ from pfdist.maps import GeneratorMap, ODEMap, generator, ode_map
 from pfdist.nets import EDMPrecond, NetSpec
 from pfdist.noise import noise
 from pfdist.protocol.data import dataset_seeds
-from pfdist.protocol.few_step import METHODS, RENOISE, FewStepStudent, consistency_function, student_sigmas
+from pfdist.protocol.few_step import (METHODS, MULTISTEP, FewStepStudent, consistency_function, segment_floors,
+                                      student_sigmas)
 from pfdist.settings import FlowSettings
 from pfdist.training import (DataOrder, TrainConfig, derive_seed, ema_beta, has_checkpoint, learning_rate,
                              load_checkpoint, load_denoiser, make_optimizer, save_checkpoint, save_denoiser)
@@ -172,12 +177,15 @@ def _loss(method: str, student: FewStepStudent, target: EDMPrecond, teacher: Any
     n = torch.randint(0, len(grid) - 1, (len(y),), generator=g)
     z = torch.randn(y.shape, generator=g).to(y)
     view = (-1,) + (1,) * (y.ndim - 1)
-    sigma, sigma_next = grid[n].to(y).reshape(view), grid[n + 1].to(y).reshape(view)
+    levels = torch.tensor(student.sigmas if student.multistep == "segments" else student.sigmas[:1], dtype=grid.dtype)
+    floor = segment_floors(levels, student.sigma_min, grid[n])
+    sigma, sigma_next = grid[n].to(y).reshape(view), torch.maximum(grid[n + 1], floor).to(y).reshape(view)
+    floor = floor.to(y)
     x = y + sigma * z
     with torch.no_grad():
         x_hat = _heun_step(teacher, x, sigma, sigma_next)
-        wanted = consistency_function(target, x_hat, sigma_next.reshape(-1), student.sigma_min)
-    guess = consistency_function(student.net, x, sigma.reshape(-1), student.sigma_min)
+        wanted = consistency_function(target, x_hat, sigma_next.reshape(-1), student.sigma_min, floor)
+    guess = consistency_function(student.net, x, sigma.reshape(-1), student.sigma_min, floor)
     return (guess - wanted).square().flatten(1).mean(1).mean()
 
 
@@ -226,6 +234,15 @@ def _resume(out_dir: Path, key: dict, config: TrainConfig, parts: tuple) -> tupl
     return ckpt.info["step"], ckpt.info["epoch"], list(ckpt.info["history"])
 
 
+def _grid(flow: FlowSettings, levels: list[float]) -> Tensor:
+    """The teacher's levels (sigma_min last) with the student's merged in, descending: consistency
+    training then steps onto every level the student is applied at (a segment's ends included)."""
+    grid = flow.sigmas()[:-1]
+    merged = torch.cat([grid, torch.tensor(levels, dtype=grid.dtype)]).unique()  # ascending, no repeats
+    keep = torch.cat([merged[:-1][merged[1:] - merged[:-1] > 1e-9 * merged[1:]], merged[-1:]])  # close twins once
+    return keep.flip(0)
+
+
 def _rounds(steps: int, grid: int) -> int:
     """Rounds of halving from the largest ``steps * 2^R`` <= the teacher's grid down to ``steps``."""
     rounds = (grid // steps).bit_length() - 1
@@ -236,7 +253,7 @@ def _rounds(steps: int, grid: int) -> int:
 
 
 def _fit(plan: _Plan, method: str, levels: list[float], pairs: tuple[Tensor, Tensor], key: dict, out: Path | None,
-         teacher: Any, grid: Tensor, init: EDMPrecond | None = None,
+         teacher: Any, grid: Tensor, init: EDMPrecond | None = None, multistep: str = "segments",
          progress: Callable[[int, int, float], None] | None = None) -> tuple[EDMPrecond, list[float]]:
     """Train one student (resuming from ``out``'s checkpoint); returns its final network and loss history.
     ``progress(step, total, loss)`` is called after each training step."""
@@ -245,7 +262,7 @@ def _fit(plan: _Plan, method: str, levels: list[float], pairs: tuple[Tensor, Ten
     if init is not None:  # a progressive round starts from the previous round's student
         model.load_state_dict(init.state_dict())
     target = copy.deepcopy(model).eval().requires_grad_(False)
-    student = FewStepStudent(model, method, levels, plan.flow.sigma_min)
+    student = FewStepStudent(model, method, levels, plan.flow.sigma_min, multistep)
     optimizer, order = make_optimizer(model, config), DataOrder(config.seed, n)
     step, start, history = (0, 0, []) if out is None else _resume(out, key, config, (model, target, optimizer))
     per_epoch, params = config.steps_per_epoch(n), list(model.parameters())
@@ -268,7 +285,7 @@ def _fit(plan: _Plan, method: str, levels: list[float], pairs: tuple[Tensor, Ten
 
 
 def distill(teacher: Any, *, method: str, steps: int, num_pairs: int, net: dict | None = None,
-            train: TrainConfig = TrainConfig(), seed: int = 0, dataset: int = 0, renoise: str = "ddim",
+            train: TrainConfig = TrainConfig(), seed: int = 0, dataset: int = 0, multistep: str = "segments",
             out_dir: str | os.PathLike | None = None,
             progress: Callable[[int, int, float], None] | None = None) -> GeneratorMap:
     """A ``steps``-step student of ``teacher`` distilled on ``num_pairs`` pairs (module doc).
@@ -277,15 +294,17 @@ def distill(teacher: Any, *, method: str, steps: int, num_pairs: int, net: dict 
     ``pfdist.generator`` (regression only; the other methods need the teacher's denoiser).
     ``net``: the student's network config (default an MLP, width 128, depth 2, on the teacher's
     shape); ``train``: optimisation settings (for each progressive round), whose seed is replaced
-    by ``seed``; ``dataset``: which training set's seeds (``dataset_seeds``); ``renoise``: how a
-    multistep consistency student re-noises (:mod:`pfdist.protocol.few_step`). With ``out_dir``
+    by ``seed``; ``dataset``: which training set's seeds (``dataset_seeds``); ``multistep``: how a
+    consistency student with several steps goes from level to level (``"segments"``, ``"ddim"`` or
+    ``"fresh"``: :mod:`pfdist.protocol.few_step`; ignored by the other methods). With ``out_dir``
     checkpoints go there and a run of the same settings resumes from them; the student is saved
     as ``out_dir/student.safetensors``. ``progress(step, total, loss)`` is called after each
     training step (progressive: steps counted over all rounds). Returns ``generator(student, nfe=steps, sigma_max=T)``.
     """
     plan = _plan(teacher, method, steps, num_pairs, net, train, seed)
-    if renoise not in RENOISE:
-        raise PFDistError(f"renoise must be one of {list(RENOISE)} (got {renoise!r}); see pfdist.protocol.few_step.")
+    if multistep not in MULTISTEP:
+        raise PFDistError(f"multistep must be one of {list(MULTISTEP)} (got {multistep!r}); see "
+                          "pfdist.protocol.few_step.")
     dataset_seeds(int(num_pairs), dataset)  # refuses a bad dataset index before the teacher runs
     config, n = plan.config, int(num_pairs)
     x_T, y = distill_pairs(plan.teacher, n, dataset=dataset)
@@ -293,11 +312,14 @@ def distill(teacher: Any, *, method: str, steps: int, num_pairs: int, net: dict 
     free = {k: v for k, v in config.to_dict().items() if k not in ("epochs", "checkpoint_every")}
     key = {"method": method, "steps": int(steps), "num_pairs": n, "dataset": dataset, "net_config": plan.net.config,
            "train_config": free, "teacher": fingerprint(plan.teacher), "pairs": content_hash(x_T, y)}
+    if method == "consistency" and int(steps) > 1:
+        key["multistep"] = multistep  # segments train differently from one segment
     out = None if out_dir is None else Path(out_dir)
     denoiser = getattr(plan.teacher, "denoiser", None)
     if method != "progressive":
         levels = student_sigmas(int(steps), sigma_min=flow.sigma_min, sigma_max=flow.sigma_max, rho=flow.rho)
-        final, history = _fit(plan, method, levels, pairs, key, out, denoiser, flow.sigmas()[:-1], progress=progress)
+        final, history = _fit(plan, method, levels, pairs, key, out, denoiser, _grid(flow, levels), progress=progress,
+                              multistep=multistep)
     else:
         rounds = _rounds(int(steps), flow.steps)
         base = student_sigmas(int(steps) << rounds, sigma_min=flow.sigma_min, sigma_max=flow.sigma_max,
@@ -310,11 +332,11 @@ def distill(teacher: Any, *, method: str, steps: int, num_pairs: int, net: dict 
             final, history = _fit(plan, method, levels, pairs, {**key, "round": r, "init": init},
                                   None if out is None else out / f"round-{r}", denoiser if final is None else final,
                                   torch.tensor(base[:: 1 << (r - 1)], dtype=torch.float64), init=final, progress=tick)
-    meta = {"method": method, "renoise": renoise, "sigmas": levels, "sigma_min": plan.flow.sigma_min, "num_pairs": n,
+    meta = {"method": method, "multistep": multistep, "sigmas": levels, "sigma_min": plan.flow.sigma_min, "num_pairs": n,
             "dataset": dataset, "seed": config.seed, "history": history, "teacher": key["teacher"]}
     if out is not None:
         save_denoiser(out / STUDENT_FILE, final, info={"distill": meta})
-    return _as_map(FewStepStudent(final, method, levels, plan.flow.sigma_min, renoise))
+    return _as_map(FewStepStudent(final, method, levels, plan.flow.sigma_min, multistep))
 
 
 def _round_progress(progress: Callable[[int, int, float], None], r: int, rounds: int) -> Callable:
@@ -335,11 +357,13 @@ def load_distilled(path: str | os.PathLike, *, device: torch.device | str | None
     record = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     info = record.get("info")
     meta = info.get("distill") if isinstance(info, dict) else None
-    ok = (isinstance(meta, dict) and meta.get("method") in METHODS and meta.get("renoise") in RENOISE
+    if isinstance(meta, dict) and "multistep" not in meta and "renoise" in meta:
+        meta = {**meta, "multistep": meta["renoise"]}  # pfdist <= 0.1's record: one segment, re-noised as named
+    ok = (isinstance(meta, dict) and meta.get("method") in METHODS and meta.get("multistep") in MULTISTEP
           and isinstance(meta.get("sigmas"), list) and len(meta["sigmas"]) >= 1)
     numbers_ok = ok and all(isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s > 0
                             for s in meta["sigmas"] + [meta.get("sigma_min")])
     if not numbers_ok:
         raise CheckpointError(f"{path} is not a distilled student (its JSON has no valid 'distill' record); load it "
                               "with pfdist.load_denoiser, or distill it again.")
-    return _as_map(FewStepStudent(net, meta["method"], meta["sigmas"], meta["sigma_min"], meta["renoise"]))
+    return _as_map(FewStepStudent(net, meta["method"], meta["sigmas"], meta["sigma_min"], meta["multistep"]))

@@ -10,21 +10,32 @@ one step the map is ``D_theta(x_T, T)``.
 run as an Euler/DDIM sampler on its levels).
 
 ``"consistency"`` (Song et al. 2023): the student is a consistency function
-``f_theta(x, sigma) = c_skip(sigma) x + c_out(sigma) F_theta(c_in(sigma) x, c_noise(sigma))`` with
+``f_theta(x, sigma) = c_skip x + c_out F_theta(c_in(sigma) x, c_noise(sigma))`` with
 ``c_skip = sigma_data^2 / ((sigma - sigma_min)^2 + sigma_data^2)`` and
-``c_out = (sigma - sigma_min) sigma_data / sqrt(sigma^2 + sigma_data^2)``, so ``f(x, sigma_min) = x``
-exactly (their Appendix C). Multistep sampling (their Algorithm 1): ``x_0 <- f(x_T, T)``, then for
-each further level ``x <- x_0 + sqrt(sigma^2 - sigma_min^2) z``, ``x_0 <- f(x, sigma)``. Both
-choices of ``z`` keep the map a deterministic function of x_T, whatever the batch:
+``c_out = (sigma - sigma_min) sigma_data / sqrt(sigma^2 + sigma_data^2)``, so
+``f(x, sigma_min) = x`` exactly (their Appendix C): a clean estimate. To a floor ``s`` above
+sigma_min, ``f_theta(x, sigma; s) = f + r (x - f)`` with ``r = (s - sigma_min) / (sigma - sigma_min)``:
+the DDIM step from sigma to s with that estimate (Heek et al. 2024's parametrization), so
+``f(x, s; s) = x`` and ``f(x, sigma; sigma_min) = f_theta(x, sigma)``. ``multistep`` says how a
+student with several levels goes from one to the next:
 
-- ``renoise="ddim"`` (default): ``z = (x_T - f(x_T, T)) / T``, the noise the first step implies
-  (DDIM's eta = 0 step, Song et al. 2021), so x stays near x_T's own trajectory and the map
-  approximates the teacher's map point by point;
-- ``renoise="fresh"``: ``z ~ N(0, I)`` from a generator seeded by a hash of the bytes of that
-  sample's x_T (float32) and i, as Algorithm 1 draws it. The output then lands on another
-  trajectory: right in distribution, far from Phi_teacher(x_T) pointwise (on a Gaussian with
-  variance lambda per axis, each step to sigma adds lambda sigma^2 / (lambda + sigma^2) to the
-  squared error).
+- ``"segments"`` (default; multistep consistency models, Heek et al. 2024): the levels cut
+  ``[sigma_min, T]`` into ``steps`` segments, level i's boundary ``s_i`` being the next level
+  (sigma_min after the last), and ``f(., sigma; s_i)`` maps a point at ``sigma`` in segment i to
+  the teacher's trajectory at ``s_i``. The map is ``x <- f(x, sigma_i; s_i)`` for each level: a
+  deterministic chain along x_T's own trajectory, so with the exact f it *is* the teacher's map
+  (to sigma_min). Training uses each level's own segment (:mod:`pfdist.protocol.distill`). With
+  one step this is Song et al.'s consistency function.
+- ``"ddim"`` and ``"fresh"``: Song et al.'s multistep sampling (their Algorithm 1) with one
+  consistency function to sigma_min: ``x_0 <- f(x_T, T)``, then for each further level
+  ``x <- x_0 + sqrt(sigma^2 - sigma_min^2) z``, ``x_0 <- f(x, sigma)``. ``"ddim"``:
+  ``z = (x_T - f(x_T, T)) / T``, the noise the first step implies (DDIM's eta = 0 step, Song et
+  al. 2021), so x stays near, not on, x_T's trajectory (on an axis of variance lambda, for T much
+  above sigma, the step to sigma scales the output by about
+  ``(sqrt(lambda) + sigma) / sqrt(lambda + sigma^2)``). ``"fresh"``: ``z ~ N(0, I)`` from a generator
+  seeded by a hash of the bytes of that sample's x_T (float32) and i, as Algorithm 1 draws it,
+  whatever the batch: right in distribution, far from Phi_teacher(x_T) pointwise (each step to
+  sigma adds ``lambda sigma^2 / (lambda + sigma^2)`` to the squared error on such an axis).
 
 Student levels: the first ``steps`` levels of EDM's rho-grid with ``steps + 1`` levels on the
 teacher's ``[sigma_min, sigma_max]`` (2 steps on EDM's defaults: 80, 2.52).
@@ -43,7 +54,7 @@ from pfdist.schedules import edm_sigmas
 from pfdist.training import derive_seed
 
 METHODS = ("regression", "consistency", "progressive")
-RENOISE = ("ddim", "fresh")
+MULTISTEP = ("segments", "ddim", "fresh")
 
 
 def student_sigmas(steps: int, *, sigma_min: float, sigma_max: float, rho: float) -> list[float]:
@@ -51,10 +62,11 @@ def student_sigmas(steps: int, *, sigma_min: float, sigma_max: float, rho: float
     return [float(s) for s in edm_sigmas(steps + 1, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho)[:steps]]
 
 
-def consistency_function(net: EDMPrecond, x: Tensor, sigma: Tensor, sigma_min: float) -> Tensor:
-    """f(x, sigma) with the boundary condition f(x, sigma_min) = x (Song et al. 2023, App. C).
+def consistency_function(net: EDMPrecond, x: Tensor, sigma: Tensor, sigma_min: float,
+                         floor: Tensor | float | None = None) -> Tensor:
+    """f(x, sigma; floor) with the boundary condition f(x, floor; floor) = x (module doc).
 
-    x: (batch, *shape); sigma: (batch,) >= sigma_min.
+    x: (batch, *shape); sigma: (batch,) >= floor; floor: a number or (batch,), sigma_min if None.
     """
     s = expand_sigma(sigma, x).expand(x.shape[0], *([1] * (x.ndim - 1)))
     sd = net.sigma_data
@@ -62,7 +74,22 @@ def consistency_function(net: EDMPrecond, x: Tensor, sigma: Tensor, sigma_min: f
     c_out = (s - sigma_min) * sd / (s**2 + sd**2).sqrt()
     c_in = 1 / (s**2 + sd**2).sqrt()
     c_noise = s.log().reshape(-1) / 4
-    return c_skip * x + c_out * net.model(c_in * x, c_noise)
+    clean = c_skip * x + c_out * net.model(c_in * x, c_noise)
+    if floor is None:
+        return clean
+    # A DDIM step from sigma to the floor with the clean estimate (in sigma - sigma_min, so that a
+    # floor of sigma_min gives the clean estimate itself and sigma = floor gives x).
+    b = expand_sigma(floor, x).expand_as(s)
+    ratio = torch.where(s > b, (b - sigma_min) / (s - sigma_min).clamp_min(1e-30), torch.ones_like(s))
+    return clean + ratio * (x - clean)
+
+
+def segment_floors(levels: Tensor, sigma_min: float, sigma: Tensor) -> Tensor:
+    """For each sigma in ``(sigma_min, levels[0]]``: the lower end of its segment, the largest of the
+    student's later levels and sigma_min below it (module doc). levels: descending; sigma: (batch,)."""
+    bounds = torch.cat([levels[1:], levels.new_tensor([sigma_min])])
+    below = bounds[None, :] < sigma[:, None] * (1 - 1e-9)
+    return torch.where(below, bounds[None, :], bounds.new_tensor(sigma_min)).amax(dim=1)
 
 
 def renoise(x_T: Tensor, step: int) -> Tensor:
@@ -83,11 +110,12 @@ class FewStepStudent(nn.Module):
     x_T: (batch, *shape) at noise level ``sigmas[0]``. Returns (batch, *shape).
     """
 
-    def __init__(self, net: EDMPrecond, method: str, sigmas: list[float], sigma_min: float, renoise: str = "ddim"):
+    def __init__(self, net: EDMPrecond, method: str, sigmas: list[float], sigma_min: float,
+                 multistep: str = "segments"):
         super().__init__()
-        assert method in METHODS and len(sigmas) >= 1 and renoise in RENOISE
+        assert method in METHODS and len(sigmas) >= 1 and multistep in MULTISTEP
         self.net, self.method, self.sigmas, self.sigma_min = net, method, list(sigmas), float(sigma_min)
-        self.renoise = renoise
+        self.multistep = multistep
         self.shape = tuple(net.config["shape"])
 
     @property
@@ -107,14 +135,19 @@ class FewStepStudent(nn.Module):
 
     def _consistency(self, x_T: Tensor) -> Tensor:
         full = lambda s: torch.full((x_T.shape[0],), s, dtype=x_T.dtype, device=x_T.device)  # noqa: E731
+        if self.multistep == "segments":
+            x = x_T
+            for sigma, floor in zip(self.sigmas, self.sigmas[1:] + [self.sigma_min]):
+                x = consistency_function(self.net, x, full(sigma), self.sigma_min, floor)  # along the trajectory to the next level
+            return x
         x_0 = consistency_function(self.net, x_T, full(self.sigmas[0]), self.sigma_min)
         z_ddim = (x_T - x_0) / self.sigmas[0]
         for i, sigma in enumerate(self.sigmas[1:], start=1):
             # Re-noise to sigma, then map back to the boundary (Song et al. 2023, Algorithm 1).
-            z = z_ddim if self.renoise == "ddim" else renoise(x_T, i)
+            z = z_ddim if self.multistep == "ddim" else renoise(x_T, i)
             x = x_0 + (sigma**2 - self.sigma_min**2) ** 0.5 * z
             x_0 = consistency_function(self.net, x, full(sigma), self.sigma_min)
         return x_0
 
     def extra_repr(self) -> str:
-        return f"method={self.method!r}, renoise={self.renoise!r}, sigmas={[round(s, 4) for s in self.sigmas]}"
+        return f"method={self.method!r}, multistep={self.multistep!r}, sigmas={[round(s, 4) for s in self.sigmas]}"

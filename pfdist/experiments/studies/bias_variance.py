@@ -76,8 +76,7 @@ class BiasVariance(Study):
                 continue
             head = {"student": group[0].student.label, "params": recs[0]["params"], "n": group[0].n}
             values, by_space = decomposition(reader, [reader.student_values(u) for u in group])
-            grams += [{**head, "space": name, "i": i, "j": j, "g": float(gram[i, j])}
-                      for name, gram in by_space.items() for i in range(config.k) for j in range(config.k)]
+            grams += gram_rows(head, by_space)
             rows.append({**head, "k": config.k, "seeds": config.seeds, **reader.spread(values, COLUMNS)})
         return [reader.write_csv(TABLE, reader.columns(BASE, COLUMNS, []), rows),
                 reader.write_csv(GRAMS, GRAM_COLUMNS, grams)]
@@ -86,19 +85,7 @@ class BiasVariance(Study):
         return run.rows.get(TABLE)
 
     def grams(self, run: RunData) -> dict[tuple[str, int], Any]:
-        """{(student, N): its K students' residual Gram matrix} in the primary space (empty for
-        tables written before the matrices were kept)."""
-        import numpy as np
-
-        cells: dict[tuple[str, int], dict[tuple[int, int], float]] = {}
-        for r in run.rows.get(GRAMS) or []:
-            if r["space"] == run.primary:
-                cells.setdefault((r["student"], r["n"]), {})[int(r["i"]), int(r["j"])] = r["g"]
-        out = {}
-        for key, c in cells.items():
-            k = 1 + max(i for i, _ in c)
-            out[key] = np.array([[c[i, j] for j in range(k)] for i in range(k)])
-        return out
+        return read_grams(run.rows.get(GRAMS), run.primary)
 
     def figures(self, result: list[dict[str, Any]] | None, run: RunData, out_dir: Path) -> list[Path]:
         from pfdist.plots import plot_bias_variance  # matplotlib: only when drawing
@@ -122,6 +109,29 @@ class BiasVariance(Study):
 
 
 STUDY = BiasVariance()
+
+
+def gram_rows(head: dict[str, Any], by_space: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of a Gram table (``GRAM_COLUMNS``) for one group of K students: ``head`` (student,
+    params, N) and each space's (K, K) matrix, one row per entry."""
+    return [{**head, "space": name, "i": i, "j": j, "g": float(gram[i, j])}
+            for name, gram in by_space.items() for i in range(len(gram)) for j in range(len(gram))]
+
+
+def read_grams(rows: list[dict[str, Any]] | None, space: str) -> dict[tuple[str, int], Any]:
+    """{(student, N): its K students' residual Gram matrix} in ``space`` from a Gram table's rows
+    (empty for tables written before the matrices were kept)."""
+    import numpy as np
+
+    cells: dict[tuple[str, int], dict[tuple[int, int], float]] = {}
+    for r in rows or []:
+        if r["space"] == space:
+            cells.setdefault((r["student"], r["n"]), {})[int(r["i"]), int(r["j"])] = r["g"]
+    out = {}
+    for key, c in cells.items():
+        k = 1 + max(i for i, _ in c)
+        out[key] = np.array([[c[i, j] for j in range(k)] for i in range(k)])
+    return out
 
 
 def decomposition(reader, outputs: list) -> tuple[dict[str, dict], dict[str, Any]]:

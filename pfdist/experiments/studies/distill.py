@@ -38,7 +38,8 @@ from pfdist.analysis.findings import (Finding, bias_variance_finding, collapse_f
 from pfdist.errors import PFDistError
 from pfdist.experiments.studies.base import (Block, RunData, Student, Study, Unit, distinct, fields_of, ints, ns_of,
                                              students_of, train_of)
-from pfdist.experiments.studies.bias_variance import COLUMNS as BV_COLUMNS, bias_variance_blocks
+from pfdist.experiments.studies.bias_variance import (COLUMNS as BV_COLUMNS, GRAM_COLUMNS, bias_variance_blocks,
+                                                      read_grams)
 from pfdist.experiments.studies.distill_units import (bv_rows, distil, dynamics_rows, evaluate, evaluations,
                                                      final_loss, param_count, point_rows)
 from pfdist.experiments.studies.dynamics import dynamics_blocks
@@ -50,6 +51,7 @@ from pfdist.report import fmt
 from pfdist.training import TrainConfig
 
 TABLE, STEPS, BV, DYNAMICS = "distill.csv", "distill_steps.csv", "distill_bias_variance.csv", "distill_dynamics.csv"
+BV_GRAMS = "distill_bias_variance_gram.csv"  # the K students' residual Gram matrices: the intervals refit from them
 BASE = ["student", "params", "n", "steps", "method"]
 
 
@@ -135,6 +137,7 @@ class DistillResult:
     crossings: list[Crossing]  # distilled, then data-distilled students of the same labels
     steps_rows: list[dict[str, Any]] | None
     bv_rows: list[dict[str, Any]] | None
+    bv_grams: dict[tuple[str, int], Any]  # (student, N) -> the K students' Gram matrix, primary space
     dynamics: dict[str, DynamicsReport] | None  # per (student, N)
     verdicts: dict[str, Any] | None  # per (student, N): pfdist.analysis.DynamicsVerdict
 
@@ -145,7 +148,8 @@ class DistillStudy(Study):
                       "mem_ratio"),
               STEPS: ("student", "params", "n", "steps", "e_gen", "e_gen_stderr"),
               BV: ("student", "params", "n", "steps", "k", "e_bias", "e_var", "mean_e_gen_sq", "e_gen"),
-              DYNAMICS: ("student", "params", "n", "steps", "epoch", "e_gen", "e_gen_stderr", "e_mem")}
+              DYNAMICS: ("student", "params", "n", "steps", "epoch", "e_gen", "e_gen_stderr", "e_mem"),
+              BV_GRAMS: tuple(GRAM_COLUMNS)}
     captions = {"distill": "Distilled students: E_gen, E_mem and the copy share (95% Wilson intervals) against log2 N "
                            "per size (colour) and number of steps (marker); last panel: E_gen against steps at one "
                            "N. Dashed, same colour: data-distilled students of the same labels (scaling study), "
@@ -260,8 +264,9 @@ class DistillStudy(Study):
         if config.sweep is not None:
             written.append(reader.write_csv(STEPS, cols, point_rows(reader, self.sweep_units(config))))
         if config.bias_variance is not None:
-            written.append(reader.write_csv(BV, reader.columns(BASE + ["k", "seeds"], BV_COLUMNS, []),
-                                            bv_rows(reader, self.bv_units(config), config.bias_variance.k)))
+            rows, grams = bv_rows(reader, self.bv_units(config), config.bias_variance.k)
+            written += [reader.write_csv(BV, reader.columns(BASE + ["k", "seeds"], BV_COLUMNS, []), rows),
+                        reader.write_csv(BV_GRAMS, GRAM_COLUMNS, grams)]
         if config.dynamics is not None and not reader.rescore:  # the intermediate maps are not kept
             written.append(reader.write_csv(DYNAMICS, reader.columns(BASE + ["epoch", "images"], reader.point, []),
                                             dynamics_rows(reader, self.dynamics_units(config))))
@@ -278,7 +283,8 @@ class DistillStudy(Study):
         data = [r for r in run.rows.get("scaling.csv", []) if r["student"] in labels]
         crossings += [crossing(g, None) for g in curves(data).values()]
         reports, verdicts = _judge_dynamics(run, rows, dyn) if dyn else (None, None)
-        return DistillResult(rows, fits, crossings, steps_rows, bv_rows, reports, verdicts)
+        grams = read_grams(run.rows.get(BV_GRAMS), run.primary)
+        return DistillResult(rows, fits, crossings, steps_rows, bv_rows, grams, reports, verdicts)
 
     def figures(self, result: DistillResult | None, run: RunData, out_dir: Path) -> list[Path]:
         if result is None or not result.rows:
@@ -300,7 +306,7 @@ class DistillStudy(Study):
                                    paper=f"data-distilled: {f.paper}; {NOT_PUBLIC}"))
         out += [fewer_samples_finding(result.crossings, "scaling.csv" in run.rows), steps_finding(result.steps_rows)]
         dyn = [early_learning_finding(result.verdicts), double_descent_finding(result.verdicts)]
-        for f in (bias_variance_finding(result.bv_rows), *dyn):
+        for f in (bias_variance_finding(result.bv_rows, result.bv_grams), *dyn):
             out.append(replace(f, finding=f"distilled: {f.finding}", paper=f"data-distilled: {f.paper}; {NOT_PUBLIC}"))
         return out
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pfdist.experiments.studies.base import Unit
-from pfdist.experiments.studies.bias_variance import COLUMNS as BV_COLUMNS, decomposition
+from pfdist.experiments.studies.bias_variance import COLUMNS as BV_COLUMNS, decomposition, gram_rows
 
 # Units --------------------------------------------------------------------------------------------
 
@@ -118,16 +118,18 @@ def point_rows(reader: Any, units: list[Unit]) -> list[dict]:
             for u in units if (rec := reader.result(u)) is not None]
 
 
-def bv_rows(reader: Any, units: list[Unit], k: int) -> list[dict]:
-    rows = []
+def bv_rows(reader: Any, units: list[Unit], k: int) -> tuple[list[dict], list[dict]]:
+    """The bias-variance table's rows and its Gram table's (the K students' residual Gram matrices)."""
+    rows, grams = [], []
     for group in (units[i:i + k] for i in range(0, len(units), k)):
         recs = [reader.result(u) for u in group]
         if any(r is None for r in recs):
             continue
-        values, _ = decomposition(reader, [distilled_outputs(reader.ctx, u) for u in group])
-        rows.append({**base_row(group[0], recs[0]), "k": k, "seeds": "per_student",
-                     **reader.spread(values, BV_COLUMNS)})
-    return rows
+        values, by_space = decomposition(reader, [distilled_outputs(reader.ctx, u) for u in group])
+        head = base_row(group[0], recs[0])
+        rows.append({**head, "k": k, "seeds": "per_student", **reader.spread(values, BV_COLUMNS)})
+        grams += gram_rows({"student": head["student"], "params": head["params"], "n": head["n"]}, by_space)
+    return rows, grams
 
 
 def dynamics_rows(reader: Any, units: list[Unit]) -> list[dict]:
