@@ -73,6 +73,31 @@ def test_export_run_refuses_an_unfinished_run_and_writes_nothing(finished, tmp_p
     assert r.exit_code == 2 and "no config.json" in r.output
 
 
+def test_rescores_are_exported_and_their_findings_recomputed(finished, tmp_path):
+    from pfdist.experiments import rescore
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished[0], run_dir)
+    narrow = rescore(run_dir, {"type": "kernel", "num_features": 256, "bandwidth_rule": "median_nn/4", "name": "kq"})
+    out = tmp_path / "published"
+    assert RUN.invoke(app, ["export-run", str(run_dir), "-o", str(out)]).exit_code == 0
+    sub = out / "rescore" / Path(narrow["out_dir"]).name
+    assert sorted(p.name for p in sub.iterdir()) == sorted([*(Path(t).name for t in narrow["tables"]), "summary.json"])
+    for t in narrow["tables"]:
+        assert (sub / Path(t).name).read_bytes() == Path(t).read_bytes()
+    for where in (run_dir, out):  # the run and its export give the rescore's own findings
+        r = RUN.invoke(app, ["findings", str(where), "--space", "kq", "--json"])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout) == narrow["findings"]
+    table = RUN.invoke(app, ["findings", str(out)])
+    assert table.exit_code == 0 and "rescored in: kq" in table.output
+    r = RUN.invoke(app, ["findings", str(out), "--space", "wide"])
+    assert r.exit_code == 2 and "no rescore in a space named 'wide' (rescored: kq)" in r.output
+    (Path(narrow["out_dir"]) / "copier.csv").unlink()  # a damaged rescore: refused before anything is written
+    r = RUN.invoke(app, ["export-run", str(run_dir), "-o", str(tmp_path / "again")])
+    assert r.exit_code == 2 and "lists copier.csv" in r.output and not (tmp_path / "again").exists()
+
+
 def test_published_quick_run_findings_equal_its_summary():
     r = RUN.invoke(app, ["findings", str(QUICK), "--json"])
     assert r.exit_code == 0, r.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -32,12 +33,17 @@ def export_run(
 def findings(
     directory: Path = typer.Argument(..., help="A run directory, or one pfdist export-run wrote."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list of rows instead of a table."),
+    space: Optional[str] = typer.Option(None, help="The table of the run's pfdist rescore in this space (its name, "
+                                                   "e.g. kq, or its directory's name under rescore/)."),
 ) -> None:
-    """Recompute the paper's findings table from a run's CSV tables and config.json (no model)."""
-    from pfdist.experiments.publish import run_findings
+    """Recompute the paper's findings table from a run's CSV tables and config.json (no model).
+
+    Without --space the table is the run's own; the spaces of its rescores are listed after it."""
+    from pfdist.experiments.publish import rescored_names, run_findings
 
     try:
-        rows = [f.to_dict() for f in run_findings(directory)]
+        rows = [f.to_dict() for f in run_findings(directory, space)]
+        others = [] if space is not None else rescored_names(directory)
     except PFDistError as e:
         fail(str(e))
     if as_json:
@@ -47,3 +53,5 @@ def findings(
         typer.echo(f"{row['finding']}: {row['verdict']}")
         typer.echo(f"  paper:    {row['paper']}")
         typer.echo(f"  measured: {row['measured']}")
+    if others:
+        typer.echo(f"rescored in: {', '.join(others)} (pfdist findings {directory} --space NAME)")
