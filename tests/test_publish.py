@@ -1,6 +1,7 @@
 """``pfdist export-run`` and ``pfdist findings``: a finished run's data published, its findings
 recomputed from the published files alone, and the README's quick column read from them."""
 
+import itertools
 import json
 import re
 import shutil
@@ -130,3 +131,42 @@ def test_readme_quick_column_is_what_findings_prints_for_the_published_run():
 def test_published_digits_distill_run_findings_equal_its_summary():
     published = ROOT / "docs" / "runs" / "digits-distill"
     assert [f.to_dict() for f in run_findings(published)] == json.loads((published / "summary.json").read_text())["findings"]
+
+
+DIGITS = ROOT / "docs" / "runs" / "digits"
+
+
+def _printed_numbers(directory: Path) -> set[str]:
+    """Every decimal number `pfdist findings DIR` prints, for the run and each of its rescores."""
+    from pfdist.experiments.publish import rescored_names
+
+    tables = [run_findings(directory)] + [run_findings(directory, name) for name in rescored_names(directory)]
+    text = " ".join(f"{f.measured} {f.verdict}" for table in tables for f in table)
+    return set(re.findall(r"\d+\.\d+", text))
+
+
+def _quoted(number: str, printed: set[str]) -> bool:
+    """``number`` (as written in the docs) is one of ``printed`` rounded to the docs' digits."""
+    places = len(number.split(".")[1])
+    return any(f"{float(p):.{places}f}" == number for p in printed if len(p.split(".")[1]) >= places)
+
+
+def _findings_section(doc: str) -> str:
+    return (ROOT / doc).read_text(encoding="utf-8").split("<!-- findings:begin -->")[1].split(
+        "<!-- findings:end -->")[0]
+
+
+def _not_printed(text: str, printed: set[str]) -> list[str]:
+    quoted = re.findall(r"(?<![\d.^])\d+\.\d+", text)
+    assert len(quoted) >= 20  # the section is a findings table, not a sentence
+    return sorted({q for q in quoted if not _quoted(q, printed)})
+
+
+def test_distillation_doc_quotes_only_what_findings_prints_for_digits_distill():
+    published = ROOT / "docs" / "runs" / "digits-distill"
+    assert not _not_printed(_findings_section("docs/distillation.md"), _printed_numbers(published))
+
+
+def test_readme_bandwidth_table_quotes_only_what_findings_prints_for_quick():
+    """The README's "Ψ is a knob" table: the quick run's own findings and those of its rescores."""
+    assert not _not_printed(_findings_section("README.md"), _printed_numbers(QUICK))

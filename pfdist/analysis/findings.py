@@ -29,6 +29,7 @@ Only the main architecture family of the scaling table enters (see
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
@@ -72,8 +73,10 @@ def _per_size(name: str, paper: str, statistic: Callable, rows: Sequence[dict[st
     return result, (None if result else Finding(name, paper, missing, "not measured"))
 
 
-def floor_finding(rows: Sequence[dict[str, Any]]) -> Finding:
-    """Floors with their 95% intervals and the order of neighbouring sizes (:mod:`pfdist.analysis.floors`)."""
+def floor_finding(rows: Sequence[dict[str, Any]], others: dict[str, Sequence[dict[str, Any]]] | None = None) -> Finding:
+    """Floors with their 95% intervals and the order of neighbouring sizes (:mod:`pfdist.analysis.floors`);
+    ``others``: {space: the rows in that space's columns}, whose floors are stated after (the verdict
+    is the primary space's)."""
     name = "E_gen falls to a floor, higher for smaller models"
     paper = "1.22 → 0.75–0.82, higher floor for smaller models"
     sizes, unmeasured = _per_size(name, paper, floors, rows, "no scaling table")
@@ -84,6 +87,11 @@ def floor_finding(rows: Sequence[dict[str, Any]]) -> Finding:
                 + "; ".join(f"{_size(f.params)}: {f.describe()}" for f in sizes)
                 + f"; falls (drop > 1.96 combined SE) for {sum(f.falls for f in sizes)} of {len(sizes)} sizes; "
                 + "neighbouring floors (smaller − larger, ± SE): " + ", ".join(o.describe() for o in order))
+    for space, space_rows in (others or {}).items():
+        try:
+            measured += f"; {space}: floors {' / '.join(_g(f.value) for f in floors(space_rows))}"
+        except PFDistError:
+            measured += f"; {space}: no floors"
     return Finding(name, paper, measured, floor_verdict(sizes))
 
 
@@ -108,6 +116,10 @@ def copier_finding(plateaus: dict[str, Plateau] | None, primary: str) -> Finding
     if p is None:
         return Finding(name, paper, "no copier table", "not measured")
     measured = f"ideal copier E_gen {_g(p.low)} (N = {p.n_low}) … {_g(p.high)} (N = {p.n_high}), {p.describe()}"
+    for space, q in (plateaus or {}).items():
+        if space != primary:
+            ci = f" (95% CI {q.ratio_ci[0]:.3f}–{q.ratio_ci[1]:.3f})" if math.isfinite(q.ratio_ci[0]) else ""
+            measured += f"; {space}: max/min {q.ratio:.3f}{ci}, {q.verdict}"
     verdict = {"flat": "check passed", "not flat": "check failed"}.get(p.verdict, "not measured")
     return Finding(name, paper, measured, verdict)
 

@@ -95,7 +95,8 @@ class ScalingStudy(Study):
     def findings(self, result: ScalingResult | None, run: RunData) -> list:
         rows = result.rows if result is not None else []
         fits = result.fits(run.primary) if result is not None else {run.primary: None}
-        return [floor_finding(rows), memorization_finding(rows),
+        others = {space: run.space_rows(TABLE, space) for space in run.spaces[1:]} if rows else {}
+        return [floor_finding(rows, others), memorization_finding(rows),
                 collapse_finding(fits, scaling_collapse_report(rows) if rows else None)]
 
     def summary(self, result: ScalingResult | None, run: RunData) -> list[str]:
