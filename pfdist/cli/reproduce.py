@@ -28,9 +28,10 @@ RAY, SLURM = _defaults(RayEngine), _defaults(SlurmEngine)
 
 @app.command(cls=Command)
 def reproduce(
-    preset: str = typer.Option("quick", help="quick (15 min on 2 CPU cores), full (37 min), paper (GPUs), "
-                                             "digits (U-Nets on real 8x8 digits, 1.5 h on 2 CPU cores), digits-full, "
-                                             "digits-distill (distilled few-step U-Nets, <= 1 h estimated), "
+    preset: str = typer.Option("quick", help="quick (7 min on 2 idle CPU cores), full (37 min), paper (GPUs), "
+                                             "digits (U-Nets on real 8x8 digits, 1 h 45 min estimated on 2 CPU cores), digits-full, "
+                                             "quick-distill (distilled few-step MLPs, 12 min), digits-distill "
+                                             "(distilled few-step U-Nets, 33 min), "
                                              "or a JSON file in the form of Preset.to_dict() (missing keys take defaults)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<preset>); shared storage "
                                                                 "when units run on several machines."),
