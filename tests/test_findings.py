@@ -68,6 +68,16 @@ def test_floor_finding_verdicts():
     assert floor_finding([]).verdict == "not measured"
 
 
+def test_floor_finding_states_the_other_spaces_floors_of_the_main_family():
+    main = scaling_rows(noise=0.0)
+    control = scaling_rows(alpha=1.2, floors=(0.5, 0.4), label="mlp", sizes=(3 * 2 ** 15, 3 * 2 ** 17), seed=1)
+    pixels = RunData(Path("."), ("kernel", "pixels"), {"scaling.csv": main + control}, {}).space_rows(
+        "scaling.csv", "pixels")
+    row = floor_finding(main + control, {"pixels": pixels})
+    assert row.verdict == floor_finding(main).verdict  # the primary space's verdict
+    assert row.measured.endswith("; pixels: floors 4.5 / 4 / 3.61 / 3.33")  # 5 x the kernel floors, no mlp
+
+
 def test_memorization_finding_saturation_order():
     assert memorization_finding(scaling_rows(mem_shift=-4.0)).verdict == "reproduced"
     # 3 octaves on a one-octave grid: one size's gap range reaches 0, so its order is undetermined.

@@ -141,7 +141,7 @@ def _printed_numbers(directory: Path) -> set[str]:
     from pfdist.experiments.publish import rescored_names
 
     tables = [run_findings(directory)] + [run_findings(directory, name) for name in rescored_names(directory)]
-    text = " ".join(f"{f.measured} {f.verdict}" for table in tables for f in table)
+    text = " ".join(f"{f.paper} {f.measured} {f.verdict}" for table in tables for f in table)
     return set(re.findall(r"\d+\.\d+", text))
 
 
@@ -170,3 +170,20 @@ def test_distillation_doc_quotes_only_what_findings_prints_for_digits_distill():
 def test_readme_bandwidth_table_quotes_only_what_findings_prints_for_quick():
     """The README's "Ψ is a knob" table: the quick run's own findings and those of its rescores."""
     assert not _not_printed(_findings_section("README.md"), _printed_numbers(QUICK))
+
+
+def test_digits_doc_quotes_only_what_findings_prints_for_the_published_run():
+    """docs/digits.md's findings section and the README's digits column quote only numbers that
+    `pfdist findings docs/runs/digits` (with --space for each rescore) prints."""
+    printed = _printed_numbers(DIGITS)
+    assert not _not_printed(_findings_section("docs/digits.md"), printed)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    header = next(line for line in readme.splitlines() if line.startswith("| finding (paper) | quick"))
+    column = [c.strip() for c in header.split("|")].index("digits (real 8×8 digits, U-Nets)")
+    rows = list(itertools.takewhile(lambda line: line.startswith("| "), readme.split(header)[1].splitlines()[2:]))
+    assert len(rows) == 9
+    assert not _not_printed(" ".join(re.split(r"(?<!\\)\|", line)[column] for line in rows), printed)
+
+
+def test_published_digits_run_findings_equal_its_summary():
+    assert [f.to_dict() for f in run_findings(DIGITS)] == json.loads((DIGITS / "summary.json").read_text())["findings"]

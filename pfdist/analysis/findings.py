@@ -89,7 +89,7 @@ def floor_finding(rows: Sequence[dict[str, Any]], others: dict[str, Sequence[dic
                 + "neighbouring floors (smaller − larger, ± SE): " + ", ".join(o.describe() for o in order))
     for space, space_rows in (others or {}).items():
         try:
-            measured += f"; {space}: floors {' / '.join(_g(f.value) for f in floors(space_rows))}"
+            measured += f"; {space}: floors {' / '.join(_g(f.value) for f in floors(collapse_rows(space_rows)))}"
         except PFDistError:
             measured += f"; {space}: no floors"
     return Finding(name, paper, measured, floor_verdict(sizes))

@@ -29,7 +29,7 @@ RAY, SLURM = _defaults(RayEngine), _defaults(SlurmEngine)
 @app.command(cls=Command)
 def reproduce(
     preset: str = typer.Option("quick", help="quick (7 min on 2 idle CPU cores), full (37 min), paper (GPUs), "
-                                             "digits (U-Nets on real 8x8 digits, 1 h 45 min estimated on 2 CPU cores), digits-full, "
+                                             "digits (U-Nets on real 8x8 digits, 1 h on 2 CPU cores), digits-full, "
                                              "quick-distill (distilled few-step MLPs, 12 min), digits-distill "
                                              "(distilled few-step U-Nets, 33 min), "
                                              "or a JSON file in the form of Preset.to_dict() (missing keys take defaults)."),
