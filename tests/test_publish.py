@@ -128,8 +128,9 @@ def test_readme_quick_column_is_what_findings_prints_for_the_published_run():
     assert f"{' → '.join(_two_digits(values))} (N = {n_max})" in quick["bias falls"]
 
 
-def test_published_digits_distill_run_findings_equal_its_summary():
-    published = ROOT / "docs" / "runs" / "digits-distill"
+@pytest.mark.parametrize("name", ["digits-distill", "quick-distill-consistency"])
+def test_published_distill_runs_findings_equal_their_summaries(name):
+    published = ROOT / "docs" / "runs" / name
     assert [f.to_dict() for f in run_findings(published)] == json.loads((published / "summary.json").read_text())["findings"]
 
 
