@@ -128,8 +128,8 @@ def test_readme_quick_column_is_what_findings_prints_for_the_published_run():
     assert f"{' → '.join(_two_digits(values))} (N = {n_max})" in quick["bias falls"]
 
 
-@pytest.mark.parametrize("name", ["digits-distill", "quick-distill-consistency"])
-def test_published_distill_runs_findings_equal_their_summaries(name):
+@pytest.mark.parametrize("name", ["digits-distill", "quick-distill-consistency", "digits-long-training"])
+def test_published_runs_findings_equal_their_summaries(name):
     published = ROOT / "docs" / "runs" / name
     assert [f.to_dict() for f in run_findings(published)] == json.loads((published / "summary.json").read_text())["findings"]
 
