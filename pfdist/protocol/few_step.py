@@ -137,8 +137,8 @@ class FewStepStudent(nn.Module):
         full = lambda s: torch.full((x_T.shape[0],), s, dtype=x_T.dtype, device=x_T.device)  # noqa: E731
         if self.multistep == "segments":
             x = x_T
-            for sigma, floor in zip(self.sigmas, self.sigmas[1:] + [self.sigma_min]):
-                x = consistency_function(self.net, x, full(sigma), self.sigma_min, floor)  # along the trajectory to the next level
+            for sigma, floor in zip(self.sigmas, self.sigmas[1:] + [self.sigma_min]):  # along x_T's trajectory
+                x = consistency_function(self.net, x, full(sigma), self.sigma_min, floor)
             return x
         x_0 = consistency_function(self.net, x_T, full(self.sigmas[0]), self.sigma_min)
         z_ddim = (x_T - x_0) / self.sigmas[0]
