@@ -173,17 +173,26 @@ def test_readme_bandwidth_table_quotes_only_what_findings_prints_for_quick():
     assert not _not_printed(_findings_section("README.md"), _printed_numbers(QUICK))
 
 
+def _readme_column(name: str) -> str:
+    """The cells of one column of the README's "What the CPU presets show" table."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    header = next(line for line in readme.splitlines() if line.startswith("| finding (paper) | quick"))
+    column = [c.strip() for c in header.split("|")].index(name)
+    rows = list(itertools.takewhile(lambda line: line.startswith("| "), readme.split(header)[1].splitlines()[2:]))
+    assert len(rows) == 9
+    return " ".join(re.split(r"(?<!\\)\|", line)[column] for line in rows)
+
+
 def test_digits_doc_quotes_only_what_findings_prints_for_the_published_run():
     """docs/digits.md's findings section and the README's digits column quote only numbers that
     `pfdist findings docs/runs/digits` (with --space for each rescore) prints."""
     printed = _printed_numbers(DIGITS)
     assert not _not_printed(_findings_section("docs/digits.md"), printed)
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    header = next(line for line in readme.splitlines() if line.startswith("| finding (paper) | quick"))
-    column = [c.strip() for c in header.split("|")].index("digits (real 8×8 digits, U-Nets)")
-    rows = list(itertools.takewhile(lambda line: line.startswith("| "), readme.split(header)[1].splitlines()[2:]))
-    assert len(rows) == 9
-    assert not _not_printed(" ".join(re.split(r"(?<!\\)\|", line)[column] for line in rows), printed)
+    assert not _not_printed(_readme_column("digits (real 8×8 digits, U-Nets)"), printed)
+
+
+def test_readme_quick_column_quotes_only_what_findings_prints():
+    assert not _not_printed(_readme_column("quick (16-d teacher, MLPs)"), _printed_numbers(QUICK))
 
 
 def test_published_digits_run_findings_equal_its_summary():
