@@ -85,11 +85,13 @@ def test_renoised_consistency_sampling_lands_off_the_trajectory(gaussian):
 
 
 def test_a_segment_ends_where_the_next_begins(gaussian):
-    from pfdist.protocol.few_step import consistency_function, segment_floors
-    levels = torch.tensor([80.0, 2.5, 0.3])
-    floors = segment_floors(levels, 0.002, torch.tensor([80.0, 3.0, 2.5, 1.0, 0.3, 0.01]))
-    assert floors.tolist() == pytest.approx([2.5, 2.5, 0.3, 0.3, 0.002, 0.002])
+    from pfdist.protocol.few_step import FewStepStudent, consistency_function
     net = pfdist.build_network({"arch": "mlp", "shape": [4], "width": 8, "depth": 1}, seed=0)
+    student = FewStepStudent(net, "consistency", [80.0, 2.5, 0.3], 0.002)
+    floors = student.floors(torch.tensor([80.0, 3.0, 2.5, 1.0, 0.3, 0.01]))
+    assert floors.tolist() == pytest.approx([2.5, 2.5, 0.3, 0.3, 0.002, 0.002])
+    one = FewStepStudent(net, "consistency", [80.0, 2.5, 0.3], 0.002, "ddim")  # one segment, re-noised
+    assert one.floors(torch.tensor([80.0, 1.0])).tolist() == pytest.approx([0.002, 0.002])
     x, sigma = torch.randn(6, 4), torch.tensor([80.0, 3.0, 2.5, 1.0, 0.3, 0.01])
     with torch.no_grad():
         clean = consistency_function(net, x, sigma, 0.002)
@@ -170,6 +172,7 @@ def test_a_checkpoint_of_other_settings_is_refused(gaussian, tmp_path):
     (dict(method="dmd"), "unknown distillation method"),
     (dict(train={"epochs": 1}), "train must be a pfdist.TrainConfig"),
     (dict(multistep="random"), "multistep must be one of"),
+    (dict(method="regression", multistep="ddim"), "applies to consistency distillation only"),
     (dict(net={"arch": "mlp", "shape": [3]}), "shape"),
 ])
 def test_bad_input_is_refused_before_training(gaussian, tmp_path, kw, match):

@@ -95,6 +95,8 @@ def test_rescores_are_exported_and_their_findings_recomputed(finished, tmp_path)
     r = RUN.invoke(app, ["findings", str(out), "--space", "wide"])
     assert r.exit_code == 2 and "no rescore in a space named 'wide' (rescored: kq)" in r.output
     (Path(narrow["out_dir"]) / "copier.csv").unlink()  # a damaged rescore: refused before anything is written
+    r = RUN.invoke(app, ["findings", str(run_dir), "--space", "kq"])
+    assert r.exit_code == 2 and "lists copier.csv" in r.output
     r = RUN.invoke(app, ["export-run", str(run_dir), "-o", str(tmp_path / "again")])
     assert r.exit_code == 2 and "lists copier.csv" in r.output and not (tmp_path / "again").exists()
 

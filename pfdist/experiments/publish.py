@@ -70,10 +70,10 @@ def export_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[P
     exported = {k: v for k, v in summary.items() if k not in LEFT_BEHIND}
     exported["tables"] = [Path(t).name for t in summary["tables"]]
     written.append(atomic_write_json(out_dir / SUMMARY, exported))
-    for sub, (summary, tables) in subs:  # each pfdist rescore of the run: its tables and summary, beside the run's
+    for sub, (sub_summary, tables) in subs:  # each pfdist rescore of the run: its tables and summary, beside the run's
         out = out_dir / RESCORE_DIR / sub.name
         written += [atomic_write(out / n, lambda tmp, n=n, sub=sub: shutil.copyfile(sub / n, tmp)) for n in tables]
-        written.append(atomic_write_json(out / SUMMARY, {**summary, "tables": tables,
+        written.append(atomic_write_json(out / SUMMARY, {**sub_summary, "tables": tables,
                                                          "out_dir": f"{RESCORE_DIR}/{sub.name}"}))
     return written
 
@@ -109,6 +109,7 @@ def run_findings(directory: str | os.PathLike, space: str | None = None) -> list
     load_run(directory)
     if space is not None:
         sub, name = _rescored(directory, space)
+        _rescore_tables(sub)  # every table its summary lists is there
         return analyze_run(read_run(sub, spaces=(name,))).findings
     if not any((directory / t).is_file() for t in table_names()):
         raise PFDistError(f"{directory} has none of {', '.join(table_names())}; "

@@ -53,8 +53,7 @@ from pfdist.maps import GeneratorMap, ODEMap, generator, ode_map
 from pfdist.nets import EDMPrecond, NetSpec
 from pfdist.noise import noise
 from pfdist.protocol.data import dataset_seeds
-from pfdist.protocol.few_step import (METHODS, MULTISTEP, FewStepStudent, consistency_function, segment_floors,
-                                      student_sigmas)
+from pfdist.protocol.few_step import METHODS, MULTISTEP, FewStepStudent, consistency_function, student_sigmas
 from pfdist.settings import FlowSettings
 from pfdist.training import (DataOrder, TrainConfig, derive_seed, ema_beta, has_checkpoint, learning_rate,
                              load_checkpoint, load_denoiser, make_optimizer, save_checkpoint, save_denoiser)
@@ -177,8 +176,7 @@ def _loss(method: str, student: FewStepStudent, target: EDMPrecond, teacher: Any
     n = torch.randint(0, len(grid) - 1, (len(y),), generator=g)
     z = torch.randn(y.shape, generator=g).to(y)
     view = (-1,) + (1,) * (y.ndim - 1)
-    levels = torch.tensor(student.sigmas if student.multistep == "segments" else student.sigmas[:1], dtype=grid.dtype)
-    floor = segment_floors(levels, student.sigma_min, grid[n])
+    floor = student.floors(grid[n])
     sigma, sigma_next = grid[n].to(y).reshape(view), torch.maximum(grid[n + 1], floor).to(y).reshape(view)
     floor = floor.to(y)
     x = y + sigma * z
@@ -296,7 +294,7 @@ def distill(teacher: Any, *, method: str, steps: int, num_pairs: int, net: dict 
     shape); ``train``: optimisation settings (for each progressive round), whose seed is replaced
     by ``seed``; ``dataset``: which training set's seeds (``dataset_seeds``); ``multistep``: how a
     consistency student with several steps goes from level to level (``"segments"``, ``"ddim"`` or
-    ``"fresh"``: :mod:`pfdist.protocol.few_step`; ignored by the other methods). With ``out_dir``
+    ``"fresh"``: :mod:`pfdist.protocol.few_step`; the other methods take only the default). With ``out_dir``
     checkpoints go there and a run of the same settings resumes from them; the student is saved
     as ``out_dir/student.safetensors``. ``progress(step, total, loss)`` is called after each
     training step (progressive: steps counted over all rounds). Returns ``generator(student, nfe=steps, sigma_max=T)``.
@@ -305,6 +303,9 @@ def distill(teacher: Any, *, method: str, steps: int, num_pairs: int, net: dict 
     if multistep not in MULTISTEP:
         raise PFDistError(f"multistep must be one of {list(MULTISTEP)} (got {multistep!r}); see "
                           "pfdist.protocol.few_step.")
+    if method != "consistency" and multistep != "segments":
+        raise PFDistError(f"multistep={multistep!r} applies to consistency distillation only; leave it unset for "
+                          f"{method}.")
     dataset_seeds(int(num_pairs), dataset)  # refuses a bad dataset index before the teacher runs
     config, n = plan.config, int(num_pairs)
     x_T, y = distill_pairs(plan.teacher, n, dataset=dataset)

@@ -84,14 +84,6 @@ def consistency_function(net: EDMPrecond, x: Tensor, sigma: Tensor, sigma_min: f
     return clean + ratio * (x - clean)
 
 
-def segment_floors(levels: Tensor, sigma_min: float, sigma: Tensor) -> Tensor:
-    """For each sigma in ``(sigma_min, levels[0]]``: the lower end of its segment, the largest of the
-    student's later levels and sigma_min below it (module doc). levels: descending; sigma: (batch,)."""
-    bounds = torch.cat([levels[1:], levels.new_tensor([sigma_min])])
-    below = bounds[None, :] < sigma[:, None] * (1 - 1e-9)
-    return torch.where(below, bounds[None, :], bounds.new_tensor(sigma_min)).amax(dim=1)
-
-
 def renoise(x_T: Tensor, step: int) -> Tensor:
     """z ~ N(0, I) shaped like x_T, a pure function of each row's bytes and ``step`` (module doc)."""
     out = torch.empty(x_T.shape, dtype=torch.float32)
@@ -117,6 +109,16 @@ class FewStepStudent(nn.Module):
         self.net, self.method, self.sigmas, self.sigma_min = net, method, list(sigmas), float(sigma_min)
         self.multistep = multistep
         self.shape = tuple(net.config["shape"])
+        # Where each level's function maps to: the next level (segments) or sigma_min (one segment).
+        segments = method == "consistency" and multistep == "segments"
+        self.ends = (self.sigmas[1:] if segments else []) + [self.sigma_min]
+
+    def floors(self, sigma: Tensor) -> Tensor:
+        """For each sigma in ``(sigma_min, sigmas[0]]``: the end of its segment, the largest of
+        ``ends`` below it (module doc). sigma: (batch,); returns (batch,) of sigma's dtype."""
+        ends = torch.tensor(self.ends, dtype=sigma.dtype, device=sigma.device)
+        below = ends[None, :] < sigma[:, None] * (1 - 1e-9)
+        return torch.where(below, ends[None, :], ends.new_tensor(self.sigma_min)).amax(dim=1)
 
     @property
     def nfe(self) -> int:
@@ -137,7 +139,7 @@ class FewStepStudent(nn.Module):
         full = lambda s: torch.full((x_T.shape[0],), s, dtype=x_T.dtype, device=x_T.device)  # noqa: E731
         if self.multistep == "segments":
             x = x_T
-            for sigma, floor in zip(self.sigmas, self.sigmas[1:] + [self.sigma_min]):  # along x_T's trajectory
+            for sigma, floor in zip(self.sigmas, self.ends):  # along x_T's trajectory
                 x = consistency_function(self.net, x, full(sigma), self.sigma_min, floor)
             return x
         x_0 = consistency_function(self.net, x_T, full(self.sigmas[0]), self.sigma_min)
